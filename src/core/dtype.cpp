@@ -42,6 +42,9 @@ constexpr std::array kInfos = {
     DTypeInfo{DType::TQ1_0, "TQ1_0", 256, 54, false},
     DTypeInfo{DType::TQ2_0, "TQ2_0", 256, 66, false},
     DTypeInfo{DType::MXFP4, "MXFP4", 32, 17, true},
+    DTypeInfo{DType::NVFP4, "NVFP4", 64, 36, false},
+    DTypeInfo{DType::Q1_0, "Q1_0", 128, 18, false},
+    DTypeInfo{DType::Q2_0, "Q2_0", 64, 18, false},
 };
 
 bool iequal(std::string_view a, std::string_view b) {

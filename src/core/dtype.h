@@ -42,6 +42,9 @@ enum class DType : uint32_t {
   TQ1_0 = 34,
   TQ2_0 = 35,
   MXFP4 = 39,
+  NVFP4 = 40,  // these three are known by size only (ids and block sizes as @huggingface/gguf 0.4.6)
+  Q1_0 = 41,
+  Q2_0 = 42,
 };
 
 struct DTypeInfo {

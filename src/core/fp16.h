@@ -71,4 +71,20 @@ inline uint16_t fp32_to_bf16(float f) {
   return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
+// MXFP4 pieces (OCP Microscaling). An E8M0 byte e is a pure power of two 2^(e-127); an E2M1 code
+// (sign bit 3, then 2 exponent and 1 mantissa bits) is one of {0, 0.5, 1, 1.5, 2, 3, 4, 6} with a
+// sign. As in ggml, the E2M1 values are kept doubled so that they are small integers, and the
+// scale is halved to match: value = kE2M1Doubled[code] * e8m0_to_fp32_half(e), a small integer
+// times a power of two, so exact whenever it is within float range.
+inline constexpr int8_t kE2M1Doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+// 2^(e-128) for every byte e: subnormal for e = 0 and 1, 2^127 for e = 255 (which the OCP
+// specification reserves for NaN; ggml decodes it as a number and so do we).
+inline float e8m0_to_fp32_half(uint8_t e) {
+  return bits_float(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
+}
+
+// The E2M1 value of a 4-bit code (bits above the low 4 are ignored); code 8 is -0 read as 0.
+inline float e2m1_to_fp32(uint8_t code) { return kE2M1Doubled[code & 0x0F] * 0.5f; }
+
 }  // namespace velocity
