@@ -8,6 +8,11 @@
 // key/value pairs (string key, u32 value type, value), then n_tensors tensor infos (string name,
 // u32 n_dims, n_dims x u64 dims, u32 ggml type, u64 offset), padding to `general.alignment`
 // (default 32), then the data section; a tensor's offset is relative to the data section start.
+//
+// What the reader accepts where the spec is silent, following ggml's gguf.cpp: dimensions of 0
+// (an empty tensor, n_bytes 0); tensors in any offset order (but never sharing bytes); any
+// nonzero power of two as general.alignment; any nonempty key. Arrays of arrays nest at most 8
+// deep (ggml reads none). A file version other than 2 or 3 is an error.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +20,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -98,6 +104,7 @@ class File {
   std::vector<std::unique_ptr<MappedFile>> maps_;
   std::vector<std::pair<std::string, Value>> metadata_;
   std::vector<TensorInfo> tensors_;
+  std::unordered_map<std::string, size_t> tensor_index_;  // name -> index into tensors_
   bool header_only_ = false;
 };
 

@@ -20,6 +20,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/dtype.h"
@@ -69,21 +71,38 @@ class Writer {
     uint64_t offset;  // within its shard's data section
   };
   void open_shard(uint32_t index);
-  void write_header(uint32_t shard);
+  void ensure_shard(uint32_t index);
+  void close_shard();
+  std::vector<uint8_t> header_bytes(uint32_t shard) const;
   void raw_write(const void* data, size_t n);
+  void write_zeros(uint64_t n);
+  void complete_tensors();
+  void require_data_phase(std::string_view what) const;
+  [[noreturn]] void io_fail(std::string_view what, int err);
 
   std::string path_;
   WriterOptions options_;
   std::vector<std::pair<std::string, Value>> metadata_;
+  std::unordered_set<std::string> keys_;
   std::vector<Pending> tensors_;
+  std::unordered_map<std::string, size_t> tensor_index_;
   std::vector<std::string> paths_;
+  std::vector<std::string> tmp_paths_;      // "<path>.tmp", renamed to paths_ by finish()
+  std::vector<uint64_t> shard_data_bytes_;  // data section size of each shard, padding included
   bool begun_ = false;
   bool finished_ = false;
+  bool failed_ = false;                     // an I/O error happened; only destruction remains
+  bool user_alignment_key_ = false;         // general.alignment given by set()
+  bool user_header_only_key_ = false;       // velocity.header_only given by set()
   std::FILE* out_ = nullptr;
+  uint32_t n_opened_ = 0;                   // shards opened so far (in order)
   uint32_t current_shard_ = 0;
   size_t current_tensor_ = 0;
   uint64_t current_written_ = 0;  // bytes of the current tensor written so far
   uint64_t shard_pos_ = 0;        // bytes written to the current shard
+  uint64_t shard_end_ = 0;        // expected size of the current shard
+  uint64_t total_bytes_ = 0;      // tensor data bytes declared (without padding)
+  uint64_t total_written_ = 0;
 };
 
 }  // namespace velocity::gguf
