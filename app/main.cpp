@@ -1,18 +1,117 @@
 // velocity: one binary, one subcommand per job. The CLI wires modules together; no logic here.
+//
+// Exit codes: 0 success; 1 a velocity::Error (bad file, bad value, I/O); 2 bad command line
+// (CLI11's message).
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
+#include <chrono>
 #include <cstdio>
+#include <exception>
+#include <iostream>
+#include <string>
 
 #include "core/error.h"
+#include "gguf/file.h"
+#include "tools/inspect.h"
+#include "tools/synth.h"
+
+namespace {
+
+// Matches project(velocity VERSION …) in the top-level CMakeLists.txt.
+constexpr const char* kVersion = "velocity 0.1.0";
+
+struct InspectArgs {
+  std::string path;
+  velocity::tools::InspectOptions options;
+};
+
+struct SynthArgs {
+  velocity::tools::SynthOptions options;
+};
+
+void list_presets(const std::string& arch) {
+  const auto archs = arch.empty() ? velocity::tools::synth_archs() : std::vector<std::string>{arch};
+  for (const auto& a : archs)
+    std::cout << fmt::format("{}: {}\n", a, fmt::join(velocity::tools::synth_presets(a), ", "));
+}
+
+CLI::App* add_inspect(CLI::App& app, InspectArgs& args) {
+  CLI::App* cmd = app.add_subcommand("inspect", "Show a GGUF model: metadata, tensors, parameters, bytes per token");
+  cmd->add_option("file", args.path, "GGUF file (the first shard of a split model)")->required();
+  cmd->add_flag("--json", args.options.json, "Print everything as JSON (arrays in full)");
+  cmd->add_flag("--all", args.options.all_metadata, "Print every metadata key in full");
+  return cmd;
+}
+
+CLI::App* add_synth(CLI::App& app, SynthArgs& args) {
+  CLI::App* cmd = app.add_subcommand("synth", "Write a random-weight GGUF model of a real architecture and size");
+  auto& o = args.options;
+  cmd->add_option("--arch", o.arch, "Architecture: " + fmt::format("{}", fmt::join(velocity::tools::synth_archs(), ", ")))
+      ->required();
+  cmd->add_option("--preset", o.preset, "Size preset (see --list-presets)")->capture_default_str();
+  cmd->add_option("--type", o.type, "Weight type (F16, BF16, Q8_0, Q4_K, MXFP4 …) or mix (Q4_K_M, MXFP4_MOE)")
+      ->capture_default_str();
+  cmd->add_option("-o,--output", o.output, "Output path (split shards are named <prefix>-0000i-of-0000N.gguf)")
+      ->required();
+  cmd->add_option("--seed", o.seed, "Random seed")->capture_default_str();
+  cmd->add_flag("--header-only", o.header_only, "Write metadata and tensor infos only (for planning huge models)");
+  // K, M, G are decimal (1000^n), as in llama.cpp's gguf-split; KiB, MiB, GiB are binary.
+  cmd->add_option("--split-max-size", o.split_max_bytes, "Split into shards of at most this many data bytes (e.g. 500M, 2G)")
+      ->transform(CLI::AsSizeValue(true));
+  // Like --help: runs while parsing (after --arch is stored, before required options are checked).
+  cmd->add_flag_callback(
+      "--list-presets",
+      [&o] {
+        list_presets(o.arch);
+        throw CLI::Success();
+      },
+      "List the presets of --arch (or of every architecture) and exit");
+  return cmd;
+}
+
+void run_inspect(const InspectArgs& args) {
+  const velocity::gguf::File file = velocity::gguf::File::open(args.path);
+  velocity::tools::inspect(file, args.options, std::cout);
+}
+
+void run_synth(const SynthArgs& args) {
+  const auto start = std::chrono::steady_clock::now();
+  const velocity::tools::SynthResult result = velocity::tools::synth(args.options);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (const auto& path : result.paths) std::cout << fmt::format("wrote {}\n", path);
+  std::cout << fmt::format("{} file{}, {} tensors, {} params, {} bytes of tensor data", result.paths.size(),
+                           result.paths.size() == 1 ? "" : "s", result.n_tensors, result.n_params, result.n_bytes);
+  if (args.options.header_only) {
+    std::cout << fmt::format(" (header only: not written), {:.2f} s\n", seconds);
+  } else {
+    std::cout << fmt::format(", {:.2f} s, {:.1f} MB/s\n", seconds, seconds > 0 ? (double)result.n_bytes / seconds / 1e6 : 0.0);
+  }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"velocity: LLM inference server for GGUF models on NVIDIA GPUs"};
+  app.set_version_flag("--version", kVersion);
   app.require_subcommand(1);
+  InspectArgs inspect_args;
+  SynthArgs synth_args;
+  CLI::App* inspect_cmd = add_inspect(app, inspect_args);
+  CLI::App* synth_cmd = add_synth(app, synth_args);
   try {
     app.parse(argc, argv);
+    if (inspect_cmd->parsed()) run_inspect(inspect_args);
+    if (synth_cmd->parsed()) run_synth(synth_args);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    const int code = app.exit(e);  // prints help, the version, the preset list's end, or the error
+    return code == 0 ? 0 : 2;
   } catch (const velocity::Error& e) {
+    std::cout.flush();
+    std::fprintf(stderr, "velocity: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {  // a bug or resource exhaustion: still a message, not an abort
+    std::cout.flush();
     std::fprintf(stderr, "velocity: error: %s\n", e.what());
     return 1;
   }

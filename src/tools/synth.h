@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,8 @@ struct SynthOptions {
   uint64_t seed = 1;
   bool header_only = false;      // metadata + tensor infos only (for planning huge models)
   uint64_t split_max_bytes = 0;  // 0: one file
+  // Called after each written chunk of tensor data (not for header-only output).
+  std::function<void(uint64_t bytes_written, uint64_t bytes_total)> on_progress;
 };
 
 struct SynthResult {
