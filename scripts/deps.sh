@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what velocity needs to build and test (idempotent: installs only what is missing).
-# Debian 12 packages; npm packages for the compatibility tests (tests/compat).
+# Debian 12 packages; npm packages for the compatibility tests (tests/compat) and the tokenizer
+# differential tests (tests/tokenizer/diff).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
   build-essential cmake ninja-build pkg-config
-  libfmt-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libgtest-dev libbenchmark-dev
+  libfmt-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libgtest-dev libbenchmark-dev libpcre2-dev
   clang-14 libclang-rt-14-dev
   python3 python3-jinja2
   nodejs npm
@@ -30,4 +31,9 @@ fi
 if [ ! -d tests/compat/node_modules/@huggingface/gguf ]; then
   echo "deps: npm install in tests/compat"
   (cd tests/compat && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ ! -d tests/tokenizer/diff/node_modules/tokenizers ]; then
+  echo "deps: npm install in tests/tokenizer/diff"
+  (cd tests/tokenizer/diff && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -1,0 +1,64 @@
+// velocity's tokenizer: text <-> token ids for the two GGUF tokenizer models, matching the
+// models' own (Hugging Face) tokenizers id for id.
+//
+//   Vocab vocab = Vocab::load("model.gguf");      // or hf_import_tokenizer("tokenizer.json")
+//   Tokenizer tok(std::move(vocab));
+//   std::vector<int32_t> ids = tok.encode("Hello", /*add_special=*/true, /*parse_special=*/false);
+//   std::string text = tok.decode(ids);
+//
+// Input text that is not valid UTF-8 is first made valid by replacing each maximal invalid
+// subpart with U+FFFD (what a JavaScript or Python caller of Hugging Face would pass).
+// A Tokenizer is immutable after construction; encode/decode may run on many threads at once.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tokenizer/bpe.h"
+#include "tokenizer/vocab.h"
+
+namespace velocity::tokenizer {
+
+class PreTokenizer;
+class SpmModel;
+class SpecialSplitter;
+
+class Tokenizer {
+ public:
+  explicit Tokenizer(Vocab vocab);
+  ~Tokenizer();
+  Tokenizer(const Tokenizer&) = delete;
+  Tokenizer& operator=(const Tokenizer&) = delete;
+
+  // add_special: BOS / EOS as the vocabulary asks (add_bos / add_eos).
+  // parse_special: control tokens written in the text (e.g. "<|im_start|>") become their ids;
+  // without it they are tokenized as plain text. User-defined added tokens always match.
+  std::vector<int32_t> encode(std::string_view text, bool add_special, bool parse_special) const;
+
+  // The bytes a token stands for: byte-level decoded (BPE) or ▁ -> space and <0xXX> -> byte
+  // (SPM); control tokens give their text. May be a partial UTF-8 sequence. Empty for a bad id.
+  std::string token_to_piece(int32_t id) const;
+  // Concatenated pieces, SPM's leading space of the prefix removed, invalid UTF-8 -> U+FFFD.
+  std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;
+
+  const Vocab& vocab() const { return vocab_; }
+  int32_t n_vocab() const { return static_cast<int32_t>(vocab_.size()); }
+  int32_t token_id(std::string_view text) const;  // kNoToken when absent
+  bool is_special(int32_t id) const;             // control / unknown: skipped by skip_special
+
+ private:
+  void encode_text(std::string_view text, bool first_fragment, bool after_special, std::vector<int32_t>& out) const;
+
+  Vocab vocab_;
+  TokenMap token_ids_;
+  std::unique_ptr<PreTokenizer> pre_;
+  std::unique_ptr<BpeModel> bpe_;
+  std::unique_ptr<SpmModel> spm_;
+  std::unique_ptr<SpecialSplitter> special_;
+};
+
+}  // namespace velocity::tokenizer

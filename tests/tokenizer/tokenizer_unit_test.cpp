@@ -1,0 +1,208 @@
+// Unit tests on small vocabularies built in code: BPE merge order, SPM scores and byte fallback,
+// special-token splitting, UTF-8 sanitizing, NFC, the stream decoder, and vocabulary validation.
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "core/error.h"
+#include "tokenizer/hf_import.h"
+#include "tokenizer/nfc.h"
+#include "tokenizer/pretokenize.h"
+#include "tokenizer/stream_decode.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
+
+namespace velocity::tokenizer {
+namespace {
+
+// A byte-level BPE vocabulary: the 256 byte tokens, then merges building "ab", "abc", "Ġa".
+Vocab tiny_bpe() {
+  Vocab v;
+  v.type = VocabType::Bpe;
+  v.model = "gpt2";
+  v.pre = "gpt-2";
+  v.add_space_prefix = false;
+  for (int b = 0; b < 256; ++b) v.tokens.push_back(byte_level().byte_to_text[b]);
+  for (const char* t : {"ab", "abc", "Ġa", "bc", "<|end|>", "<tool>"}) v.tokens.push_back(t);
+  v.merges = {{"a", "b"}, {"b", "c"}, {"ab", "c"}, {"Ġ", "a"}};
+  v.scores.assign(v.tokens.size(), 0.0f);
+  v.types.assign(v.tokens.size(), TokenType::Normal);
+  v.types[260] = TokenType::Control;
+  v.types[261] = TokenType::UserDefined;
+  v.eos = 260;
+  return v;
+}
+
+// A SentencePiece vocabulary with byte fallback.
+Vocab tiny_spm() {
+  Vocab v;
+  v.type = VocabType::Spm;
+  v.model = "llama";
+  v.pre = "default";
+  v.tokens = {"<unk>", "<s>", "</s>"};
+  v.types = {TokenType::Unknown, TokenType::Control, TokenType::Control};
+  for (int b = 0; b < 256; ++b) {
+    v.tokens.push_back(fmt::format("<0x{:02X}>", b));
+    v.types.push_back(TokenType::Byte);
+  }
+  const std::vector<std::pair<std::string, float>> pieces = {
+      {"\xE2\x96\x81", -1}, {"h", -2}, {"e", -3}, {"l", -4}, {"o", -5}, {"he", -6}, {"ll", -7},
+      {"hell", -8}, {"hello", -9}, {"\xE2\x96\x81hello", -10}, {"lo", -20}};
+  for (const auto& [t, s] : pieces) {
+    v.tokens.push_back(t);
+    v.types.push_back(TokenType::Normal);
+  }
+  v.scores.assign(v.tokens.size(), 0.0f);
+  for (size_t i = 0; i < pieces.size(); ++i) v.scores[259 + i] = pieces[i].second;
+  v.unk = 0;
+  v.bos = 1;
+  v.eos = 2;
+  v.add_bos = true;
+  v.add_space_prefix = true;
+  return v;
+}
+
+TEST(BpeTiny, MergesByRank) {
+  const Tokenizer tok(tiny_bpe());
+  EXPECT_EQ(tok.encode("abc", false, false), (std::vector<int32_t>{257}));  // ab, then abc
+  EXPECT_EQ(tok.encode(" a", false, false), (std::vector<int32_t>{258}));
+  EXPECT_EQ(tok.encode("bc", false, false), (std::vector<int32_t>{259}));
+  EXPECT_EQ(tok.decode(tok.encode("hello abc", false, false)), "hello abc");
+}
+
+TEST(BpeTiny, LongRepeatedInputIsFast) {
+  const Tokenizer tok(tiny_bpe());
+  const std::string text(1 << 20, 'a');
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto ids = tok.encode(text, false, false);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(ids.size(), text.size());
+  EXPECT_LT(seconds, 5.0);
+  const std::string abc = [] {
+    std::string s;
+    for (int i = 0; i < (1 << 18); ++i) s += "abc";
+    return s;
+  }();
+  EXPECT_EQ(tok.encode(abc, false, false).size(), size_t{1} << 18);
+}
+
+TEST(TokenizerSpecial, ParseSpecialControlsControlTokensOnly) {
+  const Tokenizer tok(tiny_bpe());
+  EXPECT_EQ(tok.encode("a<|end|>", false, true), (std::vector<int32_t>{'a', 260}));
+  EXPECT_GT(tok.encode("a<|end|>", false, false).size(), 2u);
+  // User-defined tokens match with or without parse_special.
+  EXPECT_EQ(tok.encode("<tool>", false, false), (std::vector<int32_t>{261}));
+  EXPECT_EQ(tok.token_to_piece(260), "<|end|>");
+}
+
+TEST(TokenizerUtf8, InvalidInputBecomesReplacementCharacter) {
+  EXPECT_EQ(utf8_sanitize("a\xFF" "b"), "a\xEF\xBF\xBD" "b");
+  // Maximal subparts: E1 80 is one U+FFFD, then 41.
+  EXPECT_EQ(utf8_sanitize("\xE1\x80\x41"), "\xEF\xBF\xBD\x41");
+  EXPECT_EQ(utf8_sanitize("\xED\xA0\x80"), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");  // surrogate
+  EXPECT_EQ(utf8_sanitize("\xF0\x9F\x98"), "\xEF\xBF\xBD");
+  const Tokenizer tok(tiny_bpe());
+  EXPECT_EQ(tok.encode("\xFF", false, false), tok.encode("\xEF\xBF\xBD", false, false));
+}
+
+TEST(TokenizerNfc, ComposesAndReorders) {
+  EXPECT_TRUE(nfc_is_quick_yes("plain ascii and caf\xC3\xA9"));
+  EXPECT_EQ(nfc_normalize("e\xCC\x81"), "\xC3\xA9");                  // e + acute -> é
+  EXPECT_EQ(nfc_normalize("\xE1\x84\x80\xE1\x85\xA1"), "\xEA\xB0\x80");  // Hangul L+V -> 가
+  EXPECT_EQ(nfc_normalize("\xE2\x84\xA6"), "\xCE\xA9");                  // Ohm -> Omega
+  // a + dot below (220) + ring above (230) and the reverse order normalize the same.
+  EXPECT_EQ(nfc_normalize("a\xCC\x8A\xCC\xA3"), nfc_normalize("a\xCC\xA3\xCC\x8A"));
+}
+
+TEST(SpmTiny, ScoresSpacePrefixAndByteFallback) {
+  const Tokenizer tok(tiny_spm());
+  const int32_t base = 259;
+  EXPECT_EQ(tok.encode("hello", true, false), (std::vector<int32_t>{1, base + 9}));
+  // Unknown characters fall back to their UTF-8 bytes.
+  const auto ids = tok.encode("\xC3\xA9", false, false);
+  EXPECT_EQ(ids, (std::vector<int32_t>{base, 3 + 0xC3, 3 + 0xA9}));
+  EXPECT_EQ(tok.decode(tok.encode("hello hello", true, false), true), "hello hello");
+  EXPECT_EQ(tok.decode(ids), "\xC3\xA9");
+}
+
+TEST(StreamDecode, HoldsPartialCharacters) {
+  const Tokenizer tok(tiny_spm());
+  StreamDecoder dec(tok);
+  EXPECT_EQ(dec.push(3 + 0xF0), "");
+  EXPECT_EQ(dec.push(3 + 0x9F), "");
+  EXPECT_EQ(dec.push(3 + 0xA6), "");
+  EXPECT_EQ(dec.pending_bytes(), 3u);
+  EXPECT_EQ(dec.push(3 + 0x99), "\xF0\x9F\xA6\x99");
+  // An invalid byte is replaced at once; an incomplete tail at flush.
+  EXPECT_EQ(dec.push(3 + 0xFF), "\xEF\xBF\xBD");
+  EXPECT_EQ(dec.push(3 + 0xE2), "");
+  EXPECT_EQ(dec.push(3 + 'a'), "\xEF\xBF\xBD" "a");
+  EXPECT_EQ(dec.push(3 + 0xE2), "");
+  EXPECT_EQ(dec.flush(), "\xEF\xBF\xBD");
+}
+
+TEST(StreamDecode, MatchesDecodeOnRandomIds) {
+  const Tokenizer tok(tiny_spm());
+  uint64_t state = 12345;
+  for (int round = 0; round < 200; ++round) {
+    std::vector<int32_t> ids;
+    for (int i = 0; i < 20; ++i) {
+      state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+      ids.push_back(static_cast<int32_t>((state >> 33) % static_cast<uint64_t>(tok.n_vocab())));
+    }
+    StreamDecoder dec(tok);
+    std::string streamed;
+    for (int32_t id : ids) streamed += dec.push(id);
+    streamed += dec.flush();
+    EXPECT_EQ(streamed, tok.decode(ids));
+  }
+}
+
+TEST(VocabValidate, ClearErrors) {
+  Vocab v = tiny_bpe();
+  v.pre = "no-such-pre";
+  try {
+    v.validate("x.gguf");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no-such-pre"), std::string::npos) << e.what();
+  }
+  v = tiny_bpe();
+  v.eos = 100000;
+  EXPECT_THROW(v.validate("x.gguf"), Error);
+  v = tiny_bpe();
+  v.scores.pop_back();
+  EXPECT_THROW(v.validate("x.gguf"), Error);
+  v = tiny_bpe();
+  v.add_bos = true;
+  EXPECT_THROW(v.validate("x.gguf"), Error);
+}
+
+TEST(HfImport, MergeFormsAndErrors) {
+  const std::string base = R"({"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":MERGES},
+    "pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,"use_regex":true},
+    "added_tokens":[{"id":3,"content":"<s>","special":true}]})";
+  for (const std::string merges : {R"(["a b"])", R"([["a","b"]])"}) {
+    std::string json = base;
+    json.replace(json.find("MERGES"), 6, merges);
+    const Vocab v = hf_import_json(json, "", "t.json");
+    EXPECT_EQ(v.pre, "gpt-2");
+    ASSERT_EQ(v.merges.size(), 1u);
+    EXPECT_EQ(v.merges[0].second, "b");
+    EXPECT_EQ(v.types[3], TokenType::Control);
+  }
+  EXPECT_THROW(hf_import_json("{", "", "t.json"), Error);
+  EXPECT_THROW(hf_import_json(R"({"model":{"type":"WordPiece"}})", "", "t.json"), Error);
+}
+
+TEST(HfImport, PatternRewriteUsesWhiteSpaceProperty) {
+  const PreTokenizer pre("llama-bpe");
+  std::vector<std::string_view> pieces;
+  // U+0085 (NEL) is White_Space: Oniguruma's \s matches it, plain PCRE2 \s does not.
+  pre.split("a\xC2\x85\xC2\x85" "b", pieces);
+  ASSERT_EQ(pieces.size(), 3u);
+  EXPECT_EQ(pieces[1], "\xC2\x85");
+}
+
+}  // namespace
+}  // namespace velocity::tokenizer
