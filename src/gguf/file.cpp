@@ -184,8 +184,9 @@ File Parser::open(const std::string& path) {
     uint64_t total = 0;
     for (const auto& s : shards) total += s.tensors.size();
     if (total_value->get<int32_t>() < 0 || (uint64_t)total_value->get<int32_t>() != total)
-      fail_at(path, first.value_byte("split.tensors.count"), "split.tensors.count is {} but the {} shard(s) hold {} tensors",
-              total_value->get<int32_t>(), shards.size(), total);
+      fail_at(path, first.value_byte("split.tensors.count"),
+              "split.tensors.count is {} but the {} shard(s) hold {} tensors", total_value->get<int32_t>(),
+              shards.size(), total);
   }
 
   for (size_t i = 0; i < shards.size(); ++i) place_tensors(shards[i], file.maps_[i]->bytes(), header_only);

@@ -26,8 +26,10 @@ std::string printable(std::string_view s) {
       break;
     }
     const unsigned char c = (unsigned char)s[i];
-    if (c < 0x20 || c == 0x7f || c == '\\' || c == '\'') out += fmt::format("\\x{:02x}", c);
-    else out += (char)c;
+    if (c < 0x20 || c == 0x7f || c == '\\' || c == '\'')
+      out += fmt::format("\\x{:02x}", c);
+    else
+      out += (char)c;
   }
   return out;
 }
@@ -75,7 +77,8 @@ class Cursor {
     return p;
   }
 
-  template <class T> T read(std::string_view what) {
+  template <class T>
+  T read(std::string_view what) {
     T v;
     std::memcpy(&v, take(sizeof(T), what), sizeof(T));
     return v;
@@ -105,10 +108,13 @@ uint64_t min_item_bytes(ValueType t) {
   return value_type_size(t);
 }
 
-template <class T> Value read_scalar(Cursor& c) {
+template <class T>
+Value read_scalar(Cursor& c) {
   static constexpr ValueType kType = value_type_of<T>();
-  if constexpr (std::is_same_v<T, bool>) return Value::scalar(c.read<uint8_t>("a BOOL value") != 0);
-  else return Value::scalar(c.read<T>(value_type_name(kType)));
+  if constexpr (std::is_same_v<T, bool>)
+    return Value::scalar(c.read<uint8_t>("a BOOL value") != 0);
+  else
+    return Value::scalar(c.read<T>(value_type_name(kType)));
 }
 
 // Reads a value of `type` (its type id already read). `depth` is the number of arrays this value
@@ -192,9 +198,8 @@ void check_known_key(const Cursor& c, uint64_t at, std::string_view key, const V
     if (known.key != key) continue;
     const bool ok = v.type() == known.type && (!v.is_array() || v.elem_type() == known.elem);
     if (!ok) {
-      const std::string want = known.type == ValueType::ARRAY
-                                   ? fmt::format("ARRAY of {}", value_type_name(known.elem))
-                                   : std::string(value_type_name(known.type));
+      const std::string want = known.type == ValueType::ARRAY ? fmt::format("ARRAY of {}", value_type_name(known.elem))
+                                                              : std::string(value_type_name(known.type));
       c.fail(at, "must be {}, found {}", want, type_text(v));
     }
     return;
@@ -232,7 +237,8 @@ void read_header(Cursor& c, ParsedShard& out, uint64_t* n_tensors, uint64_t* n_k
   *n_kv = c.read<uint64_t>("the metadata count");
   if (*n_tensors > c.left() / 32)
     c.fail(8, "tensor count {} cannot fit in the {} bytes left in the file", *n_tensors, c.left());
-  if (*n_kv > c.left() / 14) c.fail(16, "metadata count {} cannot fit in the {} bytes left in the file", *n_kv, c.left());
+  if (*n_kv > c.left() / 14)
+    c.fail(16, "metadata count {} cannot fit in the {} bytes left in the file", *n_kv, c.left());
 }
 
 void read_metadata(Cursor& c, ParsedShard& out, uint64_t n_kv) {

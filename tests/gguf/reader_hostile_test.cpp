@@ -4,9 +4,8 @@
 // Byte offsets below follow the layout: 24-byte header (magic, version, n_tensors, n_kv), then a
 // key "k" takes 8 + 1 bytes so its value type id is at 33 and an array's element type at 37; a
 // tensor info for "t" (with no metadata) puts n_dims at 33, dims from 37, then type and offset.
-#include <gtest/gtest.h>
-
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include <limits>
 
@@ -106,7 +105,8 @@ TEST(ReaderHostile, AbsurdCounts) {
 // --- metadata --------------------------------------------------------------------------------
 
 TEST(ReaderHostile, OversizedStringLength) {
-  expect_error(one_kv(ValueType::STRING, test::body<uint64_t>(1ull << 63)), 37, "a string has length 9223372036854775808");
+  expect_error(one_kv(ValueType::STRING, test::body<uint64_t>(1ull << 63)), 37,
+               "a string has length 9223372036854775808");
   expect_error(one_kv(ValueType::STRING, test::body<uint64_t>(1000), 50), 37, "a string has length 1000 but only");
   // The key itself.
   Buf b = header(3, 0, 1);
@@ -126,7 +126,8 @@ TEST(ReaderHostile, OversizedArrayLength) {
   // n * 4 would wrap around to a small number.
   expect_error(one_kv(ValueType::ARRAY, test::array_body(ValueType::UINT32, (1ull << 62) + 1)), 37, "cannot fit");
   expect_error(one_kv(ValueType::ARRAY, test::array_body(ValueType::UINT8, 200), 64), 37, "array of 200 UINT8 items");
-  expect_error(one_kv(ValueType::ARRAY, test::array_body(ValueType::STRING, 1ull << 40)), 37, "STRING items cannot fit");
+  expect_error(one_kv(ValueType::ARRAY, test::array_body(ValueType::STRING, 1ull << 40)), 37,
+               "STRING items cannot fit");
   expect_error(one_kv(ValueType::ARRAY, test::array_body(ValueType::FLOAT64, ~0ull)), 37, "FLOAT64 items cannot fit");
 }
 
@@ -138,7 +139,8 @@ TEST(ReaderHostile, OversizedNestedArray) {
   expect_error(one_kv(ValueType::ARRAY, test::array_body(ValueType::ARRAY, 1ull << 40)), 37,
                "ARRAY items cannot fit in the");
   // Each nested array needs 12 bytes even when empty: 20 of them do not fit in ~115 bytes.
-  expect_error(one_kv(ValueType::ARRAY, test::array_body(ValueType::ARRAY, 20), 100), 37, "each takes at least 12 bytes");
+  expect_error(one_kv(ValueType::ARRAY, test::array_body(ValueType::ARRAY, 20), 100), 37,
+               "each takes at least 12 bytes");
 }
 
 TEST(ReaderHostile, ArraysNestedTooDeep) {

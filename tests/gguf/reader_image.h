@@ -21,7 +21,8 @@ namespace velocity::gguf::test {
 
 using Buf = std::vector<uint8_t>;
 
-template <class T> void put(Buf& b, T v) {
+template <class T>
+void put(Buf& b, T v) {
   uint8_t raw[sizeof(T)];
   std::memcpy(raw, &v, sizeof(T));
   b.insert(b.end(), raw, raw + sizeof(T));
@@ -33,7 +34,8 @@ inline void put_string(Buf& b, std::string_view s) {
 }
 
 // Value bodies (what follows the value type id), composable for arrays of arrays.
-template <class T> Buf body(T v) {
+template <class T>
+Buf body(T v) {
   Buf b;
   put<T>(b, v);
   return b;
@@ -51,7 +53,8 @@ inline Buf array_body(ValueType elem, uint64_t n, const Buf& items = {}) {
   put_bytes(b, items);
   return b;
 }
-template <class T> Buf numeric_array_body(const std::vector<T>& v) {
+template <class T>
+Buf numeric_array_body(const std::vector<T>& v) {
   Buf items;
   for (const T& x : v) put<T>(items, x);
   return array_body(value_type_of<T>(), v.size(), items);
@@ -64,10 +67,10 @@ inline Buf string_array_body(const std::vector<std::string>& v) {
 
 struct TensorSpec {
   std::string name;
-  uint32_t type = 0;                     // raw ggml type id
-  std::vector<int64_t> shape;            // written as u64 each
-  std::optional<uint64_t> offset;        // default: next aligned offset after the previous tensor
-  std::optional<uint32_t> n_dims;        // default: shape.size()
+  uint32_t type = 0;               // raw ggml type id
+  std::vector<int64_t> shape;      // written as u64 each
+  std::optional<uint64_t> offset;  // default: next aligned offset after the previous tensor
+  std::optional<uint32_t> n_dims;  // default: shape.size()
 };
 
 class Image {
@@ -75,8 +78,8 @@ class Image {
   explicit Image(uint32_t version = 3) : version_(version) {}
 
   std::optional<uint64_t> n_tensors_override, n_kv_override;
-  std::optional<uint64_t> data_size;     // default: up to the end of the last tensor
-  uint64_t layout_alignment = 32;        // padding used by build(); see align()
+  std::optional<uint64_t> data_size;  // default: up to the end of the last tensor
+  uint64_t layout_alignment = 32;     // padding used by build(); see align()
 
   Image& kv_raw(std::string key, uint32_t type, Buf value_body) {
     Buf b;
@@ -89,7 +92,8 @@ class Image {
   Image& kv(std::string key, ValueType type, Buf value_body) {
     return kv_raw(std::move(key), (uint32_t)type, std::move(value_body));
   }
-  template <class T> Image& kv_scalar(std::string key, T v) {
+  template <class T>
+  Image& kv_scalar(std::string key, T v) {
     return kv(std::move(key), value_type_of<T>(), body<T>(v));
   }
   Image& kv_string(std::string key, std::string_view s) { return kv(std::move(key), ValueType::STRING, str_body(s)); }

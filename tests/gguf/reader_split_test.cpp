@@ -29,8 +29,8 @@ TEST(SplitNaming, ParseSplitPath) {
   for (const char* not_split :
        {"model.gguf", "model-1-of-3.gguf", "model-00004-of-00003.gguf", "model-00000-of-00003.gguf",
         "model-00001-of-00000.gguf", "model-00001-of-00003.gguf.bak", "model-00001-00003.gguf",
-        "model00001-of-00003.gguf", "model-000001-of-00003.gguf", "model-00001-of-00003.GGUF", "", ".gguf",
-        "-of-.gguf", "model-99999999999-of-99999999999.gguf"})
+        "model00001-of-00003.gguf", "model-000001-of-00003.gguf", "model-00001-of-00003.GGUF", "", ".gguf", "-of-.gguf",
+        "model-99999999999-of-99999999999.gguf"})
     EXPECT_EQ(parse_split_path(not_split).index, 0) << not_split;
 }
 

@@ -94,12 +94,13 @@ void expect_all_values(const File& f) {
   EXPECT_EQ(f.at("a.empty").elem_type(), ValueType::FLOAT32);
   EXPECT_EQ(f.at("a.empty").array_size(), 0u);
 
-  const Value ints = Value::array_of_arrays({Value::array(std::vector<int32_t>{1, 2}),
-                                             Value::array(std::vector<int32_t>{}), Value::array(std::vector<int32_t>{3})});
+  const Value ints =
+      Value::array_of_arrays({Value::array(std::vector<int32_t>{1, 2}), Value::array(std::vector<int32_t>{}),
+                              Value::array(std::vector<int32_t>{3})});
   EXPECT_EQ(f.at("a.ints_of_ints"), ints);
-  const Value strs3 = Value::array_of_arrays(
-      {Value::array_of_arrays({Value::string_array({"a"}), Value::string_array({})}),
-       Value::array_of_arrays({Value::string_array({"b", "c"})})});
+  const Value strs3 =
+      Value::array_of_arrays({Value::array_of_arrays({Value::string_array({"a"}), Value::string_array({})}),
+                              Value::array_of_arrays({Value::string_array({"b", "c"})})});
   EXPECT_EQ(f.at("a.strs3"), strs3);
   EXPECT_EQ(f.at("a.strs3").arrays()[1].arrays()[0].strings()[1], "c");
 
@@ -144,7 +145,8 @@ TEST(ReaderValid, MissingKeyErrorNamesFileAndKey) {
 TEST(ReaderValid, BoolsAreCanonical) {
   Buf items = {0, 7, 255};
   Image im;
-  im.kv("b", ValueType::BOOL, test::body<uint8_t>(42)).kv("bs", ValueType::ARRAY, test::array_body(ValueType::BOOL, 3, items));
+  im.kv("b", ValueType::BOOL, test::body<uint8_t>(42))
+      .kv("bs", ValueType::ARRAY, test::array_body(ValueType::BOOL, 3, items));
   const File f = File::parse(im.build());
   EXPECT_EQ(f.at("b"), Value::scalar(true));
   EXPECT_EQ(f.at("bs"), Value::array(std::vector<bool>{false, true, true}));
