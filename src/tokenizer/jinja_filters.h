@@ -25,6 +25,9 @@ std::vector<std::string> python_split(Interpreter& interp, const std::string& s,
 // Python str.strip/lstrip/rstrip with an optional character set (None: whitespace).
 std::string python_strip(const std::string& s, const Value& chars, bool left, bool right);
 
+// HTML escaping of jinja2's `escape` filter and of Markup concatenation: & < > " '.
+std::string html_escape(const std::string& s);
+
 // Reads call arguments by position or keyword, as Python binds them.
 class ArgReader {
  public:

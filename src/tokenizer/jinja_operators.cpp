@@ -17,21 +17,6 @@ namespace {
 bool is_intlike(const Value& v) { return v.type == Type::Int || v.type == Type::Bool; }
 int64_t as_int(const Value& v) { return v.type == Type::Bool ? v.boolean : v.integer; }
 
-std::string html_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out.push_back(c);
-    }
-  }
-  return out;
-}
-
 [[noreturn]] void unsupported(Interpreter& interp, const std::string& op, const Value& a, const Value& b) {
   interp.error(fmt::format("unsupported operand type(s) for {}: '{}' and '{}'", op, type_name(a), type_name(b)));
 }
