@@ -173,6 +173,25 @@ Vocab hf_import_json(const std::string& tokenizer_json, const std::string& confi
         fail("{}: merge {} is neither \"a b\" nor [a, b]", name, m.dump());
       }
     }
+    if (vocab.type == VocabType::Spm && !vocab.merges.empty()) {
+      // HF applies SentencePiece-style BPE by merge rank, and the rank is not always the piece
+      // id: Llama 2's whitespace runs ("▁▁" is id 259) carry score -1e9 in the .model and so
+      // rank last. A piece's score is minus the rank of its first merge; pieces no merge
+      // produces rank after every merge, by id.
+      const float n_merges = static_cast<float>(vocab.merges.size());
+      for (size_t id = 0; id < n_vocab; ++id) {
+        if (vocab.types[id] == TokenType::Normal) vocab.scores[id] = -(n_merges + static_cast<float>(id));
+      }
+      std::vector<bool> ranked(n_vocab, false);
+      for (size_t rank = 0; rank < vocab.merges.size(); ++rank) {
+        const auto it = model_vocab.find(vocab.merges[rank].first + vocab.merges[rank].second);
+        if (it == model_vocab.end()) continue;
+        const size_t id = it->get<size_t>();
+        if (ranked[id] || vocab.types[id] != TokenType::Normal) continue;
+        ranked[id] = true;
+        vocab.scores[id] = -static_cast<float>(rank);
+      }
+    }
 
     // Special ids: by name from tokenizer_config.json, and the post-processor's template.
     const auto id_of = [&](const std::string& text) -> int32_t {

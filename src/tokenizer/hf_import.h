@@ -2,8 +2,9 @@
 // same thing a GGUF's tokenizer.ggml.* keys hold.
 //
 //   model BPE + ByteLevel pre-tokenizer/decoder  -> "gpt2"; the Split regexes name the `pre`
-//   model BPE + byte_fallback / ▁ normalizer     -> "llama" (SentencePiece; scores = -id, since
-//                                                   the converter ranked merges by piece id)
+//   model BPE + byte_fallback / ▁ normalizer     -> "llama" (SentencePiece; a piece's score is
+//                                                   minus the rank of its first merge, or -id
+//                                                   when there are no merges)
 //   added_tokens: special -> Control, else UserDefined; <0xXX> -> Byte; the unk token -> Unknown
 //   post_processor TemplateProcessing            -> add_bos / add_eos (what encode(text, true) adds)
 #pragma once

@@ -1,5 +1,8 @@
 #include "tokenizer/tokenizer.h"
 
+#include <charconv>
+#include <system_error>
+
 #include "core/error.h"
 #include "tokenizer/nfc.h"
 #include "tokenizer/pretokenize.h"
@@ -93,8 +96,10 @@ std::string Tokenizer::token_to_piece(int32_t id) const {
   if (type == TokenType::Control || type == TokenType::UserDefined || type == TokenType::Unknown) return text;
   if (vocab_.type == VocabType::Spm) {
     if (type == TokenType::Byte && text.size() == 6 && text.starts_with("<0x") && text.back() == '>') {
-      const int value = std::stoi(text.substr(3, 2), nullptr, 16);
-      return std::string(1, static_cast<char>(value));
+      // A malformed byte token ("<0xZZ>", from a bad file) falls through to its text.
+      unsigned value = 0;
+      const auto [end, ec] = std::from_chars(text.data() + 3, text.data() + 5, value, 16);
+      if (ec == std::errc() && end == text.data() + 5) return std::string(1, static_cast<char>(value));
     }
     std::string out;
     out.reserve(text.size());

@@ -125,6 +125,16 @@ TEST(SpmTiny, ScoresSpacePrefixAndByteFallback) {
   EXPECT_EQ(tok.decode(ids), "\xC3\xA9");
 }
 
+// Regression: a Byte token that is not "<0x" + two hex digits + ">" (a malformed file) made
+// token_to_piece throw std::invalid_argument from std::stoi; it now shows its text.
+TEST(SpmDecode, MalformedByteTokenShowsItsText) {
+  Vocab v = tiny_spm();
+  v.tokens[3 + 0x41] = "<0xZZ>";
+  const Tokenizer tok(std::move(v));
+  EXPECT_EQ(tok.token_to_piece(3 + 0x41), "<0xZZ>");
+  EXPECT_EQ(tok.token_to_piece(3 + 0x42), "B");
+}
+
 TEST(StreamDecode, HoldsPartialCharacters) {
   const Tokenizer tok(tiny_spm());
   StreamDecoder dec(tok);
@@ -193,6 +203,23 @@ TEST(HfImport, MergeFormsAndErrors) {
   }
   EXPECT_THROW(hf_import_json("{", "", "t.json"), Error);
   EXPECT_THROW(hf_import_json(R"({"model":{"type":"WordPiece"}})", "", "t.json"), Error);
+}
+
+// Regression: SentencePiece-style tokenizer.json pieces were scored -id, but HF merges by rank,
+// and Llama 2 ranks its whitespace runs ("▁▁", id 259) after every other merge.
+TEST(HfImport, SpmScoresFollowMergeRankNotId) {
+  const std::string json = R"({"model":{"type":"BPE","byte_fallback":true,"unk_token":"<unk>",
+    "vocab":{"<unk>":0,"<s>":1,"</s>":2,"▁":3,"a":4,"▁▁":5,"▁a":6},"merges":["▁ a","▁ ▁"]},
+    "normalizer":{"type":"Sequence","normalizers":[{"type":"Prepend","prepend":"▁"},
+      {"type":"Replace","pattern":{"String":" "},"content":"▁"}]},
+    "added_tokens":[{"id":0,"content":"<unk>","special":true},{"id":1,"content":"<s>","special":true},
+      {"id":2,"content":"</s>","special":true}]})";
+  const Vocab v = hf_import_json(json, "", "t.json");
+  ASSERT_EQ(v.type, VocabType::Spm);
+  EXPECT_GT(v.scores[6], v.scores[5]);  // "▁a" (rank 0) before "▁▁" (rank 1)
+  const Tokenizer tok(v);
+  // " a" -> "▁▁a": HF merges "▁ a" first, giving [▁, ▁a]; by id it would be [▁▁, a].
+  EXPECT_EQ(tok.encode(" a", false, false), (std::vector<int32_t>{3, 6}));
 }
 
 TEST(HfImport, PatternRewriteUsesWhiteSpaceProperty) {
