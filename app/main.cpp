@@ -9,17 +9,21 @@
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <iterator>
+#include <optional>
 #include <string>
 
 #include "core/error.h"
 #include "gguf/file.h"
 #include "tools/inspect.h"
 #include "tools/synth.h"
+#include "tools/template_cli.h"
+#include "tools/tokenize_cli.h"
 
 namespace {
 
 // Matches project(velocity VERSION …) in the top-level CMakeLists.txt.
-constexpr const char* kVersion = "velocity 0.1.0";
+constexpr const char* kVersion = "velocity " VELOCITY_VERSION;
 
 struct InspectArgs {
   std::string path;
@@ -28,6 +32,15 @@ struct InspectArgs {
 
 struct SynthArgs {
   velocity::tools::SynthOptions options;
+};
+
+struct TokenizeArgs {
+  velocity::tools::TokenizeOptions options;
+  std::optional<std::string> text;  // stdin when absent
+  bool ids = false;
+  bool pieces = false;
+  bool no_special = false;
+  bool no_bos = false;
 };
 
 void list_presets(const std::string& arch) {
@@ -70,6 +83,29 @@ CLI::App* add_synth(CLI::App& app, SynthArgs& args) {
   return cmd;
 }
 
+CLI::App* add_tokenize(CLI::App& app, TokenizeArgs& args) {
+  CLI::App* cmd = app.add_subcommand("tokenize", "Tokenize a text with a model's tokenizer: ids and pieces");
+  cmd->add_option("-m,--model", args.options.model_path, "GGUF model (its tokenizer)")->required();
+  cmd->add_option("text", args.text, "Text to tokenize (read from stdin when absent)");
+  CLI::Option* ids = cmd->add_flag("--ids", args.ids, "Print the ids only, on one line");
+  cmd->add_flag("--pieces", args.pieces, "Print the pieces only (JSON strings), one per line")->excludes(ids);
+  cmd->add_flag("--no-special", args.no_special, "Treat special tokens written in the text as plain text");
+  cmd->add_flag("--no-bos", args.no_bos, "Add no BOS (nor EOS), whatever the vocabulary asks");
+  return cmd;
+}
+
+CLI::App* add_template(CLI::App& app, velocity::tools::TemplateOptions& options) {
+  CLI::App* cmd = app.add_subcommand("template", "Render a chat template over a conversation, as the model's tokenizer would");
+  cmd->add_option("-m,--model", options.model, "GGUF model (its tokenizer.chat_template, BOS and EOS)");
+  cmd->add_option("--template", options.template_file, "Jinja template file (overrides the model's)");
+  cmd->add_option("--messages", options.messages_file,
+                  "JSON file: an array of messages, or an object of template variables with \"messages\"")
+      ->required();
+  cmd->add_flag_callback("--no-generation-prompt", [&options] { options.add_generation_prompt = false; },
+                         "Do not open the assistant's turn at the end");
+  return cmd;
+}
+
 void run_inspect(const InspectArgs& args) {
   const velocity::gguf::File file = velocity::gguf::File::open(args.path);
   velocity::tools::inspect(file, args.options, std::cout);
@@ -89,6 +125,18 @@ void run_synth(const SynthArgs& args) {
   }
 }
 
+void run_tokenize(TokenizeArgs& args) {
+  auto& o = args.options;
+  o.output = args.ids      ? velocity::tools::TokenizeOutput::Ids
+             : args.pieces ? velocity::tools::TokenizeOutput::Pieces
+                           : velocity::tools::TokenizeOutput::IdsAndPieces;
+  o.parse_special = !args.no_special;
+  o.add_special = !args.no_bos;
+  const std::string text = args.text ? *args.text
+                                     : std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  velocity::tools::tokenize(o, text, std::cout);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -97,12 +145,18 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   InspectArgs inspect_args;
   SynthArgs synth_args;
+  TokenizeArgs tokenize_args;
+  velocity::tools::TemplateOptions template_options;
   CLI::App* inspect_cmd = add_inspect(app, inspect_args);
   CLI::App* synth_cmd = add_synth(app, synth_args);
+  CLI::App* tokenize_cmd = add_tokenize(app, tokenize_args);
+  CLI::App* template_cmd = add_template(app, template_options);
   try {
     app.parse(argc, argv);
     if (inspect_cmd->parsed()) run_inspect(inspect_args);
     if (synth_cmd->parsed()) run_synth(synth_args);
+    if (tokenize_cmd->parsed()) run_tokenize(tokenize_args);
+    if (template_cmd->parsed()) std::cout << velocity::tools::render_template(template_options);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);  // prints help, the version, the preset list's end, or the error
     return code == 0 ? 0 : 2;

@@ -6,8 +6,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "tools/synth.h"
@@ -45,13 +48,19 @@ class CliTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  Result run(const std::vector<std::string>& args) {
+  // `input`, when given, is written to a file and becomes the command's stdin.
+  Result run(const std::vector<std::string>& args, const std::optional<std::string>& input = std::nullopt) {
     std::string command = shell_quote(VELOCITY_BINARY);
     // (appends one piece at a time: g++ 12 -Wrestrict misfires on `" >" + std::string`)
     for (const auto& a : args) command.append(" ").append(shell_quote(a));
     const fs::path out = dir_ / "stdout.txt";
     const fs::path err = dir_ / "stderr.txt";
     command.append(" >").append(shell_quote(out.string())).append(" 2>").append(shell_quote(err.string()));
+    if (input) {
+      const fs::path in = dir_ / "stdin.txt";
+      std::ofstream(in, std::ios::binary) << *input;
+      command.append(" <").append(shell_quote(in.string()));
+    }
     const int status = std::system(command.c_str());
     Result r;
     r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -237,6 +246,156 @@ TEST_F(CliTest, SynthUnwritableOutput) {
   const Result r = run({"synth", "--arch", "llama", "-o", path("no-such-dir/x.gguf")});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   EXPECT_TRUE(contains(r.err, "no-such-dir")) << r.err;
+}
+
+// llama.cpp's GPT-2 vocabulary and its test vectors (tokenized by Hugging Face), when present.
+fs::path gpt2_fixture() { return fs::path(VELOCITY_SOURCE_DIR) / ".." / "shared" / "fixtures" / "tokenizer" / "ggml-vocab-gpt-2.gguf"; }
+
+TEST_F(CliTest, TokenizeIdsMatchFixture) {
+  const fs::path gguf = gpt2_fixture();
+  if (!fs::exists(gguf)) GTEST_SKIP() << gguf << " is absent";
+  const std::string inp = read_file(gguf.string() + ".inp");
+  std::istringstream out_lines(read_file(gguf.string() + ".out"));
+  const std::string sep = "\n__ggml_vocab_test__\n";
+  size_t n_checked = 0;
+  size_t pos = 0;
+  std::string want;
+  while (pos < inp.size() && std::getline(out_lines, want) && n_checked < 8) {
+    const size_t next = std::min(inp.find(sep, pos), inp.size());
+    const std::string text = inp.substr(pos, next - pos);
+    pos = next + sep.size();
+    if (text.empty() || text.size() > 100) continue;
+    // The .out lines are encode(text, add_special = false, parse_special = false), space-led.
+    const Result r = run({"tokenize", "-m", gguf.string(), "--ids", "--no-bos", "--no-special", text});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(" " + r.out, want + "\n") << "text: " << text;
+    ++n_checked;
+  }
+  EXPECT_EQ(n_checked, 8u);
+}
+
+TEST_F(CliTest, TokenizeOutputForms) {
+  const fs::path gguf = gpt2_fixture();
+  if (!fs::exists(gguf)) GTEST_SKIP() << gguf << " is absent";
+  const std::string m = gguf.string();
+  Result r = run({"tokenize", "-m", m, "Hello world"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "15496\t\"Hello\"\n995\t\" world\"\n");
+  r = run({"tokenize", "-m", m, "--pieces", "a\tb\"c"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "\"a\"\n\"\\t\"\n\"b\"\n\"\\\"\"\n\"c\"\n");
+  // Stdin when no text is given; the trailing newline is part of the text (198 = "\n").
+  r = run({"tokenize", "-m", m, "--ids"}, "Hello world\n");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "15496 995 198\n");
+  // A piece that is part of a UTF-8 sequence shows as its vocabulary entry (🦙 = 4 byte tokens).
+  r = run({"tokenize", "-m", m, "--pieces", "\xF0\x9F\xA6\x99"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 3) << r.out;
+  // --ids and --pieces together: a command-line error.
+  EXPECT_EQ(run({"tokenize", "-m", m, "--ids", "--pieces", "x"}).exit_code, 2);
+}
+
+TEST_F(CliTest, TokenizeSpecialTokens) {
+  const fs::path gguf = gpt2_fixture();
+  if (!fs::exists(gguf)) GTEST_SKIP() << gguf << " is absent";
+  const std::string m = gguf.string();
+  Result r = run({"tokenize", "-m", m, "--ids", "<|endoftext|>"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "50256\n");
+  r = run({"tokenize", "-m", m, "--ids", "--no-special", "<|endoftext|>"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(contains(r.out, "50256")) << r.out;
+  EXPECT_GT(std::count(r.out.begin(), r.out.end(), ' '), 2) << r.out;
+}
+
+TEST_F(CliTest, TokenizeSynthModelAddsBos) {
+  const std::string m = synth_tiny("tiny.gguf");
+  const Result with = run({"tokenize", "-m", m, "--ids", "Hello world"});
+  const Result without = run({"tokenize", "-m", m, "--ids", "--no-bos", "Hello world"});
+  ASSERT_EQ(with.exit_code, 0) << with.err;
+  ASSERT_EQ(without.exit_code, 0) << without.err;
+  const Result inspect = run({"inspect", "--json", m});
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
+  const auto meta = nlohmann::json::parse(inspect.out).at("metadata");
+  const bool add_bos = meta.contains("tokenizer.ggml.add_bos_token") && meta["tokenizer.ggml.add_bos_token"]["value"].get<bool>();
+  if (add_bos) {
+    const std::string bos = std::to_string(meta.at("tokenizer.ggml.bos_token_id").at("value").get<int64_t>());
+    EXPECT_EQ(with.out, bos + " " + without.out);
+  } else {
+    EXPECT_EQ(with.out, without.out);
+  }
+  EXPECT_FALSE(without.out.empty());
+}
+
+TEST_F(CliTest, TokenizeErrors) {
+  const std::string missing = path("does-not-exist.gguf");
+  Result r = run({"tokenize", "-m", missing, "x"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(r.err.starts_with("velocity: error: ")) << r.err;
+  EXPECT_TRUE(contains(r.err, missing)) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+
+  // A valid GGUF (v3, no tensors, no metadata) without a tokenizer.
+  const std::string bare = path("bare.gguf");
+  {
+    std::ofstream f(bare, std::ios::binary);
+    const uint32_t version = 3;
+    const uint64_t zero = 0;
+    f.write("GGUF", 4);
+    f.write(reinterpret_cast<const char*>(&version), sizeof version);
+    f.write(reinterpret_cast<const char*>(&zero), sizeof zero);  // n_tensors
+    f.write(reinterpret_cast<const char*>(&zero), sizeof zero);  // n_kv
+  }
+  r = run({"tokenize", "-m", bare, "x"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(r.err.starts_with("velocity: error: ")) << r.err;
+  EXPECT_TRUE(contains(r.err, "tokenizer")) << r.err;
+
+  EXPECT_EQ(run({"tokenize", "x"}).exit_code, 2);  // -m is required
+}
+
+}  // namespace
+
+namespace {
+
+// `velocity template`: the expected prompt is written out by hand from Qwen2.5's documented
+// ChatML format, independent of the renderer.
+TEST_F(CliTest, TemplateRendersAJinjaFileOverAConversation) {
+  const fs::path tmpl = fs::path(VELOCITY_SOURCE_DIR) / "../shared/fixtures/templates/Qwen-Qwen2.5-7B-Instruct.jinja";
+  if (!fs::exists(tmpl)) GTEST_SKIP() << "../shared/fixtures/templates absent: " << tmpl;
+  const std::string messages = path("messages.json");
+  std::ofstream(messages) << R"([{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi 你好"}])";
+  Result r = run({"template", "--template", tmpl.string(), "--messages", messages});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nHi 你好<|im_end|>\n<|im_start|>assistant\n");
+  r = run({"template", "--template", tmpl.string(), "--messages", messages, "--no-generation-prompt"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nHi 你好<|im_end|>\n");
+}
+
+TEST_F(CliTest, TemplateErrorsNameTheFile) {
+  const std::string messages = path("messages.json");
+  std::ofstream(messages) << R"([{"role": "user", "content": "x"}])";
+  // A model without tokenizer.chat_template.
+  const std::string model = synth_tiny("m.gguf");
+  Result r = run({"template", "-m", model, "--messages", messages});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no tokenizer.chat_template"), std::string::npos) << r.err;
+  // Invalid JSON.
+  const std::string bad = path("bad.json");
+  std::ofstream(bad) << "[{\"role\": ";
+  r = run({"template", "-m", model, "--messages", bad});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(bad), std::string::npos) << r.err;
+  // A template that raises: the message carries the file and the template's own words.
+  const std::string tmpl = path("t.jinja");
+  std::ofstream(tmpl) << "{{ raise_exception('only user turns') }}";
+  r = run({"template", "--template", tmpl, "--messages", messages});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(tmpl), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("only user turns"), std::string::npos) << r.err;
 }
 
 }  // namespace
