@@ -211,6 +211,19 @@ Vocab hf_import_json(const std::string& tokenizer_json, const std::string& confi
     vocab.eot = id_of("<|eot_id|>");
     if (vocab.eot == kNoToken) vocab.eot = id_of("<|im_end|>");
     vocab.eom = id_of("<|eom_id|>");
+    // tokenizer_config.json's chat_template: a string, or a list of {name, template} of which
+    // transformers uses the one named "default".
+    if (config.contains("chat_template")) {
+      const json& t = config["chat_template"];
+      if (t.is_string()) {
+        vocab.chat_template = t.get<std::string>();
+      } else if (t.is_array()) {
+        for (const json& entry : t)
+          if (entry.value("name", "") == "default") vocab.chat_template = entry.at("template").get<std::string>();
+      } else if (!t.is_null()) {
+        fail("{}: chat_template is neither a string nor a list of named templates", name);
+      }
+    }
     vocab.add_bos = vocab.add_eos = false;
     const json post = root.value("post_processor", json());
     for (const json& p : steps(post, "processors")) {
@@ -269,6 +282,7 @@ std::vector<std::pair<std::string, gguf::Value>> vocab_to_gguf_metadata(const Vo
   kv.emplace_back("tokenizer.ggml.add_bos_token", gguf::Value::scalar(vocab.add_bos));
   kv.emplace_back("tokenizer.ggml.add_eos_token", gguf::Value::scalar(vocab.add_eos));
   kv.emplace_back("tokenizer.ggml.add_space_prefix", gguf::Value::scalar(vocab.add_space_prefix));
+  if (!vocab.chat_template.empty()) kv.emplace_back("tokenizer.chat_template", gguf::Value::string(vocab.chat_template));
   return kv;
 }
 

@@ -94,6 +94,10 @@ Vocab Vocab::from_gguf(const gguf::File& file, const std::string& name) {
   vocab.add_bos = read_bool(file, "tokenizer.ggml.add_bos_token", spm);
   vocab.add_eos = read_bool(file, "tokenizer.ggml.add_eos_token", false);
   vocab.add_space_prefix = read_bool(file, "tokenizer.ggml.add_space_prefix", spm);
+  if (const gguf::Value* tmpl = file.find("tokenizer.chat_template")) {
+    if (tmpl->type() != gguf::ValueType::STRING) fail("{}: tokenizer.chat_template is not a string", name);
+    vocab.chat_template = tmpl->as_string();
+  }
   if (spm && vocab.unk == kNoToken) {
     for (size_t i = 0; i < n_vocab; ++i) {
       if (vocab.types[i] == TokenType::Unknown) {

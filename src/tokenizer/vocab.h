@@ -47,6 +47,7 @@ struct Vocab {
   bool add_bos = false;           // tokenizer.ggml.add_bos_token
   bool add_eos = false;           // tokenizer.ggml.add_eos_token
   bool add_space_prefix = true;   // tokenizer.ggml.add_space_prefix (SPM: prepend ▁)
+  std::string chat_template;      // tokenizer.chat_template (Jinja source; "" when absent)
   // Not stored in GGUF; derived from `pre` (or set by hf_import from tokenizer.json):
   bool ignore_merges = false;     // BPE: a pre-token that is itself a token is emitted whole
   bool normalize_nfc = false;     // apply Unicode NFC to the text before splitting (Qwen)
