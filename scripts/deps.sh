@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 packages=(
   build-essential cmake ninja-build pkg-config
   libfmt-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libgtest-dev libbenchmark-dev libpcre2-dev
+  libboost1.81-dev libtomlplusplus-dev
   clang-14 libclang-rt-14-dev
   python3 python3-jinja2
   nodejs npm

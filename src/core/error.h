@@ -21,13 +21,21 @@ template <class... Args>
   throw Error(fmt::format(format, std::forward<Args>(args)...));
 }
 
+namespace detail {
+inline std::string check_message() { return {}; }
+template <class... Args>
+std::string check_message(fmt::format_string<Args...> format, Args&&... args) {
+  return ": " + fmt::format(format, std::forward<Args>(args)...);
+}
+}  // namespace detail
+
 }  // namespace velocity
 
 // Checks an invariant in every build type (never compiled out by NDEBUG).
 #define VELOCITY_CHECK(cond, ...)                                                       \
   do {                                                                                  \
     if (!(cond)) {                                                                      \
-      ::velocity::fail("internal check failed at {}:{}: {}: {}", __FILE__, __LINE__,    \
-                       #cond, ::fmt::format(__VA_ARGS__));                               \
+      ::velocity::fail("internal check failed at {}:{}: {}{}", __FILE__, __LINE__,      \
+                       #cond, ::velocity::detail::check_message(__VA_ARGS__));           \
     }                                                                                   \
   } while (0)

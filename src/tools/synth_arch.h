@@ -36,6 +36,7 @@ struct ModelConfig {
   // Llama 3.1 RoPE scaling: written as the rope_freqs.weight tensor {head_dim/2} (converter's
   // generate_extra_tensors), not as keys.
   bool llama3_rope = false;
+  bool tie_embeddings = false;  // no output.weight: the head is token_embd (tie_word_embeddings)
   float llama3_factor = 8.0f, llama3_low_freq_factor = 1.0f, llama3_high_freq_factor = 4.0f;
   int64_t llama3_orig_ctx = 8192;
 

@@ -14,7 +14,7 @@ void dense_tensors(const ModelConfig& c, std::vector<TensorSpec>& out) {
 
   out.push_back({"token_embd.weight", {c.n_embd, c.n_vocab()}, ValueKind::Weight, {}});
   out.push_back({"output_norm.weight", {c.n_embd}, ValueKind::Norm, {}});
-  out.push_back({"output.weight", {c.n_embd, c.n_vocab()}, ValueKind::Weight, {}});
+  if (!c.tie_embeddings) out.push_back({"output.weight", {c.n_embd, c.n_vocab()}, ValueKind::Weight, {}});
   if (c.llama3_rope) {
     // LlamaModel.generate_extra_tensors: F32 {head_dim / 2}, shared by every layer.
     out.push_back({"rope_freqs.weight", {hd / 2}, ValueKind::Norm, llama3_rope_factors(c)});

@@ -92,6 +92,21 @@ ModelConfig llama3_8b() {
   return c;
 }
 
+// meta-llama/Llama-3.2-1B(-Instruct): 1.24B parameters, tied embeddings, RoPE factor 32.
+ModelConfig llama32_1b() {
+  ModelConfig c = llama3_8b();
+  c.name = "Llama 3.2 1B (synthetic)";
+  c.n_embd = 2048;
+  c.n_layer = 16;
+  c.n_ff = 8192;
+  c.n_head = 32;
+  c.n_head_kv = 8;
+  c.head_dim = 64;
+  c.llama3_factor = 32.0f;
+  c.tie_embeddings = true;
+  return c;
+}
+
 ModelConfig llama_tiny() {
   ModelConfig c = llama3_8b();
   c.name = "Llama tiny (synthetic)";
@@ -377,6 +392,7 @@ struct Preset {
 constexpr Preset kPresets[] = {
     {"llama", "tiny", llama_tiny},
     {"llama", "llama3-8b", llama3_8b},
+    {"llama", "llama3.2-1b", llama32_1b},
     {"qwen2", "tiny", qwen2_tiny},
     {"qwen2", "qwen2.5-coder-32b", qwen25_coder_32b},
     {"qwen3", "tiny", qwen3_tiny},

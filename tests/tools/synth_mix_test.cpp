@@ -224,7 +224,7 @@ TEST_P(SynthFullSize, ParameterCountMatchesThePublishedModel) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Synth, SynthFullSize,
-                         ::testing::Values(Published{"llama", "llama3-8b", 8.03e9},
+                         ::testing::Values(Published{"llama", "llama3-8b", 8.03e9}, Published{"llama", "llama3.2-1b", 1.24e9},
                                            Published{"qwen2", "qwen2.5-coder-32b", 32.8e9},
                                            Published{"qwen3", "qwen3-8b", 8.19e9},
                                            Published{"qwen3moe", "qwen3-30b-a3b", 30.5e9},

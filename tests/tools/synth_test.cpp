@@ -407,7 +407,7 @@ TEST_F(SynthDirTest, SynthRejectsUnknownNames) {
 TEST(SynthPresets, EveryArchHasTinyAndItsNamedPresets) {
   EXPECT_EQ(synth_archs(), (std::vector<std::string>{"llama", "qwen2", "qwen3", "qwen3moe", "deepseek2", "gpt-oss"}));
   const std::map<std::string, std::vector<std::string>> expected = {
-      {"llama", {"tiny", "llama3-8b"}},
+      {"llama", {"tiny", "llama3-8b", "llama3.2-1b"}},
       {"qwen2", {"tiny", "qwen2.5-coder-32b"}},
       {"qwen3", {"tiny", "qwen3-8b"}},
       {"qwen3moe", {"tiny", "qwen3-30b-a3b"}},

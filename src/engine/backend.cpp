@@ -1,0 +1,96 @@
+// The reference composition of the blocks from primitive ops. Every backend inherits it; a
+// backend that fuses a block is tested against this composition on its own primitives.
+#include "engine/backend.h"
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace velocity::engine {
+
+namespace {
+// Views an allocated activation buffer as [n_rows, its columns].
+Act& rows(Act& a, int64_t n_rows) {
+  VELOCITY_CHECK(n_rows <= a.capacity);
+  a.n_rows = n_rows;
+  return a;
+}
+}  // namespace
+
+void Backend::reserve_blocks() {
+  const StepShape& s = shape_;
+  const int64_t t = s.max_tokens;
+  scratch_.norm = alloc(t, s.n_embd);
+  scratch_.proj = alloc(t, s.n_embd);
+  scratch_.q = alloc(t, s.n_head * s.head_dim_k);
+  scratch_.k = alloc(t, s.n_head_kv * s.head_dim_k);
+  scratch_.v = alloc(t, s.n_head_kv * s.head_dim_v);
+  scratch_.attn = alloc(t, s.n_head * s.head_dim_v);
+  const int64_t n_ff = std::max(s.n_ff, s.n_ff_expert);
+  if (n_ff > 0) {
+    scratch_.gate = alloc(t, n_ff);
+    scratch_.up = alloc(t, n_ff);
+  }
+  if (s.n_expert > 0) {
+    scratch_.router = alloc(t, s.n_expert);
+    scratch_.route = alloc_route(t, s.n_expert_used);
+  }
+  scratch_.logits_in = alloc(s.max_logits, s.n_embd);
+  scratch_.logits = alloc(s.max_logits, s.n_vocab);
+}
+
+void Backend::attention_block(const AttentionLayer& layer, const AttentionParams& p, Act& x) {
+  const int64_t n = x.n_rows;
+  BlockScratch& s = scratch_;
+  rms_norm(x, layer.norm, p.norm_eps, rows(s.norm, n));
+  matmul(layer.wq, s.norm, rows(s.q, n));
+  matmul(layer.wk, s.norm, rows(s.k, n));
+  matmul(layer.wv, s.norm, rows(s.v, n));
+  if (layer.bq.present()) add_bias(s.q, layer.bq);
+  if (layer.bk.present()) add_bias(s.k, layer.bk);
+  if (layer.bv.present()) add_bias(s.v, layer.bv);
+  if (layer.q_norm.present()) rms_norm_heads(s.q, p.head_dim_k, layer.q_norm, p.norm_eps);
+  if (layer.k_norm.present()) rms_norm_heads(s.k, p.head_dim_k, layer.k_norm, p.norm_eps);
+  if (p.rope.type != RopeType::None) {
+    rope(s.q, p.head_dim_k, p.rope);
+    rope(s.k, p.head_dim_k, p.rope);
+  }
+  attention(p, s.q, s.k, s.v, rows(s.attn, n));
+  matmul(layer.wo, s.attn, rows(s.proj, n));
+  add(x, s.proj);
+}
+
+void Backend::ffn_block(const FfnLayer& layer, float eps, Act& x) {
+  const int64_t n = x.n_rows;
+  BlockScratch& s = scratch_;
+  rms_norm(x, layer.norm, eps, rows(s.norm, n));
+  Act gate = s.gate, up = s.up;  // views with this layer's width
+  gate.n_cols = up.n_cols = layer.gate.n_out;
+  gate.n_rows = up.n_rows = n;
+  matmul(layer.gate, s.norm, gate);
+  matmul(layer.up, s.norm, up);
+  swiglu(gate, up, gate);
+  matmul(layer.down, gate, rows(s.proj, n));
+  add(x, s.proj);
+}
+
+void Backend::moe_block(const MoeLayer& layer, const MoeParams& p, float eps, Act& x) {
+  const int64_t n = x.n_rows;
+  BlockScratch& s = scratch_;
+  rms_norm(x, layer.norm, eps, rows(s.norm, n));
+  matmul(layer.router, s.norm, rows(s.router, n));
+  s.route.n_tokens = n;
+  moe_route(s.router, p, s.route);
+  moe_experts(s.route, layer, s.norm, rows(s.proj, n));
+  add(x, s.proj);
+}
+
+void Backend::output_block(const Weight& norm, const Weight& head, float eps, const Act& x) {
+  BlockScratch& s = scratch_;
+  select_logit_rows(x, rows(s.logits_in, step_logits_));
+  if (step_logits_ == 0) return;
+  rms_norm(s.logits_in, norm, eps, s.logits_in);
+  matmul(head, s.logits_in, rows(s.logits, step_logits_));
+}
+
+}  // namespace velocity::engine

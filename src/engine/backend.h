@@ -1,0 +1,198 @@
+// The Backend interface: device memory, primitive ops and the blocks a transformer is built from.
+//
+// Designed for the GPU from the first CPU line (../shared/DESIGN.md):
+//   - reserve() allocates everything a step touches (activations, scratch, KV cache, logits)
+//     from the model's shape and the slot count; a step allocates nothing.
+//   - A step is begin_step(batch), then blocks, then read_logits(). Inside a step no op needs a
+//     host decision: MoE routing is an op (moe_route) whose result stays in backend memory and is
+//     consumed in place by moe_experts.
+//   - Blocks (attention, dense FFN, MoE, output head) are virtual with a reference composition of
+//     primitive ops (backend.cpp), which every backend shares for testing; a backend overrides a
+//     block to fuse inside it (the CUDA one will), the model files never change.
+//
+// Shapes: T = tokens in the step, D = n_embd, H/Hkv = query/KV heads, Dh = head dim.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "core/dtype.h"
+#include "engine/batch.h"
+#include "engine/tensor.h"
+
+namespace velocity::engine {
+
+enum class RopeType {
+  None,    // no rotary embedding
+  Normal,  // GGUF llama layout: rotate adjacent pairs (x[2i], x[2i+1])
+  Neox,    // HF layout: rotate (x[i], x[i + n_rot/2]) (qwen2, qwen3, qwen3moe)
+};
+
+struct RopeParams {
+  RopeType type = RopeType::Normal;
+  int32_t n_rot = 0;              // leading dims of each head that rotate (<= head dim, even)
+  float freq_base = 10000.0f;     // theta
+  float freq_scale = 1.0f;        // linear position scaling (1 / factor)
+  const float* freq_factors = nullptr;  // [n_rot / 2] divisors of the frequencies (llama 3
+                                        // "rope_freqs"), host memory, or nullptr
+};
+
+// Everything reserve() sizes. Zero means "not used by this model".
+struct StepShape {
+  int64_t max_tokens = 512;  // tokens per step (prefill chunk size)
+  int64_t max_logits = 512;  // tokens per step that want logits (<= max_tokens)
+  int64_t n_embd = 0;
+  int64_t n_vocab = 0;
+  int64_t n_layer = 0;
+  int64_t n_head = 0;
+  int64_t n_head_kv = 0;
+  int64_t head_dim_k = 0;    // Dh of Q and K
+  int64_t head_dim_v = 0;    // Dh of V
+  int64_t n_ff = 0;          // dense FFN width
+  int64_t n_expert = 0;
+  int64_t n_expert_used = 0;
+  int64_t n_ff_expert = 0;   // expert FFN width
+  // KV cache
+  int64_t n_slots = 1;       // sequences held at once (seq ids 0..n_slots-1)
+  int64_t n_ctx = 0;         // positions per sequence
+  DType cache_type_k = DType::F16;  // F32, F16, Q8_0 or Q4_0
+  DType cache_type_v = DType::F16;
+};
+
+struct AttentionLayer {
+  Weight norm;                 // [D] RMSNorm weight
+  Weight wq, wk, wv, wo;       // [D -> H*Dh], [D -> Hkv*Dh], [D -> Hkv*Dhv], [H*Dhv -> D]
+  Weight bq, bk, bv;           // optional biases (qwen2)
+  Weight q_norm, k_norm;       // optional per-head RMSNorm weights [Dh] (qwen3)
+};
+
+struct AttentionParams {
+  int32_t layer = 0;           // index into the KV cache
+  int64_t n_head = 0;
+  int64_t n_head_kv = 0;
+  int64_t head_dim_k = 0;
+  int64_t head_dim_v = 0;
+  float norm_eps = 1e-5f;      // for the input norm and the Q/K norms
+  float scale = 0;             // softmax scale; 0 means 1/sqrt(head_dim_k)
+  RopeParams rope;
+};
+
+struct FfnLayer {
+  Weight norm;                 // [D]
+  Weight gate, up, down;       // [D -> F], [D -> F], [F -> D]; SwiGLU: down(silu(gate x) * up x)
+};
+
+struct MoeLayer {
+  Weight norm;                 // [D]
+  Weight router;               // [D -> E]
+  Weight gate_exps, up_exps;   // E matrices [D -> Fe]
+  Weight down_exps;            // E matrices [Fe -> D]
+};
+
+struct MoeParams {
+  int64_t n_expert = 0;
+  int64_t n_expert_used = 0;   // k
+  bool normalize_weights = true;  // renormalise the k selected softmax weights to sum to 1
+};
+
+// Which experts each token uses and with what weight: ids [T, k], weights [T, k], in backend
+// memory (host memory for the CPU backend).
+struct MoeRoute {
+  int32_t* ids = nullptr;
+  float* weights = nullptr;
+  int64_t n_tokens = 0;
+  int64_t k = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // --- Memory (at load) ---------------------------------------------------------------------
+  // A weight from bytes in host memory (e.g. the mmap'd file). The backend may keep the pointer
+  // (CPU: zero copy) or copy it to device memory; `bytes` must outlive the backend if it keeps it.
+  // Throws when the type is one the backend cannot compute with.
+  virtual Weight upload(std::string name, DType type, std::span<const int64_t> shape, const uint8_t* bytes) = 0;
+  // Allocates activations, scratch, the KV cache and the logits buffer for `shape`.
+  virtual void reserve(const StepShape& shape) = 0;
+  const StepShape& shape() const { return shape_; }
+  // An activation buffer of [capacity, n_cols] (also used by the reference blocks for scratch).
+  virtual Act alloc(int64_t capacity, int64_t n_cols) = 0;
+
+  // --- A step --------------------------------------------------------------------------------
+  // Validates and uploads the batch (ids, positions, seq ids, logit rows). Throws velocity::Error
+  // on a batch larger than max_tokens, more than max_logits logit rows, a token id outside the vocabulary, a seq id outside
+  // [0, n_slots) or a position outside [0, n_ctx) (the message says the context length).
+  virtual void begin_step(const Batch& batch) = 0;
+  // Copies the logits of the step's output rows into `out` [n_logits * n_vocab] (host memory).
+  virtual void read_logits(std::span<float> out) = 0;
+
+  // --- Primitive ops (on the current step's tokens) --------------------------------------------
+  // out[t] = table[token t] (dequantised); out: [T, D]
+  virtual void embed(const Weight& table, Act& out) = 0;
+  // out[t] = x[t] / rms(x[t]) * w (w may be absent: no scale); out may alias x
+  virtual void rms_norm(const Act& x, const Weight& w, float eps, Act& out) = 0;
+  // per head of head_dim: x[t, h] = x[t, h] / rms(x[t, h]) * w[head_dim], in place
+  virtual void rms_norm_heads(Act& x, int64_t head_dim, const Weight& w, float eps) = 0;
+  // y = x W^T: y[t, r] = sum_i W[r, i] x[t, i]; x [T, n_in] -> y [T, n_out]
+  virtual void matmul(const Weight& w, const Act& x, Act& y) = 0;
+  // y[t] += b
+  virtual void add_bias(Act& y, const Weight& b) = 0;
+  // rotary embedding of every head of head_dim in x [T, n_heads * head_dim], in place, at each
+  // token's position
+  virtual void rope(Act& x, int64_t head_dim, const RopeParams& rope) = 0;
+  // Writes k [T, Hkv*Dh] and v [T, Hkv*Dhv] into the KV cache of p.layer at each token's
+  // (seq, position), then causal attention of q [T, H*Dh] over its sequence's cache
+  // positions [0, position]: out [T, H*Dhv].
+  virtual void attention(const AttentionParams& p, const Act& q, const Act& k, const Act& v, Act& out) = 0;
+  // out = silu(gate) * up, elementwise; out may alias gate
+  virtual void swiglu(const Act& gate, const Act& up, Act& out) = 0;
+  // x += y
+  virtual void add(Act& x, const Act& y) = 0;
+  // router logits [T, E] -> top-k experts per token and their weights (softmax over all E,
+  // then the k largest, renormalised if asked); ties to the lower expert id
+  virtual void moe_route(const Act& router_logits, const MoeParams& p, MoeRoute& route) = 0;
+  // out[t] = sum_j route.weights[t, j] * down_e(silu(gate_e x[t]) * up_e x[t]), e = route.ids[t, j]
+  virtual void moe_experts(const MoeRoute& route, const MoeLayer& layer, const Act& x, Act& out) = 0;
+  // out = the rows of x whose token wants logits, in batch order
+  virtual void select_logit_rows(const Act& x, Act& out) = 0;
+
+  // --- Blocks (reference composition in backend.cpp; override to fuse) --------------------------
+  // x += attention(rms_norm(x))
+  virtual void attention_block(const AttentionLayer& layer, const AttentionParams& p, Act& x);
+  // x += down(silu(gate(rms_norm(x))) * up(rms_norm(x)))
+  virtual void ffn_block(const FfnLayer& layer, float eps, Act& x);
+  // x += moe(rms_norm(x))
+  virtual void moe_block(const MoeLayer& layer, const MoeParams& p, float eps, Act& x);
+  // logits = head(rms_norm(x)) for the rows that want logits; kept for read_logits()
+  virtual void output_block(const Weight& norm, const Weight& head, float eps, const Act& x);
+
+ protected:
+  // Scratch for the reference blocks; allocated by reserve_blocks() from shape_.
+  struct BlockScratch {
+    Act norm, q, k, v, attn, proj;   // [T, D], [T, H*Dh], [T, Hkv*Dh], [T, Hkv*Dhv], [T, H*Dhv], [T, D]
+    Act gate, up;                    // [T, F]
+    Act router;                      // [T, E]
+    MoeRoute route;
+    Act logits_in, logits;           // [T, D], [T, V]
+  };
+  // Called by reserve() implementations once shape_ is set: allocates BlockScratch through alloc()
+  // and route storage through alloc_route().
+  void reserve_blocks();
+  virtual MoeRoute alloc_route(int64_t max_tokens, int64_t k) = 0;
+  int64_t step_tokens() const { return step_tokens_; }
+  int64_t step_logits() const { return step_logits_; }
+
+  StepShape shape_;
+  BlockScratch scratch_;
+  int64_t step_tokens_ = 0;  // set by begin_step
+  int64_t step_logits_ = 0;
+};
+
+// The CPU backend (engine/cpu). n_threads <= 0: one per online core.
+std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);
+
+}  // namespace velocity::engine

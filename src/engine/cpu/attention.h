@@ -1,0 +1,44 @@
+// KV cache storage and causal attention over it, for the CPU backend.
+//
+// Layout: per layer, per slot, per position, per KV head one row of head_dim elements in the
+// cache type (F32, F16, Q8_0 or Q4_0; the same block layouts as weights, quantised with the
+// reference quantiser), K and V with their own types:
+//   K[layer][slot][pos][kv_head] : row_bytes(type_k, head_dim_k)
+// A token at position p of slot s attends to positions [0, p] of s; the cache does not track
+// which positions are filled — the batch contract (engine/batch.h) guarantees they were written.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/thread_pool.h"
+#include "engine/backend.h"
+
+namespace velocity::engine::cpu {
+
+class KvCache {
+ public:
+  // Throws when a quantised cache type does not divide the head dim into whole blocks.
+  KvCache(const StepShape& shape, int n_threads);
+
+  uint64_t bytes() const { return k_.size() + v_.size(); }
+
+  // Writes rows of k [T, Hkv*Dh] / v [T, Hkv*Dhv] at each token's (slot, position), then computes
+  // out [T, H*Dhv] = softmax(q k^T * scale) v per head over [0, position] of the token's slot.
+  void attend(ThreadPool& pool, const AttentionParams& p, const int32_t* positions, const int32_t* seq_ids,
+              const Act& q, const Act& k, const Act& v, Act& out);
+
+ private:
+  uint8_t* k_row(int64_t layer, int64_t slot, int64_t pos, int64_t head);
+  uint8_t* v_row(int64_t layer, int64_t slot, int64_t pos, int64_t head);
+
+  StepShape shape_;
+  int64_t k_row_bytes_ = 0, v_row_bytes_ = 0;
+  std::vector<uint8_t> k_, v_;
+  // Per thread scratch: scores [n_ctx], one dequantised V row [Dhv], the output accumulator [Dhv].
+  std::vector<std::vector<float>> scores_, v_tmp_;
+  std::vector<std::vector<double>> acc_;
+};
+
+}  // namespace velocity::engine::cpu

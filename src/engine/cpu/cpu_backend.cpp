@@ -1,0 +1,324 @@
+// CPU backend: the primitive ops over host memory. Matrix products and attention live in their
+// own files; the elementwise ops here are cheap next to them and run on the pool only when large.
+#include "engine/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/quant.h"
+
+namespace velocity::engine::cpu {
+
+namespace {
+constexpr size_t kAlignment = 64;
+// Elementwise loops below this many elements run on the calling thread.
+constexpr int64_t kParallelMin = 1 << 15;
+
+template <class F>
+void for_rows(ThreadPool& pool, int64_t n_rows, int64_t n_cols, F&& fn) {
+  if (n_rows * n_cols < kParallelMin || n_rows == 1) {
+    fn(int64_t{0}, n_rows);
+  } else {
+    pool.parallel_for(n_rows, fn);
+  }
+}
+}  // namespace
+
+void CpuBackend::FreeDeleter::operator()(void* p) const { std::free(p); }
+
+CpuBackend::CpuBackend(int n_threads) : pool_(n_threads) {}
+CpuBackend::~CpuBackend() = default;
+
+void* CpuBackend::alloc_bytes(size_t n) {
+  n = (std::max<size_t>(n, 1) + kAlignment - 1) / kAlignment * kAlignment;
+  void* p = std::aligned_alloc(kAlignment, n);
+  if (!p) fail("cpu backend: out of memory allocating {} bytes", n);
+  std::memset(p, 0, n);
+  buffers_.emplace_back(p);
+  return p;
+}
+
+Weight CpuBackend::upload(std::string name, DType type, std::span<const int64_t> shape, const uint8_t* bytes) {
+  if (shape.empty() || shape.size() > 3) fail("{}: {} dimensions; the engine takes 1 to 3", name, shape.size());
+  Weight w;
+  w.name = std::move(name);
+  w.type = type;
+  w.n_in = shape[0];
+  w.n_out = shape.size() > 1 ? shape[1] : 1;
+  w.n_mat = shape.size() > 2 ? shape[2] : 1;
+  if (!dtype_info(type).has_reference)
+    fail("{}: weight type {} is not supported by the CPU backend", w.name, dtype_name(type));
+  w.row_bytes = dtype_row_bytes(type, w.n_in);
+  w.data = bytes;
+  if (shape.size() == 1 && type != DType::F32) {
+    // Norm weights and biases are used as F32 vectors.
+    auto* f = static_cast<float*>(alloc_bytes(static_cast<size_t>(w.n_in) * sizeof(float)));
+    dequantize_row(type, bytes, f, w.n_in);
+    w.type = DType::F32;
+    w.row_bytes = w.n_in * 4;
+    w.data = reinterpret_cast<const uint8_t*>(f);
+  } else if (shape.size() > 1 && !matmul_supports(type)) {
+    fail("{}: weight type {} has no CPU matmul kernel", w.name, dtype_name(type));
+  }
+  return w;
+}
+
+Act CpuBackend::alloc(int64_t capacity, int64_t n_cols) {
+  Act a;
+  a.data = static_cast<float*>(alloc_bytes(static_cast<size_t>(capacity * n_cols) * sizeof(float)));
+  a.capacity = capacity;
+  a.n_cols = n_cols;
+  return a;
+}
+
+MoeRoute CpuBackend::alloc_route(int64_t max_tokens, int64_t k) {
+  MoeRoute r;
+  r.ids = static_cast<int32_t*>(alloc_bytes(static_cast<size_t>(max_tokens * k) * sizeof(int32_t)));
+  r.weights = static_cast<float*>(alloc_bytes(static_cast<size_t>(max_tokens * k) * sizeof(float)));
+  r.k = k;
+  return r;
+}
+
+void CpuBackend::reserve(const StepShape& shape) {
+  VELOCITY_CHECK(shape.max_tokens > 0 && shape.max_logits > 0 && shape.max_logits <= shape.max_tokens && shape.n_embd > 0 && shape.n_vocab > 0);
+  shape_ = shape;
+  const int64_t max_in = std::max({shape.n_embd, shape.n_head * shape.head_dim_v, shape.n_ff, shape.n_ff_expert});
+  matmul_ = std::make_unique<Matmul>(pool_, shape.max_tokens, max_in);
+  kv_ = std::make_unique<KvCache>(shape, pool_.size());
+  reserve_blocks();
+  tokens_.reserve(shape.max_tokens);
+  positions_.reserve(shape.max_tokens);
+  seq_ids_.reserve(shape.max_tokens);
+  logit_rows_.reserve(shape.max_tokens);
+  if (shape.n_expert > 0) {
+    route_probs_.resize(shape.n_expert);
+    expert_tokens_.resize(shape.max_tokens);
+    expert_weights_.resize(shape.max_tokens);
+    expert_x_ = alloc(shape.max_tokens, shape.n_embd);
+    expert_gate_ = alloc(shape.max_tokens, shape.n_ff_expert);
+    expert_up_ = alloc(shape.max_tokens, shape.n_ff_expert);
+    expert_out_ = alloc(shape.max_tokens, shape.n_embd);
+  }
+}
+
+void CpuBackend::begin_step(const Batch& batch) {
+  const int64_t n = batch.size();
+  if (n == 0) fail("forward: empty batch");
+  if (n > shape_.max_tokens) fail("forward: batch of {} tokens exceeds the maximum of {}", n, shape_.max_tokens);
+  if (static_cast<int64_t>(batch.positions.size()) != n || static_cast<int64_t>(batch.seq_ids.size()) != n ||
+      static_cast<int64_t>(batch.logits.size()) != n)
+    fail("forward: batch arrays differ in length");
+  tokens_.clear();
+  positions_.clear();
+  seq_ids_.clear();
+  logit_rows_.clear();
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t tok = batch.tokens[i], pos = batch.positions[i], seq = batch.seq_ids[i];
+    if (tok < 0 || tok >= shape_.n_vocab)
+      fail("forward: token {} at batch index {} is outside the vocabulary [0, {})", tok, i, shape_.n_vocab);
+    if (seq < 0 || seq >= shape_.n_slots)
+      fail("forward: sequence id {} at batch index {} is outside [0, {})", seq, i, shape_.n_slots);
+    if (pos < 0 || pos >= shape_.n_ctx)
+      fail("forward: position {} at batch index {} exceeds the context length of {} tokens", pos, i, shape_.n_ctx);
+    tokens_.push_back(tok);
+    positions_.push_back(pos);
+    seq_ids_.push_back(seq);
+    if (batch.logits[i]) logit_rows_.push_back(static_cast<int32_t>(i));
+  }
+  step_tokens_ = n;
+  step_logits_ = static_cast<int64_t>(logit_rows_.size());
+  if (step_logits_ > shape_.max_logits)
+    fail("forward: {} tokens want logits; the model was loaded for at most {} per step", step_logits_,
+         shape_.max_logits);
+}
+
+void CpuBackend::read_logits(std::span<float> out) {
+  const size_t n = static_cast<size_t>(step_logits_ * shape_.n_vocab);
+  VELOCITY_CHECK(out.size() >= n);
+  std::memcpy(out.data(), scratch_.logits.data, n * sizeof(float));
+}
+
+void CpuBackend::embed(const Weight& table, Act& out) {
+  VELOCITY_CHECK(table.n_in == out.n_cols);
+  out.n_rows = step_tokens_;
+  for_rows(pool_, out.n_rows, out.n_cols, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      dequantize_row(table.type, table.data + tokens_[t] * table.row_bytes, out.row(t), table.n_in);
+  });
+}
+
+void CpuBackend::rms_norm(const Act& x, const Weight& w, float eps, Act& out) {
+  VELOCITY_CHECK(out.n_cols == x.n_cols && out.capacity >= x.n_rows);
+  VELOCITY_CHECK(!w.present() || (w.type == DType::F32 && w.n_in == x.n_cols));
+  out.n_rows = x.n_rows;
+  const auto* wf = reinterpret_cast<const float*>(w.data);
+  for_rows(pool_, x.n_rows, x.n_cols, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const float* xr = x.row(t);
+      float* o = out.row(t);
+      double ss = 0;
+      for (int64_t i = 0; i < x.n_cols; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+      const float s = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(x.n_cols) + eps));
+      for (int64_t i = 0; i < x.n_cols; ++i) o[i] = wf ? xr[i] * s * wf[i] : xr[i] * s;
+    }
+  });
+}
+
+void CpuBackend::rms_norm_heads(Act& x, int64_t head_dim, const Weight& w, float eps) {
+  VELOCITY_CHECK(x.n_cols % head_dim == 0 && w.type == DType::F32 && w.n_in == head_dim);
+  const auto* wf = reinterpret_cast<const float*>(w.data);
+  const int64_t n_heads = x.n_cols / head_dim;
+  for_rows(pool_, x.n_rows, x.n_cols, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      for (int64_t h = 0; h < n_heads; ++h) {
+        float* xr = x.row(t) + h * head_dim;
+        double ss = 0;
+        for (int64_t i = 0; i < head_dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+        const float s = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(head_dim) + eps));
+        for (int64_t i = 0; i < head_dim; ++i) xr[i] = xr[i] * s * wf[i];
+      }
+    }
+  });
+}
+
+void CpuBackend::matmul(const Weight& w, const Act& x, Act& y) {
+  if (w.n_in != x.n_cols || w.n_out != y.n_cols || w.n_mat != 1)
+    fail("matmul {}: weight [{} -> {}] x{} with activations of {} columns into {} columns", w.name, w.n_in, w.n_out,
+         w.n_mat, x.n_cols, y.n_cols);
+  VELOCITY_CHECK(y.capacity >= x.n_rows);
+  y.n_rows = x.n_rows;
+  matmul_->run(w, x.data, x.n_cols, x.n_rows, y.data, y.n_cols);
+}
+
+void CpuBackend::add_bias(Act& y, const Weight& b) {
+  VELOCITY_CHECK(b.type == DType::F32 && b.n_in == y.n_cols);
+  const auto* bf = reinterpret_cast<const float*>(b.data);
+  for (int64_t t = 0; t < y.n_rows; ++t) {
+    float* r = y.row(t);
+    for (int64_t i = 0; i < y.n_cols; ++i) r[i] += bf[i];
+  }
+}
+
+void CpuBackend::rope(Act& x, int64_t head_dim, const RopeParams& rope) {
+  VELOCITY_CHECK(x.n_cols % head_dim == 0 && rope.n_rot % 2 == 0 && rope.n_rot <= head_dim);
+  const int64_t n_heads = x.n_cols / head_dim, half = rope.n_rot / 2;
+  for_rows(pool_, x.n_rows, x.n_cols, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const double pos = static_cast<double>(positions_[t]) * rope.freq_scale;
+      for (int64_t i = 0; i < half; ++i) {
+        // theta_i = pos * base^(-2i / n_rot) / factor_i, in double: positions reach 10^5.
+        double theta = pos * std::pow(static_cast<double>(rope.freq_base), -2.0 * i / rope.n_rot);
+        if (rope.freq_factors) theta /= rope.freq_factors[i];
+        const float c = static_cast<float>(std::cos(theta)), s = static_cast<float>(std::sin(theta));
+        for (int64_t h = 0; h < n_heads; ++h) {
+          float* xh = x.row(t) + h * head_dim;
+          const int64_t a = rope.type == RopeType::Neox ? i : 2 * i;
+          const int64_t b = rope.type == RopeType::Neox ? i + half : 2 * i + 1;
+          const float x0 = xh[a], x1 = xh[b];
+          xh[a] = x0 * c - x1 * s;
+          xh[b] = x0 * s + x1 * c;
+        }
+      }
+    }
+  });
+}
+
+void CpuBackend::attention(const AttentionParams& p, const Act& q, const Act& k, const Act& v, Act& out) {
+  VELOCITY_CHECK(q.n_rows == step_tokens_ && k.n_rows == step_tokens_ && v.n_rows == step_tokens_);
+  VELOCITY_CHECK(q.n_cols == p.n_head * p.head_dim_k && k.n_cols == p.n_head_kv * p.head_dim_k &&
+                 v.n_cols == p.n_head_kv * p.head_dim_v && out.n_cols == p.n_head * p.head_dim_v);
+  out.n_rows = q.n_rows;
+  kv_->attend(pool_, p, positions_.data(), seq_ids_.data(), q, k, v, out);
+}
+
+void CpuBackend::swiglu(const Act& gate, const Act& up, Act& out) {
+  VELOCITY_CHECK(gate.n_cols == up.n_cols && gate.n_rows == up.n_rows && out.n_cols == gate.n_cols);
+  out.n_rows = gate.n_rows;
+  for_rows(pool_, gate.n_rows, gate.n_cols, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const float *g = gate.row(t), *u = up.row(t);
+      float* o = out.row(t);
+      for (int64_t i = 0; i < gate.n_cols; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    }
+  });
+}
+
+void CpuBackend::add(Act& x, const Act& y) {
+  VELOCITY_CHECK(x.n_rows == y.n_rows && x.n_cols == y.n_cols);
+  const int64_t n = x.n_rows * x.n_cols;
+  for (int64_t i = 0; i < n; ++i) x.data[i] += y.data[i];
+}
+
+void CpuBackend::moe_route(const Act& logits, const MoeParams& p, MoeRoute& route) {
+  VELOCITY_CHECK(logits.n_cols == p.n_expert && route.k == p.n_expert_used && p.n_expert_used <= p.n_expert);
+  route.n_tokens = logits.n_rows;
+  std::vector<double>& probs = route_probs_;
+  for (int64_t t = 0; t < logits.n_rows; ++t) {
+    const float* l = logits.row(t);
+    const float mx = *std::max_element(l, l + p.n_expert);
+    double sum = 0;
+    for (int64_t e = 0; e < p.n_expert; ++e) sum += probs[e] = std::exp(static_cast<double>(l[e] - mx));
+    int32_t* ids = route.ids + t * route.k;
+    float* w = route.weights + t * route.k;
+    double picked = 0;
+    for (int64_t j = 0; j < route.k; ++j) {
+      int64_t best = -1;
+      for (int64_t e = 0; e < p.n_expert; ++e) {
+        if (std::find(ids, ids + j, static_cast<int32_t>(e)) != ids + j) continue;
+        if (best < 0 || probs[e] > probs[best]) best = e;
+      }
+      ids[j] = static_cast<int32_t>(best);
+      picked += probs[best] / sum;
+      w[j] = static_cast<float>(probs[best] / sum);
+    }
+    if (p.normalize_weights)
+      for (int64_t j = 0; j < route.k; ++j) w[j] = static_cast<float>(w[j] / picked);
+  }
+}
+
+void CpuBackend::moe_experts(const MoeRoute& route, const MoeLayer& layer, const Act& x, Act& out) {
+  VELOCITY_CHECK(x.n_rows == route.n_tokens && out.n_cols == x.n_cols);
+  const int64_t n_expert = layer.gate_exps.n_mat;
+  out.n_rows = x.n_rows;
+  std::fill(out.data, out.data + out.n_rows * out.n_cols, 0.0f);
+  for (int64_t e = 0; e < n_expert; ++e) {
+    int64_t n = 0;
+    for (int64_t t = 0; t < route.n_tokens; ++t)
+      for (int64_t j = 0; j < route.k; ++j)
+        if (route.ids[t * route.k + j] == e) {
+          expert_tokens_[n] = static_cast<int32_t>(t);
+          expert_weights_[n] = route.weights[t * route.k + j];
+          std::memcpy(expert_x_.row(n), x.row(t), static_cast<size_t>(x.n_cols) * sizeof(float));
+          ++n;
+        }
+    if (n == 0) continue;
+    expert_x_.n_rows = n;
+    matmul(layer.gate_exps.matrix(e), expert_x_, expert_gate_);
+    matmul(layer.up_exps.matrix(e), expert_x_, expert_up_);
+    swiglu(expert_gate_, expert_up_, expert_gate_);
+    matmul(layer.down_exps.matrix(e), expert_gate_, expert_out_);
+    for (int64_t i = 0; i < n; ++i) {
+      float* o = out.row(expert_tokens_[i]);
+      const float* d = expert_out_.row(i);
+      const float w = expert_weights_[i];
+      for (int64_t c = 0; c < out.n_cols; ++c) o[c] += w * d[c];
+    }
+  }
+}
+
+void CpuBackend::select_logit_rows(const Act& x, Act& out) {
+  VELOCITY_CHECK(out.n_cols == x.n_cols);
+  out.n_rows = step_logits_;
+  for (int64_t i = 0; i < step_logits_; ++i)
+    std::memcpy(out.row(i), x.row(logit_rows_[i]), static_cast<size_t>(x.n_cols) * sizeof(float));
+}
+
+}  // namespace velocity::engine::cpu
+
+namespace velocity::engine {
+std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<cpu::CpuBackend>(n_threads); }
+}  // namespace velocity::engine

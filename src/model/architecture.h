@@ -1,0 +1,53 @@
+// One architecture = one file (llama.cpp, qwen2.cpp, qwen3.cpp, qwen3moe.cpp): its hparam keys,
+// its tensors and its forward pass, written against the backend's blocks. Model (model.cpp) does
+// what is common: open the file, the embedding table, the output norm and head, the step.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/backend.h"
+#include "model/config.h"
+#include "model/hparams.h"
+#include "model/weights.h"
+
+namespace velocity::model {
+
+class Architecture {
+ public:
+  virtual ~Architecture() = default;
+  // Reads the architecture's hparams into `config` (the common ones are already there: n_vocab,
+  // n_embd, n_layer, n_head, n_head_kv, head dims, n_ff, rms_eps, rope base/scale, n_rot).
+  virtual void read_config(const Hparams& hparams, Config& config) = 0;
+  // Takes the per-layer tensors.
+  virtual void load(Weights& weights, const Config& config) = 0;
+  // x [T, D] (the embedded tokens) -> x after the last layer, before the output norm.
+  virtual void forward(engine::Backend& backend, engine::Act& x) = 0;
+};
+
+// The architecture for general.architecture; Error listing the supported ones otherwise.
+std::unique_ptr<Architecture> make_architecture(const std::string& arch, const std::string& file);
+std::vector<std::string> supported_architectures();
+
+// The pieces the llama family shares (llama, qwen2, qwen3, qwen3moe, Mixtral).
+struct DecoderLayer {
+  engine::AttentionLayer attn;
+  engine::FfnLayer ffn;   // dense layers
+  engine::MoeLayer moe;   // MoE layers (moe.router present)
+};
+
+struct DecoderOptions {
+  bool qkv_bias = false;  // attn_{q,k,v}.bias
+  bool qk_norm = false;   // attn_{q,k}_norm.weight [Dh]
+};
+
+// Loads the attention tensors of layer il and either the dense FFN or (n_expert > 0) the MoE one.
+DecoderLayer load_decoder_layer(Weights& w, const Config& c, int64_t il, const DecoderOptions& options);
+// Attention block parameters of layer il.
+engine::AttentionParams attention_params(const Config& c, int64_t il, const float* rope_freq_factors);
+// Runs every layer: attention block then FFN or MoE block.
+void decoder_forward(engine::Backend& b, const Config& c, const std::vector<DecoderLayer>& layers,
+                     const float* rope_freq_factors, engine::Act& x);
+
+}  // namespace velocity::model

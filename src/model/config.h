@@ -1,0 +1,43 @@
+// A model's hyperparameters, read once from GGUF metadata (`<arch>.*` keys, as llama.cpp's
+// converters write them). Every field is set for every architecture; unused ones stay 0.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "engine/backend.h"
+#include "gguf/file.h"
+
+namespace velocity::model {
+
+struct Config {
+  std::string arch;            // general.architecture: llama, qwen2, qwen3, qwen3moe
+  std::string name;            // general.name (may be empty)
+  int64_t n_vocab = 0;         // rows of token_embd
+  int64_t n_ctx_train = 0;     // <arch>.context_length
+  int64_t n_embd = 0;          // D, <arch>.embedding_length
+  int64_t n_layer = 0;         // <arch>.block_count
+  int64_t n_head = 0;          // H, <arch>.attention.head_count
+  int64_t n_head_kv = 0;       // Hkv, <arch>.attention.head_count_kv (default H)
+  int64_t head_dim_k = 0;      // <arch>.attention.key_length (default D / H)
+  int64_t head_dim_v = 0;      // <arch>.attention.value_length (default D / H)
+  int64_t n_ff = 0;            // <arch>.feed_forward_length (dense FFN width)
+  float rms_eps = 1e-5f;       // <arch>.attention.layer_norm_rms_epsilon
+  // RoPE
+  engine::RopeType rope_type = engine::RopeType::Normal;
+  int64_t n_rot = 0;           // <arch>.rope.dimension_count (default head_dim_k)
+  float rope_freq_base = 10000.0f;   // <arch>.rope.freq_base
+  float rope_freq_scale = 1.0f;      // 1 / <arch>.rope.scaling.factor for scaling.type linear
+  bool has_rope_freqs = false;       // rope_freqs.weight present (llama 3 frequency factors)
+  // Options of the attention block
+  bool qkv_bias = false;       // qwen2
+  bool qk_norm = false;        // qwen3, qwen3moe
+  // MoE (0 experts: dense)
+  int64_t n_expert = 0;        // <arch>.expert_count
+  int64_t n_expert_used = 0;   // <arch>.expert_used_count
+  int64_t n_ff_expert = 0;     // <arch>.expert_feed_forward_length (or n_ff for Mixtral)
+  bool moe_norm_weights = true;  // renormalise the top-k weights (Mixtral, Qwen3-MoE: yes)
+  bool tied_output = false;    // no output.weight: the head is token_embd
+};
+
+}  // namespace velocity::model

@@ -1,0 +1,88 @@
+// The llama-family decoder layer shared by llama, qwen2, qwen3, qwen3moe and Mixtral: pre-norm
+// attention (GQA, RoPE, optional QKV bias / Q-K norm) then a pre-norm SwiGLU FFN or MoE.
+#include "core/error.h"
+#include "model/architecture.h"
+
+namespace velocity::model {
+
+DecoderLayer load_decoder_layer(Weights& w, const Config& c, int64_t il, const DecoderOptions& options) {
+  const int64_t d = c.n_embd, q_dim = c.n_head * c.head_dim_k, k_dim = c.n_head_kv * c.head_dim_k,
+                v_dim = c.n_head_kv * c.head_dim_v, o_dim = c.n_head * c.head_dim_v;
+  auto name = [il](const char* s) { return Weights::layer(il, s); };
+  DecoderLayer l;
+  engine::AttentionLayer& a = l.attn;
+  a.norm = w.get(name("attn_norm.weight"), {d});
+  a.wq = w.get(name("attn_q.weight"), {d, q_dim});
+  a.wk = w.get(name("attn_k.weight"), {d, k_dim});
+  a.wv = w.get(name("attn_v.weight"), {d, v_dim});
+  a.wo = w.get(name("attn_output.weight"), {o_dim, d});
+  for (const auto* m : {&a.wq, &a.wk, &a.wv, &a.wo}) w.count_bytes(*m);
+  if (options.qkv_bias) {
+    a.bq = w.get(name("attn_q.bias"), {q_dim});
+    a.bk = w.get(name("attn_k.bias"), {k_dim});
+    a.bv = w.get(name("attn_v.bias"), {v_dim});
+  } else {
+    // Some llama-architecture files carry biases (e.g. converted from models with attention_bias).
+    a.bq = w.optional(name("attn_q.bias"), {q_dim});
+    a.bk = w.optional(name("attn_k.bias"), {k_dim});
+    a.bv = w.optional(name("attn_v.bias"), {v_dim});
+  }
+  if (options.qk_norm) {
+    a.q_norm = w.get(name("attn_q_norm.weight"), {c.head_dim_k});
+    a.k_norm = w.get(name("attn_k_norm.weight"), {c.head_dim_k});
+  }
+  if (c.n_expert > 0) {
+    engine::MoeLayer& m = l.moe;
+    const int64_t e = c.n_expert, f = c.n_ff_expert;
+    m.norm = w.get(name("ffn_norm.weight"), {d});
+    m.router = w.get(name("ffn_gate_inp.weight"), {d, e});
+    m.gate_exps = w.get(name("ffn_gate_exps.weight"), {d, f, e});
+    m.up_exps = w.get(name("ffn_up_exps.weight"), {d, f, e});
+    m.down_exps = w.get(name("ffn_down_exps.weight"), {f, d, e});
+    w.count_bytes(m.router);
+    const double used = static_cast<double>(c.n_expert_used) / static_cast<double>(e);
+    for (const auto* x : {&m.gate_exps, &m.up_exps, &m.down_exps}) w.count_bytes(*x, used);
+  } else {
+    engine::FfnLayer& f = l.ffn;
+    f.norm = w.get(name("ffn_norm.weight"), {d});
+    f.gate = w.get(name("ffn_gate.weight"), {d, c.n_ff});
+    f.up = w.get(name("ffn_up.weight"), {d, c.n_ff});
+    f.down = w.get(name("ffn_down.weight"), {c.n_ff, d});
+    for (const auto* x : {&f.gate, &f.up, &f.down}) w.count_bytes(*x);
+  }
+  return l;
+}
+
+engine::AttentionParams attention_params(const Config& c, int64_t il, const float* rope_freq_factors) {
+  engine::AttentionParams p;
+  p.layer = static_cast<int32_t>(il);
+  p.n_head = c.n_head;
+  p.n_head_kv = c.n_head_kv;
+  p.head_dim_k = c.head_dim_k;
+  p.head_dim_v = c.head_dim_v;
+  p.norm_eps = c.rms_eps;
+  p.rope.type = c.rope_type;
+  p.rope.n_rot = static_cast<int32_t>(c.n_rot);
+  p.rope.freq_base = c.rope_freq_base;
+  p.rope.freq_scale = c.rope_freq_scale;
+  p.rope.freq_factors = rope_freq_factors;
+  return p;
+}
+
+void decoder_forward(engine::Backend& b, const Config& c, const std::vector<DecoderLayer>& layers,
+                     const float* rope_freq_factors, engine::Act& x) {
+  engine::MoeParams moe;
+  moe.n_expert = c.n_expert;
+  moe.n_expert_used = c.n_expert_used;
+  moe.normalize_weights = c.moe_norm_weights;
+  for (size_t il = 0; il < layers.size(); ++il) {
+    const DecoderLayer& l = layers[il];
+    b.attention_block(l.attn, attention_params(c, static_cast<int64_t>(il), rope_freq_factors), x);
+    if (l.moe.router.present())
+      b.moe_block(l.moe, moe, c.rms_eps, x);
+    else
+      b.ffn_block(l.ffn, c.rms_eps, x);
+  }
+}
+
+}  // namespace velocity::model

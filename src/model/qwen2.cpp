@@ -1,0 +1,35 @@
+// qwen2: Qwen2 / Qwen2.5 (incl. Coder): llama layer with Q/K/V biases and NEOX RoPE (the converter
+// keeps HF's row order, so RoPE rotates x[i] with x[i + n_rot/2]).
+#include "core/error.h"
+#include "model/architecture.h"
+
+namespace velocity::model {
+
+namespace {
+
+class Qwen2 final : public Architecture {
+ public:
+  void read_config(const Hparams& h, Config& c) override {
+    c.rope_type = engine::RopeType::Neox;
+    c.qkv_bias = true;
+    if (auto type = h.string("rope.scaling.type"); type && *type != "none")
+      fail("{}: {}.rope.scaling.type \"{}\" is not supported yet", h.file().shards().at(0).path, h.arch(), *type);
+  }
+
+  void load(Weights& w, const Config& c) override {
+    config_ = c;
+    for (int64_t il = 0; il < c.n_layer; ++il) layers_.push_back(load_decoder_layer(w, c, il, {.qkv_bias = true}));
+  }
+
+  void forward(engine::Backend& b, engine::Act& x) override { decoder_forward(b, config_, layers_, nullptr, x); }
+
+ private:
+  Config config_;
+  std::vector<DecoderLayer> layers_;
+};
+
+}  // namespace
+
+std::unique_ptr<Architecture> make_qwen2() { return std::make_unique<Qwen2>(); }
+
+}  // namespace velocity::model

@@ -1,0 +1,294 @@
+// CPU backend primitive ops and blocks against double-precision formulas written here,
+// independently of the backend's code.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "core/error.h"
+#include "core/quant.h"
+#include "engine/backend.h"
+
+namespace velocity::engine {
+namespace {
+
+std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+struct Fixture {
+  std::unique_ptr<Backend> backend = make_cpu_backend(2);
+  std::vector<std::vector<float>> keep;  // weight storage (the backend keeps pointers)
+
+  Weight weight(const std::vector<float>& data, std::vector<int64_t> shape) {
+    keep.push_back(data);
+    return backend->upload("w", DType::F32, shape, reinterpret_cast<const uint8_t*>(keep.back().data()));
+  }
+  Act act(const std::vector<float>& data, int64_t rows, int64_t cols) {
+    Act a = backend->alloc(rows, cols);
+    a.n_rows = rows;
+    std::copy(data.begin(), data.end(), a.data);
+    return a;
+  }
+};
+
+StepShape small_shape() {
+  StepShape s;
+  s.max_tokens = 16;
+  s.max_logits = 16;
+  s.n_embd = 32;
+  s.n_vocab = 50;
+  s.n_layer = 2;
+  s.n_head = 4;
+  s.n_head_kv = 2;
+  s.head_dim_k = 32;
+  s.head_dim_v = 32;
+  s.n_ff = 48;
+  s.n_slots = 3;
+  s.n_ctx = 20;
+  s.cache_type_k = DType::F32;
+  s.cache_type_v = DType::F32;
+  return s;
+}
+
+TEST(CpuOps, RmsNormMatchesFormula) {
+  Fixture f;
+  f.backend->reserve(small_shape());
+  const auto x = random_vector(3 * 32, 1), w = random_vector(32, 2);
+  Act in = f.act(x, 3, 32), out = f.backend->alloc(3, 32);
+  f.backend->rms_norm(in, f.weight(w, {32}), 1e-5f, out);
+  for (int t = 0; t < 3; ++t) {
+    double ss = 0;
+    for (int i = 0; i < 32; ++i) ss += double(x[t * 32 + i]) * x[t * 32 + i];
+    const double s = 1 / std::sqrt(ss / 32 + 1e-5);
+    for (int i = 0; i < 32; ++i) EXPECT_NEAR(out.row(t)[i], x[t * 32 + i] * s * w[i], 1e-5);
+  }
+}
+
+TEST(CpuOps, SwigluMatchesFormula) {
+  Fixture f;
+  f.backend->reserve(small_shape());
+  const auto g = random_vector(2 * 48, 3, 3), u = random_vector(2 * 48, 4);
+  Act ga = f.act(g, 2, 48), ua = f.act(u, 2, 48), out = f.backend->alloc(2, 48);
+  f.backend->swiglu(ga, ua, out);
+  for (size_t i = 0; i < g.size(); ++i) EXPECT_NEAR(out.data[i], g[i] / (1 + std::exp(-double(g[i]))) * u[i], 1e-5);
+}
+
+// RoPE as complex rotation: pair (a, b) of dim i -> (a + ib) * e^{i p theta_i}.
+void check_rope(RopeType type, const float* factors) {
+  Fixture f;
+  f.backend->reserve(small_shape());
+  Batch batch;
+  const std::vector<int32_t> positions = {0, 1, 7, 19};
+  for (int32_t p : positions) batch.add(1, p, 0, false);
+  f.backend->begin_step(batch);
+  const int64_t hd = 32, n_heads = 2, n_rot = 24;  // partial rotation: dims 24..31 untouched
+  const auto x = random_vector(4 * n_heads * hd, 5);
+  Act a = f.act(x, 4, n_heads * hd);
+  RopeParams rp;
+  rp.type = type;
+  rp.n_rot = n_rot;
+  rp.freq_base = 500.0f;
+  rp.freq_scale = 0.5f;
+  rp.freq_factors = factors;
+  f.backend->rope(a, hd, rp);
+  for (int t = 0; t < 4; ++t)
+    for (int h = 0; h < n_heads; ++h) {
+      const float* in = x.data() + (t * n_heads + h) * hd;
+      const float* out = a.row(t) + h * hd;
+      for (int i = 0; i < n_rot / 2; ++i) {
+        const int ia = type == RopeType::Neox ? i : 2 * i, ib = type == RopeType::Neox ? i + n_rot / 2 : 2 * i + 1;
+        double theta = positions[t] * 0.5 * std::pow(500.0, -2.0 * i / n_rot);
+        if (factors) theta /= factors[i];
+        const double ra = in[ia] * std::cos(theta) - in[ib] * std::sin(theta);
+        const double rb = in[ia] * std::sin(theta) + in[ib] * std::cos(theta);
+        EXPECT_NEAR(out[ia], ra, 1e-5);
+        EXPECT_NEAR(out[ib], rb, 1e-5);
+      }
+      for (int i = n_rot; i < hd; ++i) EXPECT_EQ(out[i], in[i]);
+    }
+}
+
+TEST(CpuOps, RopeNormalMatchesRotation) { check_rope(RopeType::Normal, nullptr); }
+TEST(CpuOps, RopeNeoxMatchesRotation) { check_rope(RopeType::Neox, nullptr); }
+TEST(CpuOps, RopeFrequencyFactors) {
+  std::vector<float> factors(12);
+  for (size_t i = 0; i < factors.size(); ++i) factors[i] = 1.0f + 0.7f * i;
+  check_rope(RopeType::Normal, factors.data());
+}
+
+// Naive attention in double over explicitly kept K/V histories, per sequence.
+TEST(CpuOps, AttentionMatchesNaiveAcrossSequencesAndSteps) {
+  for (DType cache : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
+    SCOPED_TRACE(std::string(dtype_name(cache)));
+    Fixture f;
+    StepShape s = small_shape();
+    s.cache_type_k = s.cache_type_v = cache;
+    f.backend->reserve(s);
+    const int64_t hd = 32, nh = 4, nkv = 2;
+    AttentionParams p;
+    p.layer = 1;
+    p.n_head = nh;
+    p.n_head_kv = nkv;
+    p.head_dim_k = p.head_dim_v = hd;
+    // History per sequence: k/v rows [pos][kv head][hd].
+    std::vector<std::vector<float>> hist_k(3), hist_v(3);
+    std::vector<int32_t> next_pos(3, 0);
+    // Step 1: prefill seq 0 (5 tokens) and seq 2 (3 tokens); step 2: decode 1 token on 0, 1, 2.
+    const std::vector<std::vector<int32_t>> steps = {{0, 0, 0, 0, 0, 2, 2, 2}, {0, 1, 2}};
+    double max_err = 0, max_ref = 0;
+    uint32_t seed = 10;
+    for (const auto& seqs : steps) {
+      Batch b;
+      for (int32_t sq : seqs) b.add(0, next_pos[sq]++, sq, false);
+      f.backend->begin_step(b);
+      const int64_t n = b.size();
+      const auto q = random_vector(n * nh * hd, seed++), k = random_vector(n * nkv * hd, seed++),
+                 v = random_vector(n * nkv * hd, seed++);
+      Act qa = f.act(q, n, nh * hd), ka = f.act(k, n, nkv * hd), va = f.act(v, n, nkv * hd),
+          out = f.backend->alloc(n, nh * hd);
+      f.backend->attention(p, qa, ka, va, out);
+      for (int64_t t = 0; t < n; ++t) {
+        const int32_t sq = b.seq_ids[t];
+        hist_k[sq].insert(hist_k[sq].end(), k.begin() + t * nkv * hd, k.begin() + (t + 1) * nkv * hd);
+        hist_v[sq].insert(hist_v[sq].end(), v.begin() + t * nkv * hd, v.begin() + (t + 1) * nkv * hd);
+      }
+      for (int64_t t = 0; t < n; ++t) {
+        const int32_t sq = b.seq_ids[t], pos = b.positions[t];
+        for (int64_t h = 0; h < nh; ++h) {
+          const int64_t hk = h / (nh / nkv);
+          std::vector<double> sc(pos + 1);
+          for (int j = 0; j <= pos; ++j) {
+            double d = 0;
+            for (int i = 0; i < hd; ++i) d += double(q[(t * nh + h) * hd + i]) * hist_k[sq][(j * nkv + hk) * hd + i];
+            sc[j] = d / std::sqrt(double(hd));
+          }
+          const double mx = *std::max_element(sc.begin(), sc.end());
+          double sum = 0;
+          for (double& x : sc) sum += x = std::exp(x - mx);
+          for (int i = 0; i < hd; ++i) {
+            double o = 0;
+            for (int j = 0; j <= pos; ++j) o += sc[j] / sum * hist_v[sq][(j * nkv + hk) * hd + i];
+            max_err = std::max(max_err, std::abs(o - out.row(t)[h * hd + i]));
+            max_ref = std::max(max_ref, std::abs(o));
+          }
+        }
+      }
+    }
+    // F32 cache: float rounding only. F16: 2^-11 relative per element. Q8_0: 1/254 of a block's
+    // max per element; Q4_0: 1/14 — errors average out over the softmax but scores move by
+    // |q||dk|, so the bounds are loose and checked to be orders apart.
+    const double bound = cache == DType::F32 ? 1e-5 : cache == DType::F16 ? 3e-3 : cache == DType::Q8_0 ? 3e-2 : 0.4;
+    EXPECT_LT(max_err / max_ref, bound) << "max_err " << max_err << " max_ref " << max_ref;
+  }
+}
+
+TEST(CpuOps, MoeRouteTopKMatchesSort) {
+  Fixture f;
+  StepShape s = small_shape();
+  s.n_expert = 8;
+  s.n_expert_used = 3;
+  s.n_ff_expert = 16;
+  f.backend->reserve(s);
+  const auto logits = random_vector(5 * 8, 21, 2);
+  Act la = f.act(logits, 5, 8);
+  for (bool norm : {true, false}) {
+    MoeParams p{8, 3, norm};
+    std::vector<int32_t> ids(15);
+    std::vector<float> w(15);
+    MoeRoute r{ids.data(), w.data(), 5, 3};
+    f.backend->moe_route(la, p, r);
+    for (int t = 0; t < 5; ++t) {
+      std::vector<int> order(8);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return logits[t * 8 + a] > logits[t * 8 + b]; });
+      double z = 0, picked = 0;
+      for (int e = 0; e < 8; ++e) z += std::exp(double(logits[t * 8 + e]));
+      for (int j = 0; j < 3; ++j) picked += std::exp(double(logits[t * 8 + order[j]])) / z;
+      for (int j = 0; j < 3; ++j) {
+        EXPECT_EQ(ids[t * 3 + j], order[j]);
+        const double pj = std::exp(double(logits[t * 8 + order[j]])) / z;
+        EXPECT_NEAR(w[t * 3 + j], norm ? pj / picked : pj, 1e-6);
+      }
+    }
+  }
+}
+
+TEST(CpuOps, FfnBlockMatchesFormula) {
+  Fixture f;
+  f.backend->reserve(small_shape());
+  Batch b;
+  b.add(0, 0, 0, false);
+  b.add(0, 1, 0, false);
+  f.backend->begin_step(b);
+  const int64_t d = 32, ff = 48;
+  const auto x = random_vector(2 * d, 31), nw = random_vector(d, 32), g = random_vector(ff * d, 33, 0.2f),
+             u = random_vector(ff * d, 34, 0.2f), dn = random_vector(d * ff, 35, 0.2f);
+  FfnLayer layer{f.weight(nw, {d}), f.weight(g, {d, ff}), f.weight(u, {d, ff}), f.weight(dn, {ff, d})};
+  Act xa = f.act(x, 2, d);
+  f.backend->ffn_block(layer, 1e-6f, xa);
+  for (int t = 0; t < 2; ++t) {
+    double ss = 0;
+    for (int i = 0; i < d; ++i) ss += double(x[t * d + i]) * x[t * d + i];
+    std::vector<double> h(d), a(ff);
+    for (int i = 0; i < d; ++i) h[i] = x[t * d + i] / std::sqrt(ss / d + 1e-6) * nw[i];
+    for (int r = 0; r < ff; ++r) {
+      double gr = 0, ur = 0;
+      for (int i = 0; i < d; ++i) gr += g[r * d + i] * h[i], ur += u[r * d + i] * h[i];
+      a[r] = gr / (1 + std::exp(-gr)) * ur;
+    }
+    for (int r = 0; r < d; ++r) {
+      double o = x[t * d + r];
+      for (int i = 0; i < ff; ++i) o += dn[r * ff + i] * a[i];
+      EXPECT_NEAR(xa.row(t)[r], o, 1e-4);
+    }
+  }
+}
+
+TEST(CpuOps, BeginStepRejectsBadBatches) {
+  Fixture f;
+  f.backend->reserve(small_shape());
+  auto expect_error = [&](Batch b, const char* needle) {
+    try {
+      f.backend->begin_step(b);
+      ADD_FAILURE() << "no error for " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  Batch b;
+  expect_error(b, "empty");
+  b.add(0, 20, 0, false);
+  expect_error(b, "context length of 20");
+  b.clear();
+  b.add(50, 0, 0, false);
+  expect_error(b, "vocabulary");
+  b.clear();
+  b.add(0, 0, 3, false);
+  expect_error(b, "sequence id");
+  b.clear();
+  for (int i = 0; i < 17; ++i) b.add(0, i, 0, false);
+  expect_error(b, "exceeds the maximum");
+}
+
+TEST(CpuOps, QuantisedCacheNeedsWholeBlocks) {
+  auto backend = make_cpu_backend(1);
+  StepShape s = small_shape();
+  s.head_dim_k = s.head_dim_v = 48;  // not a multiple of 32
+  s.n_embd = 48 * 4;
+  s.cache_type_k = DType::Q8_0;
+  EXPECT_THROW(backend->reserve(s), Error);
+  s.cache_type_k = DType::Q4_K;
+  s.head_dim_k = s.head_dim_v = 256;
+  EXPECT_THROW(backend->reserve(s), Error);
+}
+
+}  // namespace
+}  // namespace velocity::engine
