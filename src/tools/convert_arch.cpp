@@ -1,0 +1,225 @@
+// Tensor plans and `<arch>.*` keys for `velocity convert`, per architecture, as llama.cpp's
+// convert_hf_to_gguf.py (with gguf-py's tensor_mapping.py names) produces them:
+//
+//   HF name (model.layers.N.)              GGUF name (blk.N.)         notes
+//   model.embed_tokens.weight              token_embd.weight
+//   input_layernorm.weight                 attn_norm.weight
+//   self_attn.{q,k,v}_proj.{weight,bias}   attn_{q,k,v}.{weight,bias} llama: q, k rows permuted
+//   self_attn.o_proj.{weight,bias}         attn_output.{weight,bias}
+//   self_attn.{q,k}_norm.weight            attn_{q,k}_norm.weight     qwen3, qwen3moe
+//   post_attention_layernorm.weight        ffn_norm.weight
+//   mlp.{gate,up,down}_proj.weight         ffn_{gate,up,down}.weight  dense
+//   block_sparse_moe.gate / mlp.gate       ffn_gate_inp.weight        router {n_embd, n_expert}
+//   experts.{e}.w1 / gate_proj             ffn_gate_exps.weight       stacked {n_embd, n_ff, n_expert}
+//   experts.{e}.w3 / up_proj               ffn_up_exps.weight         stacked {n_embd, n_ff, n_expert}
+//   experts.{e}.w2 / down_proj             ffn_down_exps.weight       stacked {n_ff, n_embd, n_expert}
+//   model.norm.weight                      output_norm.weight
+//   lm_head.weight                         output.weight              absent when tied
+//
+// Why the llama permutation: HF's Llama applies RoPE with rotate_half, pairing dimension i with
+// i + head_dim/2; ggml's "normal" RoPE (llama) pairs 2i with 2i+1. LlamaModel.permute reorders the
+// rows of each head's Q and K projections, (2, head_dim/2) -> (head_dim/2, 2), so that the
+// adjacent-pair rotation computes the same thing. Qwen models use NEOX RoPE (rotate_half) in
+// llama.cpp and are written unpermuted.
+#include <fmt/format.h>
+
+#include <cmath>
+#include <numbers>
+#include <string_view>
+
+#include "core/error.h"
+#include "tools/convert_arch.h"
+
+namespace velocity::tools::convert {
+namespace {
+
+gguf::Value u32(int64_t v) {
+  VELOCITY_CHECK(v >= 0 && v <= 0xffffffffll, "{} does not fit UINT32", v);
+  return gguf::Value::scalar<uint32_t>(static_cast<uint32_t>(v));
+}
+gguf::Value f32(float v) { return gguf::Value::scalar<float>(v); }
+
+std::vector<int64_t> reversed(std::vector<int64_t> shape) { return {shape.rbegin(), shape.rend()}; }
+
+class Planner {
+ public:
+  Planner(const HfConfig& c, const std::function<bool(const std::string&)>& has) : c_(c), has_(has) {}
+
+  // One HF tensor of PyTorch shape `hf_shape` -> one GGUF tensor of the reversed shape.
+  void one(std::string gguf_name, std::string hf_name, std::vector<int64_t> hf_shape, int64_t permute_heads = 0) {
+    PlannedTensor t;
+    t.name = std::move(gguf_name);
+    t.shape = reversed(hf_shape);
+    t.sources.push_back({std::move(hf_name), std::move(hf_shape)});
+    t.permute_heads = permute_heads;
+    out_.push_back(std::move(t));
+  }
+
+  // Per-expert HF matrices {n_out, n_in} -> GGUF {n_in, n_out, n_expert}; `pattern` holds "{}"
+  // for the expert index.
+  void experts(std::string gguf_name, const std::string& pattern, int64_t n_out, int64_t n_in) {
+    PlannedTensor t;
+    t.name = std::move(gguf_name);
+    t.shape = {n_in, n_out, c_.n_expert};
+    for (int64_t e = 0; e < c_.n_expert; ++e)
+      t.sources.push_back({fmt::format(fmt::runtime(pattern), e), {n_out, n_in}});
+    out_.push_back(std::move(t));
+  }
+
+  void block(int64_t il) {
+    const std::string hf = fmt::format("model.layers.{}.", il);
+    const std::string blk = fmt::format("blk.{}.", il);
+    const int64_t n_q = c_.n_head * c_.head_dim;
+    const int64_t n_kv = c_.n_head_kv * c_.head_dim;
+    const bool llama = c_.arch == "llama";
+    const bool qwen2 = c_.arch == "qwen2";
+    // Llama's rows are permuted per head: q over n_head heads, k over n_head_kv.
+    const int64_t q_heads = llama ? c_.n_head : 0;
+    const int64_t k_heads = llama ? c_.n_head_kv : 0;
+
+    one(blk + "attn_norm.weight", hf + "input_layernorm.weight", {c_.n_embd});
+    // Biases: Qwen2 always has q/k/v biases; Llama-family checkpoints may (attention_bias).
+    auto bias = [&](const char* gguf_part, const char* hf_part, int64_t n, int64_t heads) {
+      const std::string name = hf + "self_attn." + hf_part + ".bias";
+      const bool wanted = qwen2 ? std::string_view(hf_part) != "o_proj"  // Qwen2: q, k, v always
+                                : llama && has_(name);                   // Llama family: when present
+      if (wanted) one(blk + gguf_part + ".bias", name, {n}, heads);
+    };
+    one(blk + "attn_q.weight", hf + "self_attn.q_proj.weight", {n_q, c_.n_embd}, q_heads);
+    bias("attn_q", "q_proj", n_q, q_heads);
+    one(blk + "attn_k.weight", hf + "self_attn.k_proj.weight", {n_kv, c_.n_embd}, k_heads);
+    bias("attn_k", "k_proj", n_kv, k_heads);
+    one(blk + "attn_v.weight", hf + "self_attn.v_proj.weight", {n_kv, c_.n_embd});
+    bias("attn_v", "v_proj", n_kv, 0);
+    one(blk + "attn_output.weight", hf + "self_attn.o_proj.weight", {c_.n_embd, n_q});
+    bias("attn_output", "o_proj", c_.n_embd, 0);
+    if (c_.arch == "qwen3" || c_.arch == "qwen3moe") {
+      one(blk + "attn_q_norm.weight", hf + "self_attn.q_norm.weight", {c_.head_dim});
+      one(blk + "attn_k_norm.weight", hf + "self_attn.k_norm.weight", {c_.head_dim});
+    }
+    one(blk + "ffn_norm.weight", hf + "post_attention_layernorm.weight", {c_.n_embd});
+
+    if (c_.hf_arch == "MixtralForCausalLM") {
+      const std::string e = hf + "block_sparse_moe.";
+      one(blk + "ffn_gate_inp.weight", e + "gate.weight", {c_.n_expert, c_.n_embd});
+      experts(blk + "ffn_gate_exps.weight", e + "experts.{}.w1.weight", c_.n_ff, c_.n_embd);
+      experts(blk + "ffn_up_exps.weight", e + "experts.{}.w3.weight", c_.n_ff, c_.n_embd);
+      experts(blk + "ffn_down_exps.weight", e + "experts.{}.w2.weight", c_.n_embd, c_.n_ff);
+    } else if (c_.arch == "qwen3moe") {
+      const std::string e = hf + "mlp.";
+      one(blk + "ffn_gate_inp.weight", e + "gate.weight", {c_.n_expert, c_.n_embd});
+      experts(blk + "ffn_gate_exps.weight", e + "experts.{}.gate_proj.weight", c_.n_ff_exp, c_.n_embd);
+      experts(blk + "ffn_up_exps.weight", e + "experts.{}.up_proj.weight", c_.n_ff_exp, c_.n_embd);
+      experts(blk + "ffn_down_exps.weight", e + "experts.{}.down_proj.weight", c_.n_embd, c_.n_ff_exp);
+    } else {
+      one(blk + "ffn_gate.weight", hf + "mlp.gate_proj.weight", {c_.n_ff, c_.n_embd});
+      one(blk + "ffn_up.weight", hf + "mlp.up_proj.weight", {c_.n_ff, c_.n_embd});
+      one(blk + "ffn_down.weight", hf + "mlp.down_proj.weight", {c_.n_embd, c_.n_ff});
+    }
+  }
+
+  std::vector<PlannedTensor> plan() {
+    if (c_.rope_scaling == RopeScaling::Llama3) {
+      PlannedTensor t;
+      t.name = "rope_freqs.weight";
+      t.values = llama3_rope_factors(c_);
+      t.shape = {static_cast<int64_t>(t.values.size())};
+      out_.push_back(std::move(t));
+    }
+    one("token_embd.weight", "model.embed_tokens.weight", {c_.n_vocab, c_.n_embd});
+    for (int64_t il = 0; il < c_.n_layer; ++il) block(il);
+    one("output_norm.weight", "model.norm.weight", {c_.n_embd});
+    // The converter writes output.weight whenever the checkpoint has lm_head.weight; tied models
+    // usually have none and the loader reuses token_embd.
+    if (has_("lm_head.weight") || !c_.tie_word_embeddings)
+      one("output.weight", "lm_head.weight", {c_.n_vocab, c_.n_embd});
+    return std::move(out_);
+  }
+
+ private:
+  const HfConfig& c_;
+  const std::function<bool(const std::string&)>& has_;
+  std::vector<PlannedTensor> out_;
+};
+
+}  // namespace
+
+std::vector<PlannedTensor> plan_tensors(const HfConfig& config, const std::function<bool(const std::string&)>& has) {
+  return Planner(config, has).plan();
+}
+
+bool is_ignored_source(const std::string& name) {
+  // ModelBase.prepare_tensors: "we don't need these".
+  for (const char* suffix : {".attention.masked_bias", ".attention.bias", ".rotary_emb.inv_freq"})
+    if (name.ends_with(suffix)) return true;
+  return false;
+}
+
+std::vector<std::pair<std::string, gguf::Value>> arch_metadata(const HfConfig& c) {
+  std::vector<std::pair<std::string, gguf::Value>> m;
+  auto add = [&](const std::string& key, gguf::Value v) { m.emplace_back(c.arch + "." + key, std::move(v)); };
+
+  // TextModel.set_gguf_parameters (types as gguf-py's GGUFWriter writes them).
+  add("block_count", u32(c.n_layer));
+  add("context_length", u32(c.n_ctx_train));
+  add("embedding_length", u32(c.n_embd));
+  add("feed_forward_length", u32(c.n_ff));
+  add("attention.head_count", u32(c.n_head));
+  add("attention.head_count_kv", u32(c.n_head_kv));
+  if (c.rope_scaling == RopeScaling::Linear) {
+    add("rope.scaling.type", gguf::Value::string("linear"));
+    add("rope.scaling.factor", f32(c.rope_factor));
+  } else if (c.rope_scaling == RopeScaling::Yarn) {
+    add("rope.scaling.type", gguf::Value::string("yarn"));
+    add("rope.scaling.factor", f32(c.rope_factor));
+    add("rope.scaling.original_context_length", u32(c.rope_orig_ctx));
+    if (c.yarn_ext_factor) add("rope.scaling.yarn_ext_factor", f32(*c.yarn_ext_factor));
+    if (c.yarn_attn_factor) add("rope.scaling.yarn_attn_factor", f32(*c.yarn_attn_factor));
+    if (c.yarn_beta_fast) add("rope.scaling.yarn_beta_fast", f32(*c.yarn_beta_fast));
+    if (c.yarn_beta_slow) add("rope.scaling.yarn_beta_slow", f32(*c.yarn_beta_slow));
+  }
+  add("rope.freq_base", f32(c.rope_theta));
+  add("attention.layer_norm_rms_epsilon", f32(c.rms_eps));
+  if (c.n_expert > 0) {
+    add("expert_count", u32(c.n_expert));
+    add("expert_used_count", u32(c.n_expert_used));
+  }
+  if (c.write_head_dim) {
+    add("attention.key_length", u32(c.head_dim));
+    add("attention.value_length", u32(c.head_dim));
+  }
+
+  // Model-class keys.
+  if (c.arch == "llama") {
+    add("vocab_size", u32(c.n_vocab));
+    add("rope.dimension_count", u32(c.head_dim));
+  } else if (c.arch == "qwen3moe") {
+    add("expert_feed_forward_length", u32(c.n_ff_exp));
+  }
+  return m;
+}
+
+std::vector<float> llama3_rope_factors(const HfConfig& c) {
+  // float32 throughout, as torch computes freqs (a float32 tensor) and every expression with it.
+  const int64_t dim = c.head_dim;
+  const float low_freq_wavelen = static_cast<float>(static_cast<double>(c.rope_orig_ctx) / c.llama3_low_freq_factor);
+  const float high_freq_wavelen = static_cast<float>(static_cast<double>(c.rope_orig_ctx) / c.llama3_high_freq_factor);
+  const float two_pi = static_cast<float>(2 * std::numbers::pi);
+  const float freq_span = static_cast<float>(static_cast<double>(c.llama3_high_freq_factor) - c.llama3_low_freq_factor);
+  std::vector<float> factors;
+  for (int64_t i = 0; i < dim; i += 2) {
+    const float freq = 1.0f / std::pow(c.rope_theta, static_cast<float>(i) / static_cast<float>(dim));
+    const float wavelen = two_pi / freq;
+    if (wavelen < high_freq_wavelen) {
+      factors.push_back(1.0f);
+    } else if (wavelen > low_freq_wavelen) {
+      factors.push_back(c.rope_factor);
+    } else {
+      const float smooth = (static_cast<float>(c.rope_orig_ctx) / wavelen - c.llama3_low_freq_factor) / freq_span;
+      factors.push_back(1.0f / ((1.0f - smooth) / c.rope_factor + smooth));
+    }
+  }
+  return factors;
+}
+
+}  // namespace velocity::tools::convert
