@@ -12,10 +12,14 @@
 #include <iterator>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "gguf/file.h"
+#include "tools/bench.h"
+#include "tools/convert.h"
 #include "tools/inspect.h"
+#include "tools/run_cli.h"
 #include "tools/synth.h"
 #include "tools/template_cli.h"
 #include "tools/tokenize_cli.h"
@@ -32,6 +36,11 @@ struct InspectArgs {
 
 struct SynthArgs {
   velocity::tools::SynthOptions options;
+};
+
+struct ConvertArgs {
+  velocity::tools::ConvertOptions options;
+  std::string type = "f16";  // f32, f16, bf16, q8_0 (checked by CLI11, mapped by dtype_from_name)
 };
 
 struct TokenizeArgs {
@@ -106,6 +115,22 @@ CLI::App* add_template(CLI::App& app, velocity::tools::TemplateOptions& options)
   return cmd;
 }
 
+CLI::App* add_convert(CLI::App& app, ConvertArgs& args) {
+  CLI::App* cmd = app.add_subcommand("convert", "Convert a Hugging Face model directory (safetensors) to GGUF");
+  auto& o = args.options;
+  cmd->add_option("input", o.input_dir, "Model directory: config.json, *.safetensors, tokenizer.json")->required();
+  cmd->add_option("-o,--output", o.output, "Output path (split shards are named <prefix>-0000i-of-0000N.gguf)")
+      ->required();
+  cmd->add_option("--type", args.type, "Type of 2-D weights (1-D tensors and routers stay F32)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}, CLI::ignore_case))
+      ->capture_default_str();
+  // K, M, G are decimal (1000^n), as in llama.cpp's gguf-split; KiB, MiB, GiB are binary.
+  cmd->add_option("--split-max-size", o.split_max_bytes, "Split into shards of at most this many data bytes (e.g. 500M, 2G)")
+      ->transform(CLI::AsSizeValue(true));
+  cmd->add_flag("-q,--quiet", o.quiet, "No per-tensor progress on stderr");
+  return cmd;
+}
+
 void run_inspect(const InspectArgs& args) {
   const velocity::gguf::File file = velocity::gguf::File::open(args.path);
   velocity::tools::inspect(file, args.options, std::cout);
@@ -125,6 +150,17 @@ void run_synth(const SynthArgs& args) {
   }
 }
 
+void run_convert(ConvertArgs& args) {
+  args.options.type = velocity::dtype_from_name(args.type).value();  // CLI11 admitted only known names
+  const auto start = std::chrono::steady_clock::now();
+  const velocity::tools::ConvertResult result = velocity::tools::convert_hf(args.options);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (const auto& path : result.paths) std::cout << fmt::format("wrote {}\n", path);
+  std::cout << fmt::format("{}: {} tensors, {} bytes of tensor data, {:.2f} s, {:.1f} MB/s\n", result.arch,
+                           result.n_tensors, result.n_bytes, seconds,
+                           seconds > 0 ? (double)result.n_bytes / seconds / 1e6 : 0.0);
+}
+
 void run_tokenize(TokenizeArgs& args) {
   auto& o = args.options;
   o.output = args.ids      ? velocity::tools::TokenizeOutput::Ids
@@ -137,6 +173,112 @@ void run_tokenize(TokenizeArgs& args) {
   velocity::tools::tokenize(o, text, std::cout);
 }
 
+struct RunArgs {
+  velocity::tools::RunOptions options;
+  uint64_t seed = 0;
+  bool escape = false;
+  std::string cache_type_k = "f16", cache_type_v = "f16";
+};
+
+struct BenchArgs {
+  velocity::tools::BenchOptions options;
+  std::string output = "md";
+  std::string cache_type_k = "f16", cache_type_v = "f16";
+  uint64_t bandwidth_mib = 1024;
+};
+
+const std::vector<std::string> kCacheTypes = {"f32", "f16", "q8_0", "q4_0"};
+
+CLI::App* add_run(CLI::App& app, RunArgs& args) {
+  CLI::App* cmd = app.add_subcommand("run", "Generate text from one prompt, streamed to the terminal");
+  auto& o = args.options;
+  auto& s = o.sampling;
+  cmd->add_option("-m,--model", o.model_path, "GGUF model")->required();
+  cmd->add_option("-p,--prompt", o.prompt, "Prompt text")->required();
+  cmd->add_option("-n,--n-predict", o.n_predict, "Tokens to generate (-1: until end of generation or a full context)")
+      ->capture_default_str();
+  cmd->add_option("--temp", s.temperature, "Temperature (0: greedy)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-k", s.top_k, "Top-k (0: off)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", s.top_p, "Top-p (1: off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--min-p", s.min_p, "Min-p (0: off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--repeat-penalty", s.repeat_penalty, "Repeat penalty (1: off)")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--repeat-last-n", s.repeat_last_n, "Tokens the repeat penalty looks back over")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--presence-penalty", s.presence_penalty, "Presence penalty (0: off)")->capture_default_str();
+  cmd->add_option("--frequency-penalty", s.frequency_penalty, "Frequency penalty (0: off)")->capture_default_str();
+  cmd->add_option("--seed", args.seed, "Sampling seed (random when absent; the one used is printed)");
+  cmd->add_option("--stop", o.stop, "Stop string (repeatable); not printed")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_flag("-e,--escape", args.escape, "Process escapes (\\n, \\t, \\\\, \\\", \\') in the prompt and stop strings");
+  cmd->add_flag("--chat", o.chat, "Apply the model's chat template to the prompt (one user message)");
+  cmd->add_flag("--ignore-eos", o.ignore_eos, "Do not stop at end-of-generation tokens");
+  cmd->add_flag("--special", o.print_special, "Print control tokens (<|im_start|> ...) as text");
+  cmd->add_option("-c,--ctx", o.n_ctx, "Context length (0: the model's, at most 4096)")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--cache-type-k", args.cache_type_k, "KV cache type of K")->capture_default_str()
+      ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
+  cmd->add_option("--cache-type-v", args.cache_type_v, "KV cache type of V")->capture_default_str()
+      ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
+  return cmd;
+}
+
+CLI::App* add_bench(CLI::App& app, BenchArgs& args) {
+  CLI::App* cmd = app.add_subcommand("bench", "Prefill and decode tok/s (llama-bench style) against the measured bandwidth bound");
+  auto& o = args.options;
+  cmd->add_option("-m,--model", o.model_path, "GGUF model")->required();
+  cmd->add_option("-p,--n-prompt", o.n_prompt, "Prefill test sizes, comma-separated (0: none)")->delimiter(',')
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("-n,--n-gen", o.n_gen, "Decode test lengths, comma-separated (0: none)")->delimiter(',')
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("-r,--repetitions", o.repetitions, "Timed runs per test (after one warm-up)")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("-d,--depth", o.depth, "Context filled before each test, comma-separated")->delimiter(',')
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("-b,--batch", o.batch, "Sequences decoded together, comma-separated (e.g. 1,8)")->delimiter(',')
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("-o,--output", args.output, "Output format: md, json, csv")->capture_default_str()
+      ->check(CLI::IsMember({"md", "json", "csv"}));
+  cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--cache-type-k", args.cache_type_k, "KV cache type of K")->capture_default_str()
+      ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
+  cmd->add_option("--cache-type-v", args.cache_type_v, "KV cache type of V")->capture_default_str()
+      ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
+  cmd->add_option("--bandwidth-mib", args.bandwidth_mib, "Buffer of the read-bandwidth measurement in MiB (0: skip it)")
+      ->capture_default_str();
+  return cmd;
+}
+
+void run_run(RunArgs& args, const CLI::App& cmd) {
+  auto& o = args.options;
+  if (cmd.count("--seed") > 0) o.seed = args.seed;
+  if (args.escape) {
+    o.prompt = velocity::tools::process_escapes(o.prompt);
+    for (std::string& stop : o.stop) stop = velocity::tools::process_escapes(stop);
+  }
+  o.cache_type_k = velocity::tools::parse_cache_type(args.cache_type_k);
+  o.cache_type_v = velocity::tools::parse_cache_type(args.cache_type_v);
+  const velocity::tools::RunReport report = velocity::tools::run_prompt(o, std::cout);
+  std::cout << '\n';
+  std::cout.flush();
+  std::cerr << velocity::tools::format_run_summary(report) << '\n';
+}
+
+void run_bench(BenchArgs& args) {
+  auto& o = args.options;
+  o.cache_type_k = velocity::tools::parse_cache_type(args.cache_type_k);
+  o.cache_type_v = velocity::tools::parse_cache_type(args.cache_type_v);
+  o.bandwidth_bytes = args.bandwidth_mib << 20;
+  o.version = VELOCITY_VERSION;
+  const velocity::tools::BenchReport report = velocity::tools::run_bench(o);
+  const velocity::tools::BenchOutput format = args.output == "json"  ? velocity::tools::BenchOutput::Json
+                                              : args.output == "csv" ? velocity::tools::BenchOutput::Csv
+                                                                     : velocity::tools::BenchOutput::Markdown;
+  velocity::tools::print_bench(report, format, std::cout);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -145,18 +287,27 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   InspectArgs inspect_args;
   SynthArgs synth_args;
+  ConvertArgs convert_args;
   TokenizeArgs tokenize_args;
   velocity::tools::TemplateOptions template_options;
   CLI::App* inspect_cmd = add_inspect(app, inspect_args);
   CLI::App* synth_cmd = add_synth(app, synth_args);
+  CLI::App* convert_cmd = add_convert(app, convert_args);
   CLI::App* tokenize_cmd = add_tokenize(app, tokenize_args);
   CLI::App* template_cmd = add_template(app, template_options);
+  RunArgs run_args;
+  BenchArgs bench_args;
+  CLI::App* run_cmd = add_run(app, run_args);
+  CLI::App* bench_cmd = add_bench(app, bench_args);
   try {
     app.parse(argc, argv);
     if (inspect_cmd->parsed()) run_inspect(inspect_args);
     if (synth_cmd->parsed()) run_synth(synth_args);
+    if (convert_cmd->parsed()) run_convert(convert_args);
     if (tokenize_cmd->parsed()) run_tokenize(tokenize_args);
     if (template_cmd->parsed()) std::cout << velocity::tools::render_template(template_options);
+    if (run_cmd->parsed()) run_run(run_args, *run_cmd);
+    if (bench_cmd->parsed()) run_bench(bench_args);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);  // prints help, the version, the preset list's end, or the error
     return code == 0 ? 0 : 2;

@@ -15,8 +15,11 @@ namespace velocity::tokenizer {
 
 class StreamDecoder {
  public:
-  explicit StreamDecoder(const Tokenizer& tokenizer, bool skip_special = false)
-      : tokenizer_(tokenizer), skip_special_(skip_special) {}
+  // at_text_start: the first token pushed begins the text, so SentencePiece's added space prefix
+  // is removed from it (as decode() does). Pass false when the tokens continue a prompt: a
+  // generated " Paris" must keep its space.
+  explicit StreamDecoder(const Tokenizer& tokenizer, bool skip_special = false, bool at_text_start = true)
+      : tokenizer_(tokenizer), skip_special_(skip_special), first_(at_text_start) {}
 
   // Text that became complete with this token (possibly empty).
   std::string push(int32_t id);
@@ -28,7 +31,7 @@ class StreamDecoder {
  private:
   const Tokenizer& tokenizer_;
   bool skip_special_;
-  bool first_ = true;
+  bool first_;
   std::string pending_;
 };
 

@@ -151,6 +151,18 @@ TEST(StreamDecode, HoldsPartialCharacters) {
   EXPECT_EQ(dec.flush(), "\xEF\xBF\xBD");
 }
 
+// Generated text continues a prompt: its first token keeps SentencePiece's space; at the start
+// of a text the space prefix goes, as in decode().
+TEST(StreamDecode, ContinuationKeepsLeadingSpace) {
+  const Tokenizer tok(tiny_spm());
+  const int32_t space_hello = 259 + 9;  // "\u2581hello"
+  StreamDecoder start(tok);
+  EXPECT_EQ(start.push(space_hello), "hello");
+  StreamDecoder cont(tok, false, /*at_text_start=*/false);
+  EXPECT_EQ(cont.push(space_hello), " hello");
+  EXPECT_EQ(cont.push(space_hello), " hello");
+}
+
 TEST(StreamDecode, MatchesDecodeOnRandomIds) {
   const Tokenizer tok(tiny_spm());
   uint64_t state = 12345;
