@@ -1,0 +1,254 @@
+// The continuous-batching scheduler against the one-sequence generation loop (runtime/generate),
+// an independent path through the same model: greedy outputs of many concurrent requests must
+// equal each request run alone. Also prefix reuse, cancellation (queued and running), the queue
+// limit, max_tokens, stop strings and shutdown.
+#include "runtime/scheduler.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "runtime/generate.h"
+#include "tiny_llama.h"
+
+namespace velocity::runtime {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Outcome {
+  std::string text;
+  RequestResult result;
+  int64_t n_reused = -1;
+};
+
+// Collects one request's callbacks; wait() blocks until on_done.
+struct Collector {
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  Outcome out;
+
+  Request request(std::vector<int32_t> prompt, SamplingParams sp, int64_t max_tokens) {
+    Request r;
+    r.prompt = std::move(prompt);
+    r.sampling = sp;
+    r.max_tokens = max_tokens;
+    r.on_prompt_processed = [this](int64_t, int64_t reused) { out.n_reused = reused; };
+    r.on_text = [this](std::string_view t) { out.text.append(t); };
+    r.on_done = [this](const RequestResult& res) {
+      std::lock_guard<std::mutex> lock(m);
+      out.result = res;
+      done = true;
+      cv.notify_all();
+    };
+    return r;
+  }
+  bool wait(std::chrono::milliseconds timeout = 20s) {
+    std::unique_lock<std::mutex> lock(m);
+    return cv.wait_for(lock, timeout, [&] { return done; });
+  }
+};
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::fs::path(testing::fs::temp_directory_path() /
+                                 ("velocity-scheduler-test-" + std::to_string(::getpid())));
+    testing::fs::create_directories(*dir_);
+    path_ = new std::string(testing::write_tiny_llama(*dir_ / "tiny.gguf", 11));
+  }
+  static void TearDownTestSuite() {
+    testing::fs::remove_all(*dir_);
+    delete dir_;
+    delete path_;
+  }
+  static std::unique_ptr<model::Model> load(int64_t n_slots, int64_t n_ctx = 128, int64_t max_batch = 32) {
+    model::LoadOptions o;
+    o.n_ctx = n_ctx;
+    o.max_batch = max_batch;
+    o.n_slots = n_slots;
+    o.max_logits = n_slots;
+    o.cache_type_k = DType::F32;
+    o.cache_type_v = DType::F32;
+    o.n_threads = 2;
+    return model::Model::load(*path_, o);
+  }
+  static SamplingParams greedy() {
+    SamplingParams p;
+    p.temperature = 0;
+    return p;
+  }
+  static testing::fs::path* dir_;
+  static std::string* path_;
+};
+testing::fs::path* SchedulerTest::dir_ = nullptr;
+std::string* SchedulerTest::path_ = nullptr;
+
+std::vector<std::string> prompts() {
+  return {"The quick brown fox", "Once upon a time", "a", "In the beginning God created", "hello, world",
+          "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20", "zzz", "The quick brown cat"};
+}
+
+TEST_F(SchedulerTest, ConcurrentGreedyEqualsOneAtATime) {
+  // Reference: each prompt alone through the generation loop on a one-slot model.
+  auto ref_model = load(1);
+  const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(ref_model->file(), *path_));
+  Generator gen(*ref_model, tok);
+  std::vector<std::string> expected;
+  for (const auto& p : prompts()) {
+    Sampler s(greedy(), (int32_t)ref_model->config().n_vocab);
+    GenerateOptions o;
+    o.n_predict = 24;
+    o.skip_special = true;
+    expected.push_back(gen.generate(tok.encode(p, true, false), s, o).text);
+  }
+  // All at once through 3 slots (5 wait in the queue), prefill chunks of 32 tokens per step.
+  auto model = load(3);
+  Scheduler sched(*model, tok, 16);
+  std::vector<std::unique_ptr<Collector>> cs;
+  for (const auto& p : prompts()) {
+    cs.push_back(std::make_unique<Collector>());
+    sched.submit(cs.back()->request(tok.encode(p, true, false), greedy(), 24));
+  }
+  for (size_t i = 0; i < cs.size(); ++i) {
+    ASSERT_TRUE(cs[i]->wait()) << i;
+    EXPECT_EQ(cs[i]->out.text, expected[i]) << prompts()[i];
+    EXPECT_TRUE(cs[i]->out.result.reason == StopReason::MaxTokens ||
+                cs[i]->out.result.reason == StopReason::EndOfGeneration);
+  }
+  const SchedulerStats st = sched.stats();
+  EXPECT_EQ(st.queue_depth, 0);
+  EXPECT_EQ(st.busy_slots, 0);
+  EXPECT_EQ(st.n_slots, 3);
+}
+
+TEST_F(SchedulerTest, PrefixReuseSkipsTheSharedPromptAndKeepsTheOutput) {
+  auto model = load(1);
+  const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), *path_));
+  Scheduler sched(*model, tok, 4);
+  const auto a = tok.encode("In the beginning God created the heaven", true, false);
+  const auto b = tok.encode("In the beginning God created the earth", true, false);
+  Collector first, second, fresh;
+  sched.submit(first.request(a, greedy(), 8));
+  ASSERT_TRUE(first.wait());
+  EXPECT_EQ(first.out.n_reused, 0);
+  sched.submit(second.request(b, greedy(), 8));
+  ASSERT_TRUE(second.wait());
+  size_t common = 0;
+  while (common < a.size() && a[common] == b[common]) ++common;
+  EXPECT_EQ(second.out.n_reused, (int64_t)common);
+  EXPECT_EQ(second.out.result.n_prefilled, (int64_t)(b.size() - common));
+  // The same request on a fresh model (no cache) gives the same text.
+  auto model2 = load(1);
+  Scheduler sched2(*model2, tok, 4);
+  sched2.submit(fresh.request(b, greedy(), 8));
+  ASSERT_TRUE(fresh.wait());
+  EXPECT_EQ(second.out.text, fresh.out.text);
+}
+
+TEST_F(SchedulerTest, CancelQueuedAndRunning) {
+  auto model = load(1, 256);
+  const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), *path_));
+  Scheduler sched(*model, tok, 4);
+  Collector running, queued;
+  // End-of-generation tokens banned: the running request only ends by cancellation (or a full
+  // context, hundreds of steps later).
+  SamplingParams no_eog = greedy();
+  for (int32_t t = 256; t < 260; ++t) no_eog.logit_bias.push_back({t, -INFINITY});
+  std::promise<void> started;
+  Request run_request = running.request(tok.encode("run", true, false), no_eog, -1);
+  run_request.on_prompt_processed = [&started](int64_t, int64_t) { started.set_value(); };
+  auto h1 = sched.submit(std::move(run_request));
+  auto h2 = sched.submit(queued.request(tok.encode("wait", true, false), greedy(), -1));
+  h2->cancel();
+  ASSERT_TRUE(queued.wait(2s));
+  EXPECT_EQ(queued.out.result.reason, StopReason::Cancelled);
+  ASSERT_EQ(started.get_future().wait_for(2s), std::future_status::ready);
+  const auto t0 = std::chrono::steady_clock::now();
+  h1->cancel();
+  h1->cancel();  // idempotent
+  ASSERT_TRUE(running.wait(2s));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  EXPECT_EQ(running.out.result.reason, StopReason::Cancelled);
+  EXPECT_EQ(sched.stats().busy_slots, 0);
+}
+
+TEST_F(SchedulerTest, QueueLimitAndInvalidInput) {
+  auto model = load(1, 64);
+  const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), *path_));
+  Scheduler sched(*model, tok, 1);
+  Collector a, b, c;
+  auto ha = sched.submit(a.request(tok.encode("a", true, false), greedy(), -1));
+  // Give the loop time to admit `a` into the only slot; then one may wait, the next is refused.
+  std::this_thread::sleep_for(50ms);
+  auto hb = sched.submit(b.request(tok.encode("b", true, false), greedy(), -1));
+  EXPECT_THROW(sched.submit(c.request(tok.encode("c", true, false), greedy(), -1)), QueueFull);
+  ha->cancel();
+  hb->cancel();
+  ASSERT_TRUE(a.wait() && b.wait());
+  // A prompt as long as the context, an empty prompt and bad sampling params are errors.
+  Collector d;
+  EXPECT_THROW(sched.submit(d.request(std::vector<int32_t>(64, 65), greedy(), 1)), Error);
+  EXPECT_THROW(sched.submit(d.request({}, greedy(), 1)), Error);
+  SamplingParams bad;
+  bad.top_p = 2;
+  EXPECT_THROW(sched.submit(d.request(tok.encode("x", true, false), bad, 1)), Error);
+}
+
+TEST_F(SchedulerTest, MaxTokensStopStringsAndContextFull) {
+  auto model = load(2, 40);
+  const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), *path_));
+  Scheduler sched(*model, tok, 4);
+  Collector m, full;
+  sched.submit(m.request(tok.encode("count", true, false), greedy(), 5));
+  ASSERT_TRUE(m.wait());
+  EXPECT_EQ(m.out.result.reason, StopReason::MaxTokens);
+  EXPECT_EQ(m.out.result.n_generated, 5);
+  Request r = full.request(tok.encode("0123456789", true, false), greedy(), -1);
+  sched.submit(std::move(r));
+  ASSERT_TRUE(full.wait());
+  if (full.out.result.reason != StopReason::EndOfGeneration) {
+    EXPECT_EQ(full.out.result.reason, StopReason::ContextFull);
+    // The last sampled token is emitted without being fed: prompt + generated = n_ctx + 1.
+    EXPECT_EQ(full.out.result.n_prompt + full.out.result.n_generated, 41);
+  }
+  // A stop string cut from a greedy continuation ends the text right before it.
+  if (m.out.text.size() >= 3) {
+    const std::string stop = m.out.text.substr(1, 1);
+    Collector s;
+    Request rs = s.request(tok.encode("count", true, false), greedy(), 5);
+    rs.stop = {stop};
+    sched.submit(std::move(rs));
+    ASSERT_TRUE(s.wait());
+    EXPECT_EQ(s.out.result.reason, StopReason::StopString);
+    EXPECT_EQ(s.out.text, m.out.text.substr(0, m.out.text.find(stop)));
+  }
+}
+
+TEST_F(SchedulerTest, StopLetsRunningFinishThenCancels) {
+  auto model = load(1, 128);
+  const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), *path_));
+  Scheduler sched(*model, tok, 4);
+  Collector shortc, longc;
+  sched.submit(shortc.request(tok.encode("short", true, false), greedy(), 3));
+  sched.submit(longc.request(tok.encode("long", true, false), greedy(), -1));
+  ASSERT_TRUE(shortc.wait());
+  // The long one fills a 128-token context unless cancelled; a 0 ms grace cancels it at once.
+  sched.stop(0);
+  ASSERT_TRUE(longc.wait(1s));
+  EXPECT_TRUE(longc.out.result.reason == StopReason::Cancelled ||
+              longc.out.result.reason == StopReason::EndOfGeneration ||
+              longc.out.result.reason == StopReason::ContextFull);
+  Collector after;
+  EXPECT_THROW(sched.submit(after.request(tok.encode("x", true, false), greedy(), 1)), NotAccepting);
+}
+
+}  // namespace
+}  // namespace velocity::runtime
