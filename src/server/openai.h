@@ -1,0 +1,66 @@
+// OpenAI request bodies -> plain structs, with every field validated.
+//
+//   POST /v1/chat/completions   {"model", "messages": [...], sampling fields, "stream", ...}
+//   POST /v1/completions        {"model", "prompt": "..." | ["..."], sampling fields, "stream", ...}
+//
+// What is accepted (anything else -> ApiError 400 naming the field in `param`):
+//   model                 non-empty string
+//   messages              non-empty array of {role, content}; role system|developer|user|assistant|
+//                         tool; content a string, an array of {"type": "text", "text"} parts, or
+//                         null for an assistant message (e.g. one that carried tool_calls)
+//   prompt                a string or an array of exactly one string (token arrays: unsupported)
+//   max_tokens            integer in [1, kMaxTokens]; max_completion_tokens wins when both are given
+//   temperature [0, 2]    top_p (0, 1]    top_k >= 0    min_p [0, 1]    repeat_penalty (0, 100]
+//   presence_penalty, frequency_penalty [-2, 2]    seed any 64-bit integer
+//   stop                  string or array of <= 4 non-empty strings of <= 256 bytes
+//   logit_bias            {"<token id>": number in [-100, 100]}, <= 1024 entries
+//   stream                bool;  stream_options.include_usage bool;  n must be 1
+// null counts as absent for every optional field; unknown fields are ignored (clients send
+// extras). Numbers must be finite (JSON has no NaN; 1e999 parses to infinity and is rejected);
+// integral fields also accept integral floats like 64.0. Strings must be valid UTF-8 (the JSON
+// parser rejects invalid bytes and unpaired surrogate escapes).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/sampler.h"
+#include "server/service.h"
+
+namespace velocity::server {
+
+enum class Endpoint { ChatCompletions, Completions };
+
+constexpr int64_t kMaxTokens = 1 << 24;
+constexpr size_t kMaxStops = 4;
+constexpr size_t kMaxLogitBias = 1024;
+
+struct OpenAIRequest {
+  Endpoint endpoint = Endpoint::ChatCompletions;
+  std::string model;
+  std::vector<ChatMessage> messages;  // chat
+  std::string prompt;                 // completions
+
+  std::optional<int64_t> max_tokens;
+  std::optional<float> temperature, top_p, min_p, repeat_penalty, presence_penalty, frequency_penalty;
+  std::optional<int32_t> top_k;
+  std::optional<uint64_t> seed;
+  std::vector<std::string> stop;
+  std::vector<runtime::LogitBias> logit_bias;
+  bool stream = false;
+  bool include_usage = false;         // stream_options.include_usage
+};
+
+// Parses and validates a request body. Throws ApiError (400) for anything invalid, including
+// JSON syntax errors and a body that is not an object.
+OpenAIRequest parse_request(Endpoint endpoint, std::string_view body);
+
+// The job for a request: sampling fields merged over the model's defaults, max_tokens, stop,
+// input (the "developer" role is passed as "system", which every chat template knows). No
+// callbacks are set. `random_seed` is used when neither the request nor the defaults fix a seed.
+GenerationJob make_job(const OpenAIRequest& request, const SamplingDefaults& defaults, uint64_t random_seed);
+
+}  // namespace velocity::server

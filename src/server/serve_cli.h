@@ -1,0 +1,16 @@
+// velocity serve: config (flags or TOML) -> one EngineService per model -> HttpServer, until
+// SIGINT/SIGTERM, then a graceful drain. With no model at all it serves the bundled demo model.
+#pragma once
+
+#include <iosfwd>
+#include <string>
+
+#include "server/config.h"
+
+namespace velocity::server {
+
+// Runs the server until a signal; returns the process exit code. Errors before the server is
+// listening throw velocity::Error.
+int serve(ServeFlags flags, const std::string& argv0, int n_threads, std::ostream& log);
+
+}  // namespace velocity::server

@@ -1,0 +1,148 @@
+// ModelService — what the HTTP server asks of one served model. The server knows no engine: it
+// validates a request, turns it into a GenerationJob and submits it to the service of the model
+// the request names; the service (the runtime's scheduler over a loaded model, or FakeService in
+// tests) applies the chat template, tokenizes, queues, generates and reports back through the
+// job's callbacks.
+//
+// Threads. submit(), state(), stats() and the other queries may be called from any I/O thread,
+// concurrently; they must not block for long (submit() may tokenize and render the template,
+// which is fine; it must not wait for a slot). The callbacks are invoked from the service's own
+// thread(s); the server only copies what it needs and posts it to the connection's strand, so a
+// callback never blocks, but it must not be invoked while the service holds a lock that
+// submit() or cancel() also take. A callback may run before submit() has returned.
+//
+// Callback order for one job, each from one thread at a time (never concurrently):
+//   on_prompt_processed   at most once, when the prefill is done (before any on_delta)
+//   on_delta              zero or more times, in order
+//   on_done               exactly once, always: after normal completion, after cancel(), and
+//                         after an engine error. Nothing is invoked after it. The callbacks
+//                         (and what they captured) are destroyed soon after on_done.
+// No callback is invoked when submit() throws.
+//
+// Cancellation. JobHandle::cancel() may be called from any thread, any number of times, also
+// after on_done. A queued job is dropped at once; a running one stops at the next token. Either
+// way on_done follows promptly (milliseconds; the server waits for it at shutdown) with
+// FinishReason::Cancelled. A client disconnect cancels at once.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/sampler.h"
+#include "server/api_error.h"
+#include "server/config.h"
+
+namespace velocity::server {
+
+// One chat message as the client sent it, text only (content parts joined with "\n").
+struct ChatMessage {
+  std::string role;                      // system, developer, user, assistant, tool
+  std::string content;                   // "" for an assistant message with null content
+  std::string name;                      // optional participant name ("" = none)
+  std::string tool_call_id;              // tool messages: the call answered ("" = none)
+  std::string reasoning_content;         // assistant messages of earlier turns, if sent back
+};
+
+struct Usage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+
+// llama.cpp's "timings" object, in milliseconds.
+struct Timings {
+  int64_t prompt_n = 0;           // prompt tokens actually prefilled (after prefix reuse)
+  double prompt_ms = 0;
+  int64_t predicted_n = 0;        // generated tokens
+  double predicted_ms = 0;
+  double prompt_per_second() const { return prompt_ms > 0 ? 1e3 * (double)prompt_n / prompt_ms : 0; }
+  double predicted_per_second() const { return predicted_ms > 0 ? 1e3 * (double)predicted_n / predicted_ms : 0; }
+};
+
+enum class FinishReason {
+  Stop,       // end-of-generation token or a stop string
+  Length,     // max_tokens, or the context is full
+  Cancelled,  // JobHandle::cancel() (client gone, shutdown)
+  Error,      // the engine failed; Completion::error says why
+};
+// "stop", "length", "cancelled", "error".
+std::string_view finish_reason_name(FinishReason reason);
+
+struct Completion {
+  FinishReason finish = FinishReason::Stop;
+  Usage usage;
+  Timings timings;
+  std::string error;  // FinishReason::Error only: a message for the client (no internals needed)
+};
+
+struct GenerationJob {
+  std::string id;                        // request id ("chatcmpl-..."), for logs
+  // Exactly one of the two inputs: chat messages (is_chat; the service renders the model's chat
+  // template with add_generation_prompt and tokenizes) or a raw prompt (tokenized as is, with
+  // BOS when the model wants one).
+  bool is_chat = true;
+  std::vector<ChatMessage> messages;
+  std::string prompt;
+
+  runtime::SamplingParams sampling;      // already merged with the model's defaults; valid ranges
+                                         // checked, except logit_bias token ids against n_vocab
+  int64_t max_tokens = -1;               // >= 1, or -1 = until the context is full
+  std::vector<std::string> stop;         // <= 4 non-empty stop strings (runtime::StopStrings)
+
+  std::function<void(int64_t n_prompt_tokens)> on_prompt_processed;     // optional
+  // Text since the last delta: answer text and reasoning text (the model's <think> part, split
+  // off by tokenizer/reasoning.h); either may be empty, never both. Whole UTF-8 characters only.
+  std::function<void(std::string_view text, std::string_view reasoning)> on_delta;
+  std::function<void(const Completion& completion)> on_done;           // required
+};
+
+class JobHandle {
+ public:
+  virtual ~JobHandle() = default;
+  // Stops the job (see the header comment); idempotent, any thread.
+  virtual void cancel() = 0;
+};
+
+struct ServiceStats {
+  int64_t queue_depth = 0;          // jobs waiting for a slot
+  int64_t busy_slots = 0;           // slots generating or prefilling
+  int64_t n_slots = 0;
+  double kv_cache_used = 0;         // fraction of the KV cache holding live tokens, [0, 1]
+};
+
+class ModelService {
+ public:
+  enum class State { Loading, Ready, Draining, Failed };
+
+  virtual ~ModelService() = default;
+
+  // The model name clients use (ModelEntry::name). Constant.
+  virtual const std::string& name() const = 0;
+  // Current state; `message` receives a reason for people (load progress, the load error).
+  virtual State state(std::string* message = nullptr) const = 0;
+  // Context length per sequence in tokens (0 while unknown, i.e. loading).
+  virtual int64_t n_ctx() const = 0;
+  // Sampling defaults from the config; request fields override them.
+  virtual const SamplingDefaults& sampling_defaults() const = 0;
+
+  // Queues a job. Validates synchronously everything the client can cause and throws ApiError:
+  //   400 prompt longer than the context ("the prompt has 9000 tokens but the context holds
+  //       8192"; param "messages" or "prompt", code "context_length_exceeded"), a chat template
+  //       that fails to render, a logit_bias token id >= n_vocab (param "logit_bias")
+  //   429 the model's queue is full (ApiError::queue_full)
+  //   503 the model is not Ready (ApiError::unavailable)
+  // On success the callbacks will be invoked as described above; the handle may be dropped
+  // without cancelling (the job then runs to completion).
+  virtual std::shared_ptr<JobHandle> submit(GenerationJob job) = 0;
+
+  // For /metrics; cheap (a few atomics or one short lock).
+  virtual ServiceStats stats() const = 0;
+};
+
+std::string_view state_name(ModelService::State state);  // "loading", "ready", "draining", "failed"
+
+}  // namespace velocity::server

@@ -1,0 +1,147 @@
+#include "server/openai.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "server/sse.h"
+
+namespace velocity::server {
+namespace {
+
+TEST(OpenAIRequest, ChatFieldsMapToTheJob) {
+  OpenAIRequest r = parse_request(Endpoint::ChatCompletions, R"({
+    "model": "m", "messages": [
+      {"role": "developer", "content": "be brief"},
+      {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}], "name": "bob"},
+      {"role": "assistant", "content": null, "tool_calls": [{"id": "x"}]},
+      {"role": "tool", "content": "42", "tool_call_id": "x"}],
+    "max_tokens": 10, "max_completion_tokens": 12, "temperature": 0, "top_p": 0.5, "top_k": 7,
+    "min_p": 0.1, "repeat_penalty": 1.1, "presence_penalty": -1, "frequency_penalty": 2,
+    "seed": -1, "stop": ["x", "yy"], "logit_bias": {"15": -100, "7": 2.5},
+    "stream": true, "stream_options": {"include_usage": true}, "n": 1,
+    "user": "ignored", "tools": [], "response_format": null})");
+  EXPECT_EQ(r.model, "m");
+  ASSERT_EQ(r.messages.size(), 4u);
+  EXPECT_EQ(r.messages[1].content, "a\nb");
+  EXPECT_EQ(r.messages[1].name, "bob");
+  EXPECT_EQ(r.messages[2].content, "");
+  EXPECT_EQ(r.messages[3].tool_call_id, "x");
+  EXPECT_EQ(r.max_tokens, 12);
+  EXPECT_TRUE(r.stream);
+  EXPECT_TRUE(r.include_usage);
+
+  SamplingDefaults d;
+  GenerationJob job = make_job(r, d, 99);
+  EXPECT_TRUE(job.is_chat);
+  EXPECT_EQ(job.messages[0].role, "system");  // developer -> system
+  EXPECT_EQ(job.max_tokens, 12);
+  EXPECT_FLOAT_EQ(job.sampling.temperature, 0.0f);
+  EXPECT_FLOAT_EQ(job.sampling.top_p, 0.5f);
+  EXPECT_EQ(job.sampling.top_k, 7);
+  EXPECT_FLOAT_EQ(job.sampling.min_p, 0.1f);
+  EXPECT_FLOAT_EQ(job.sampling.repeat_penalty, 1.1f);
+  EXPECT_FLOAT_EQ(job.sampling.presence_penalty, -1.0f);
+  EXPECT_FLOAT_EQ(job.sampling.frequency_penalty, 2.0f);
+  EXPECT_EQ(job.sampling.seed, UINT64_MAX);
+  EXPECT_EQ(job.stop, (std::vector<std::string>{"x", "yy"}));
+  ASSERT_EQ(job.sampling.logit_bias.size(), 2u);
+  EXPECT_EQ(job.sampling.logit_bias[0].token, 15);
+  EXPECT_FLOAT_EQ(job.sampling.logit_bias[0].bias, -100.0f);
+}
+
+TEST(OpenAIRequest, DefaultsFillWhatTheRequestLeavesOut) {
+  OpenAIRequest r = parse_request(Endpoint::Completions, R"({"model": "m", "prompt": ["hi"], "temperature": null})");
+  EXPECT_EQ(r.prompt, "hi");
+  SamplingDefaults d;
+  d.temperature = 0.3f;
+  d.top_k = 5;
+  d.max_tokens = 77;
+  GenerationJob job = make_job(r, d, 1234);
+  EXPECT_FALSE(job.is_chat);
+  EXPECT_EQ(job.prompt, "hi");
+  EXPECT_FLOAT_EQ(job.sampling.temperature, 0.3f);
+  EXPECT_EQ(job.sampling.top_k, 5);
+  EXPECT_EQ(job.max_tokens, 77);
+  EXPECT_EQ(job.sampling.seed, 1234u);  // no seed anywhere: the random one
+  d.seed = 5;
+  EXPECT_EQ(make_job(r, d, 1234).sampling.seed, 5u);
+}
+
+TEST(OpenAIRequest, IntegralFloatsAndExtremes) {
+  OpenAIRequest r = parse_request(Endpoint::Completions,
+                                  R"({"model": "m", "prompt": "", "max_tokens": 64.0, "seed": 18446744073709551615})");
+  EXPECT_EQ(r.max_tokens, 64);
+  EXPECT_EQ(r.seed, UINT64_MAX);
+}
+
+struct Bad {
+  Endpoint endpoint;
+  const char* body;
+  const char* param;  // expected param ("" = null)
+};
+
+TEST(OpenAIRequest, InvalidRequestsNameTheField) {
+  const Bad cases[] = {
+      {Endpoint::ChatCompletions, "", ""},
+      {Endpoint::ChatCompletions, "[]", "body"},
+      {Endpoint::ChatCompletions, R"({"messages": [{"role": "user", "content": "x"}]})", "model"},
+      {Endpoint::ChatCompletions, R"({"model": "", "messages": [{"role": "user", "content": "x"}]})", "model"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1e999})", ""},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": -1e999})", ""},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 99999999999999999999})", "max_tokens"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "seed": 1.5})", "seed"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "stop": ["a","b","c","d","e"]})", "stop"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]})", "messages[0].content[0].type"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user"}]})", "messages[0].content"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x", "name": 3}]})", "messages[0].name"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"-1": 1}})", "logit_bias"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": 1}})", "stream_options.include_usage"},
+      {Endpoint::Completions, R"({"model": "m"})", "prompt"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": ["a", "b"]})", "prompt"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": [1, 2, 3]})", "prompt"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "stop": ""})", "stop"},
+  };
+  for (const Bad& c : cases) {
+    try {
+      parse_request(c.endpoint, c.body);
+      ADD_FAILURE() << "accepted: " << c.body;
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status, 400) << c.body;
+      EXPECT_EQ(e.param, c.param) << c.body << " -> " << e.what();
+      auto j = nlohmann::json::parse(error_body(e));
+      EXPECT_EQ(j["error"]["type"], "invalid_request_error");
+    }
+  }
+}
+
+TEST(OpenAIResponse, ShapesOfBodiesAndChunks) {
+  ResponseMeta meta{"chatcmpl-1", 100, "m", Endpoint::ChatCompletions};
+  Completion c;
+  c.finish = FinishReason::Length;
+  c.usage = {3, 2};
+  auto j = nlohmann::json::parse(completion_body(meta, "hi", "because", c));
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["choices"][0]["message"]["content"], "hi");
+  EXPECT_EQ(j["choices"][0]["message"]["reasoning_content"], "because");
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["usage"]["total_tokens"], 5);
+  EXPECT_TRUE(j.contains("timings"));
+
+  std::string chunk = sse_delta_chunk(meta, "a", "");
+  ASSERT_EQ(chunk.substr(0, 6), "data: ");
+  ASSERT_EQ(chunk.substr(chunk.size() - 2), "\n\n");
+  auto d = nlohmann::json::parse(chunk.substr(6));
+  EXPECT_EQ(d["object"], "chat.completion.chunk");
+  EXPECT_EQ(d["choices"][0]["delta"]["content"], "a");
+  EXPECT_TRUE(d["choices"][0]["finish_reason"].is_null());
+
+  meta.endpoint = Endpoint::Completions;
+  auto t = nlohmann::json::parse(completion_body(meta, "hi", "", c));
+  EXPECT_EQ(t["object"], "text_completion");
+  EXPECT_EQ(t["choices"][0]["text"], "hi");
+  EXPECT_EQ(make_response_id(Endpoint::Completions).substr(0, 5), "cmpl-");
+}
+
+}  // namespace
+}  // namespace velocity::server
