@@ -16,9 +16,12 @@
 
 #include "core/error.h"
 #include "gguf/file.h"
+#include "runtime/demo_model.h"
+#include "server/serve_cli.h"
 #include "tools/bench.h"
 #include "tools/convert.h"
 #include "tools/inspect.h"
+#include "tools/perplexity.h"
 #include "tools/run_cli.h"
 #include "tools/synth.h"
 #include "tools/template_cli.h"
@@ -193,7 +196,7 @@ CLI::App* add_run(CLI::App& app, RunArgs& args) {
   CLI::App* cmd = app.add_subcommand("run", "Generate text from one prompt, streamed to the terminal");
   auto& o = args.options;
   auto& s = o.sampling;
-  cmd->add_option("-m,--model", o.model_path, "GGUF model")->required();
+  cmd->add_option("-m,--model", o.model_path, "GGUF model (default: the bundled demo model)");
   cmd->add_option("-p,--prompt", o.prompt, "Prompt text")->required();
   cmd->add_option("-n,--n-predict", o.n_predict, "Tokens to generate (-1: until end of generation or a full context)")
       ->capture_default_str();
@@ -251,8 +254,47 @@ CLI::App* add_bench(CLI::App& app, BenchArgs& args) {
   return cmd;
 }
 
-void run_run(RunArgs& args, const CLI::App& cmd) {
+struct ServeArgs {
+  velocity::server::ServeFlags flags;
+  int n_threads = 0;
+};
+
+CLI::App* add_serve(CLI::App& app, ServeArgs& args) {
+  CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible server for one model (flags) or many (--config); "
+                                              "no model: the bundled demo model");
+  auto& f = args.flags;
+  cmd->add_option("--config", f.config_file, "TOML config: a [server] table and one [[model]] table per model");
+  cmd->add_option("-m,--model", f.model_path, "GGUF model (one model; excludes --config)");
+  cmd->add_option("--name", f.model_name, "Model name clients send (default: the file name)");
+  cmd->add_option("--device", f.device, "Where the model runs: cpu (cuda:N once the CUDA backend exists)")->capture_default_str();
+  cmd->add_option("-c,--ctx", f.ctx, "Context length per slot");
+  cmd->add_option("--slots", f.slots, "Sequences decoded together (parallel requests)");
+  cmd->add_option("--cache-type-k", f.cache_type_k, "KV cache type of K: f32, f16, q8_0, q4_0");
+  cmd->add_option("--cache-type-v", f.cache_type_v, "KV cache type of V: f32, f16, q8_0, q4_0");
+  cmd->add_option("--chat-template-file", f.chat_template_file, "Jinja chat template replacing the model's");
+  cmd->add_option("--host", f.host, "Address to bind (default 127.0.0.1)");
+  cmd->add_option("--port", f.port, "Port (default 8080; 0: any free port)");
+  cmd->add_option("--api-key", f.api_keys, "Accepted API key (repeatable); required off loopback")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_option("--api-key-file", f.api_key_file, "File of API keys, one per line");
+  cmd->add_flag("--allow-no-key-public", f.allow_no_key_public, "Allow a non-loopback address without API keys");
+  cmd->add_option("--temp", f.temperature, "Default temperature");
+  cmd->add_option("--top-k", f.top_k, "Default top-k");
+  cmd->add_option("--top-p", f.top_p, "Default top-p");
+  cmd->add_option("--min-p", f.min_p, "Default min-p");
+  cmd->add_option("--repeat-penalty", f.repeat_penalty, "Default repeat penalty");
+  cmd->add_option("--seed", f.seed, "Default seed (random per request when absent)");
+  cmd->add_option("-t,--threads", args.n_threads, "CPU threads per model (0: one per core)")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  return cmd;
+}
+
+void run_run(RunArgs& args, const CLI::App& cmd, const char* argv0) {
   auto& o = args.options;
+  if (o.model_path.empty()) {
+    o.model_path = velocity::runtime::find_demo_model(argv0);
+    if (o.model_path.empty()) velocity::fail("no model given (-m) and the bundled demo model models/demo/demo.gguf was not found");
+  }
   if (cmd.count("--seed") > 0) o.seed = args.seed;
   if (args.escape) {
     o.prompt = velocity::tools::process_escapes(o.prompt);
@@ -279,6 +321,35 @@ void run_bench(BenchArgs& args) {
   velocity::tools::print_bench(report, format, std::cout);
 }
 
+struct PerplexityArgs {
+  velocity::tools::PerplexityOptions options;
+  bool json = false;
+};
+
+CLI::App* add_perplexity(CLI::App& app, PerplexityArgs& args) {
+  CLI::App* cmd = app.add_subcommand("perplexity", "Perplexity of a model over a text file; KL divergence against a base model");
+  auto& o = args.options;
+  cmd->add_option("-m,--model", o.model_path, "GGUF model (its tokenizer tokenizes the text)")->required();
+  cmd->add_option("-f,--file", o.text_path, "Text file (UTF-8)")->required();
+  cmd->add_option("-c,--ctx", o.n_ctx, "Tokens per window")->capture_default_str()->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
+  cmd->add_option("--stride", o.stride, "Tokens between window starts (0: ctx); a window scores only tokens no earlier one did")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--kl-base", o.kl_base_path, "Base GGUF model (same vocabulary): report KL(base || model) and top-token agreement");
+  cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--json", args.json, "Print the result as JSON");
+  return cmd;
+}
+
+void run_perplexity(const PerplexityArgs& args) {
+  const velocity::tools::PerplexityReport report = velocity::tools::run_perplexity(args.options, &std::cerr);
+  if (args.json) {
+    std::cout << velocity::tools::perplexity_json(report).dump(2) << '\n';
+  } else {
+    std::cout << velocity::tools::format_perplexity(report);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -299,6 +370,10 @@ int main(int argc, char** argv) {
   BenchArgs bench_args;
   CLI::App* run_cmd = add_run(app, run_args);
   CLI::App* bench_cmd = add_bench(app, bench_args);
+  PerplexityArgs perplexity_args;
+  CLI::App* perplexity_cmd = add_perplexity(app, perplexity_args);
+  ServeArgs serve_args;
+  CLI::App* serve_cmd = add_serve(app, serve_args);
   try {
     app.parse(argc, argv);
     if (inspect_cmd->parsed()) run_inspect(inspect_args);
@@ -306,8 +381,10 @@ int main(int argc, char** argv) {
     if (convert_cmd->parsed()) run_convert(convert_args);
     if (tokenize_cmd->parsed()) run_tokenize(tokenize_args);
     if (template_cmd->parsed()) std::cout << velocity::tools::render_template(template_options);
-    if (run_cmd->parsed()) run_run(run_args, *run_cmd);
+    if (run_cmd->parsed()) run_run(run_args, *run_cmd, argv[0]);
     if (bench_cmd->parsed()) run_bench(bench_args);
+    if (perplexity_cmd->parsed()) run_perplexity(perplexity_args);
+    if (serve_cmd->parsed()) return velocity::server::serve(serve_args.flags, argv[0], serve_args.n_threads, std::cerr);
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);  // prints help, the version, the preset list's end, or the error
     return code == 0 ? 0 : 2;

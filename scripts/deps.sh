@@ -38,3 +38,8 @@ if [ ! -d tests/tokenizer/diff/node_modules/tokenizers ]; then
   echo "deps: npm install in tests/tokenizer/diff"
   (cd tests/tokenizer/diff && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+if [ ! -d tests/server/e2e/node_modules/openai ]; then
+  echo "deps: npm install in tests/server/e2e"
+  (cd tests/server/e2e && npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -138,8 +138,12 @@ TEST_F(RunBenchCliTest, RunStopString) {
 }
 
 TEST_F(RunBenchCliTest, RunErrors) {
-  Result r = run({"run", "-p", "x"});  // no model
-  EXPECT_EQ(r.exit_code, 2) << r.err;
+  // No model: the bundled demo model, here pointed at a missing file.
+  setenv("VELOCITY_DEMO_MODEL", "/nonexistent/demo.gguf", 1);
+  Result r = run({"run", "-p", "x"});
+  unsetenv("VELOCITY_DEMO_MODEL");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, "/nonexistent/demo.gguf")) << r.err;
   r = run({"run", "-m", *model_});  // no prompt
   EXPECT_EQ(r.exit_code, 2) << r.err;
   r = run({"run", "-m", *model_, "-p", "x", "--no-such-flag"});
