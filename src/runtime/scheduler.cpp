@@ -113,8 +113,9 @@ void Scheduler::stop(int64_t grace_ms) {
 // finished here, outside the lock.
 void Scheduler::admit(std::unique_lock<std::mutex>& lock) {
   std::vector<std::shared_ptr<Job>> dropped;
+  const auto now = Clock::now();
   for (auto it = queue_.begin(); it != queue_.end();) {
-    if ((*it)->cancelled) {
+    if ((*it)->cancelled || (*it)->request.deadline <= now) {
       dropped.push_back(*it);
       it = queue_.erase(it);
     } else {
@@ -158,7 +159,7 @@ void Scheduler::admit(std::unique_lock<std::mutex>& lock) {
     lock.unlock();
     for (auto& j : dropped) {
       RequestResult r;
-      r.reason = StopReason::Cancelled;
+      r.reason = j->cancelled ? StopReason::Cancelled : StopReason::Timeout;
       r.n_prompt = static_cast<int64_t>(j->request.prompt.size());
       auto on_done = std::move(j->request.on_done);
       j->request.on_text = nullptr;
@@ -213,8 +214,11 @@ void Scheduler::emit(Slot& s, int32_t token) {
 
 // One forward pass over every active slot. Returns false when there was nothing to do.
 bool Scheduler::step() {
-  for (Slot& s : slots_)
+  const auto now = Clock::now();
+  for (Slot& s : slots_) {
     if (s.job && s.job->cancelled) finish(s, StopReason::Cancelled);
+    if (s.job && s.job->request.deadline <= now) finish(s, StopReason::Timeout);
+  }
   batch_.clear();
   batch_slot_.clear();
   int64_t budget = model_.max_batch();

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -38,6 +39,7 @@ enum class StopReason {
   MaxTokens,        // max_tokens generated
   ContextFull,      // the sequence filled the context
   Cancelled,        // RequestHandle::cancel() or stop()
+  Timeout,          // the request's deadline passed (queued or running)
   Error,            // the forward pass failed; RequestResult::error says why
 };
 
@@ -57,6 +59,8 @@ struct Request {
   SamplingParams sampling;
   int64_t max_tokens = -1;                // < 0: until the context is full
   std::vector<std::string> stop;
+  // Past this instant the request stops with StopReason::Timeout (checked every step).
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   std::function<void(int64_t n_prompt, int64_t n_reused)> on_prompt_processed;  // optional
   std::function<void(std::string_view text)> on_text;                           // optional
   std::function<void(const RequestResult&)> on_done;                            // required

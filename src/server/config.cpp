@@ -247,6 +247,7 @@ void validate_with(ServerConfig& config, const Locator& at) {
     if (m.slots < 1 || m.slots > 256) bad(p + ".slots", fmt::format("must be in [1, 256], got {}", m.slots));
     if (m.max_queue < -1) bad(p + ".max_queue", fmt::format("must be >= 0 (or -1 for the server's), got {}", m.max_queue));
     if (m.max_queue == -1) m.max_queue = s.max_queue;
+    range(p + ".generation_timeout_s", m.generation_timeout_s, 0, 1e7);
     if (!valid_cache_type(m.cache_type_k)) bad(p + ".cache_type_k", fmt::format("unknown type '{}'", m.cache_type_k));
     if (!valid_cache_type(m.cache_type_v)) bad(p + ".cache_type_v", fmt::format("unknown type '{}'", m.cache_type_v));
     if (!m.chat_template.empty() && !m.chat_template_file.empty())
@@ -351,6 +352,7 @@ ServerConfig parse_config(std::string_view toml_text, std::string_view source_na
       r.integer("ctx", m.ctx);
       r.integer("slots", m.slots);
       r.integer("max_queue", m.max_queue);
+      r.number("generation_timeout_s", m.generation_timeout_s);
       r.string("cache_type_k", m.cache_type_k);
       r.string("cache_type_v", m.cache_type_v);
       r.string("chat_template", m.chat_template);
@@ -360,7 +362,7 @@ ServerConfig parse_config(std::string_view toml_text, std::string_view source_na
         TableReader sr(*st, r.full("sampling"), source_name, positions);
         read_sampling(sr, m.sampling);
       }
-      r.finish("name, path, device, ctx, slots, max_queue, cache_type_k, cache_type_v, chat_template, "
+      r.finish("name, path, device, ctx, slots, max_queue, generation_timeout_s, cache_type_k, cache_type_v, chat_template, "
                "chat_template_file, sampling");
       config.models.push_back(std::move(m));
     }

@@ -56,6 +56,8 @@ struct ModelEntry {
                                       // training context, at most 4096
   int32_t slots = 1;                  // sequences decoded together (parallel requests); [1, 256]
   int32_t max_queue = -1;             // requests waiting for a slot before 429; -1 = server default
+  double generation_timeout_s = 0;    // a request running longer (queue + prefill + decode) stops
+                                      // with finish_reason "length"; 0 = no limit
   std::string cache_type_k = "f16";   // KV cache element type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl
   std::string cache_type_v = "f16";
   std::string chat_template;          // inline Jinja source overriding the GGUF's; "" = the GGUF's

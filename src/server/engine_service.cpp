@@ -177,6 +177,10 @@ std::shared_ptr<JobHandle> EngineService::submit(GenerationJob job) {
   r.sampling = job.sampling;
   r.max_tokens = job.max_tokens;
   r.stop = job.stop;
+  if (entry_.generation_timeout_s > 0)
+    r.deadline = std::chrono::steady_clock::now() +
+                 std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                     std::chrono::duration<double>(entry_.generation_timeout_s));
 
   auto run = std::make_shared<JobRun>();
   if (job.is_chat && reasoning_ != tok::ReasoningFormat::None)
@@ -201,7 +205,8 @@ std::shared_ptr<JobHandle> EngineService::submit(GenerationJob job) {
       case runtime::StopReason::EndOfGeneration:
       case runtime::StopReason::StopString: c.finish = FinishReason::Stop; break;
       case runtime::StopReason::MaxTokens:
-      case runtime::StopReason::ContextFull: c.finish = FinishReason::Length; break;
+      case runtime::StopReason::ContextFull:
+      case runtime::StopReason::Timeout: c.finish = FinishReason::Length; break;
       case runtime::StopReason::Cancelled: c.finish = FinishReason::Cancelled; break;
       case runtime::StopReason::Error: c.finish = FinishReason::Error; break;
     }

@@ -180,6 +180,26 @@ TEST_F(SchedulerTest, CancelQueuedAndRunning) {
   EXPECT_EQ(sched.stats().busy_slots, 0);
 }
 
+TEST_F(SchedulerTest, DeadlineStopsRunningAndQueuedRequests) {
+  auto model = load(1, 256);
+  const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), *path_));
+  Scheduler sched(*model, tok, 4);
+  SamplingParams no_eog = greedy();
+  for (int32_t t = 256; t < 260; ++t) no_eog.logit_bias.push_back({t, -INFINITY});
+  Collector running, queued;
+  Request r = running.request(tok.encode("run", true, false), no_eog, -1);
+  r.deadline = std::chrono::steady_clock::now() + 30ms;
+  sched.submit(std::move(r));
+  Request q = queued.request(tok.encode("wait", true, false), no_eog, -1);
+  q.deadline = std::chrono::steady_clock::now() + 10ms;  // expires while the slot is busy
+  sched.submit(std::move(q));
+  ASSERT_TRUE(running.wait(2s) && queued.wait(2s));
+  // The running one may also fill its 256-token context first on a fast machine.
+  EXPECT_TRUE(running.out.result.reason == StopReason::Timeout || running.out.result.reason == StopReason::ContextFull);
+  EXPECT_EQ(queued.out.result.reason, StopReason::Timeout);
+  EXPECT_EQ(queued.out.result.n_generated, 0);
+}
+
 TEST_F(SchedulerTest, QueueLimitAndInvalidInput) {
   auto model = load(1, 64);
   const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), *path_));

@@ -121,6 +121,8 @@ TEST_F(ConfigTest, InvalidInputNamesFileLineAndKey) {
        {"serve.toml:2:8", "server.port", "70000"}},
       {"ctx too small", "[[model]]\npath = \"a.gguf\"\nctx = 4\n", {"serve.toml:3:7", "model[0].ctx", "got 4"}},
       {"slots zero", "[[model]]\npath = \"a.gguf\"\nslots = 0\n", {"serve.toml:3:9", "model[0].slots"}},
+      {"negative generation timeout", "[[model]]\npath = \"a.gguf\"\ngeneration_timeout_s = -1\n",
+       {"serve.toml:3:", "model[0].generation_timeout_s"}},
       {"temperature too high", "[[model]]\npath = \"a.gguf\"\n[model.sampling]\ntemperature = 2.5\n",
        {"serve.toml:4:15", "model[0].sampling.temperature", "2.5"}},
       {"top_p zero", "[[model]]\npath = \"a.gguf\"\nsampling = { top_p = 0.0 }\n",
