@@ -33,7 +33,10 @@ class Weights {
 
   // Decode-token bytes: every dense weight counts in full; for expert tensors the caller passes
   // the fraction of experts used.
-  void count_bytes(const engine::Weight& w, double fraction = 1.0) { bytes_per_token_ += w.n_mat * w.n_out * w.row_bytes * fraction; }
+  // (GGUF row bytes: a backend's packed layout may carry a few more bytes per row.)
+  void count_bytes(const engine::Weight& w, double fraction = 1.0) {
+    bytes_per_token_ += static_cast<double>(w.n_mat * w.n_out * dtype_row_bytes(w.type, w.n_in)) * fraction;
+  }
   uint64_t bytes_per_token() const { return static_cast<uint64_t>(bytes_per_token_); }
 
  private:

@@ -25,6 +25,7 @@
 #include "core/quant.h"
 #include "core/thread_pool.h"
 #include "engine/cpu/matmul.h"
+#include "engine/cpu/matmul_packed.h"
 #include "engine/cpu/quant_act.h"
 
 namespace velocity::engine::cpu {
@@ -201,6 +202,75 @@ TEST(Matmul, Avx2AndAvx512AgreeBitwise) {
       mm.run(tw.w, x.data(), ldx, n_tokens, y512.data(), n_out);
     }
     EXPECT_EQ(0, std::memcmp(y2.data(), y512.data(), y2.size() * 4)) << dtype_name(type);
+  }
+}
+
+// The load-time packed layout (matmul_packed.h) of a TestWeight: same dequantised values.
+TestWeight packed_copy(const TestWeight& tw) {
+  TestWeight p;
+  p.dequant = tw.dequant;
+  p.bytes.resize((size_t)(tw.w.n_mat * tw.w.n_out * packed_row_bytes(tw.w.type, tw.w.n_in)));
+  p.w = pack_weight(tw.w, p.bytes.data());
+  return p;
+}
+
+// Packed weights on every ISA (the scalar and AVX2 builds read them too, should the ISA be
+// forced after loading), with row counts that leave GGUF-layout tail rows and none.
+TEST(Matmul, PackedMatchesReference) {
+  ThreadPool pool(2);
+  std::mt19937 rng(4321);
+  for (CpuIsa isa : available_isas()) {
+    IsaScope scope(isa);
+    for (DType type : all_types()) {
+      if (!has_packed_layout(type)) continue;
+      for (int64_t n_in : dtype_block_size(type) == 256 ? std::vector<int64_t>{256, 2816} : std::vector<int64_t>{256, 2880, 96})
+        for (int64_t n_out : {16, 67, 45}) {
+          const TestWeight packed = packed_copy(make_weight(type, n_in, n_out, rng));
+          ASSERT_NE(packed.w.row_bytes, dtype_row_bytes(type, n_in));
+          for (int64_t n_tokens : {1, 2, 3, 5, 8, 17}) {
+            const int64_t ldx = n_in + 5;
+            const std::vector<float> x = make_acts(n_tokens, ldx, rng);
+            run_and_check(pool, packed, x, ldx, n_tokens, "packed " + label(isa, type, n_in, n_out, n_tokens));
+          }
+        }
+    }
+  }
+}
+
+// Packed weights keep the batch and thread-count properties, and rows read back (embedding
+// lookups) as the GGUF rows' values; the matrices of a packed 3-D weight are its experts.
+TEST(Matmul, PackedBatchThreadsRowsAndExperts) {
+  ThreadPool pool1(1), pool2(2);
+  std::mt19937 rng(77);
+  for (DType type : all_types()) {
+    if (!has_packed_layout(type)) continue;
+    const int64_t n_in = 512, n_out = 301, n_tokens = 8, ldx = n_in + 5, ldy = n_out;
+    const TestWeight plain = make_weight(type, n_in, 2 * n_out, rng);
+    TestWeight experts = plain;
+    experts.w.n_out = n_out;
+    experts.w.n_mat = 2;
+    const TestWeight packed = packed_copy(experts);
+    const std::vector<float> x = make_acts(n_tokens, ldx, rng);
+    std::vector<float> row((size_t)n_in);
+    for (int64_t r = 0; r < 2 * n_out; ++r) {
+      dequantize_weight_row(packed.w, r, row.data());
+      ASSERT_EQ(0, std::memcmp(row.data(), plain.dequant.data() + r * n_in, (size_t)n_in * 4)) << "row " << r;
+    }
+    for (int64_t e = 0; e < 2; ++e) {
+      const Weight w = packed.w.matrix(e);
+      std::vector<float> batch((size_t)(n_tokens * ldy)), single(batch.size()), one_thread(batch.size()), unpacked(batch.size());
+      Matmul mm2(pool2, n_tokens, n_in), mm1(pool1, n_tokens, n_in);
+      mm2.run(w, x.data(), ldx, n_tokens, batch.data(), ldy);
+      for (int64_t t = 0; t < n_tokens; ++t) mm2.run(w, x.data() + t * ldx, ldx, 1, single.data() + t * ldy, ldy);
+      mm1.run(w, x.data(), ldx, n_tokens, one_thread.data(), ldy);
+      mm2.run(experts.w.matrix(e), x.data(), ldx, n_tokens, unpacked.data(), ldy);
+      const std::string what = std::string(dtype_name(type)) + " packed expert " + std::to_string(e);
+      EXPECT_EQ(0, std::memcmp(batch.data(), single.data(), batch.size() * 4)) << what << ": batch vs one token at a time";
+      EXPECT_EQ(0, std::memcmp(batch.data(), one_thread.data(), batch.size() * 4)) << what << ": 2 threads vs 1";
+      // Packed and GGUF layouts sum the same exact block integers in different float orders.
+      for (size_t i = 0; i < batch.size(); ++i)
+        ASSERT_NEAR(batch[i], unpacked[i], 1e-4f * (1.0f + std::fabs(unpacked[i]))) << what << " output " << i;
+    }
   }
 }
 

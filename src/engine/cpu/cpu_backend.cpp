@@ -63,6 +63,10 @@ Weight CpuBackend::upload(std::string name, DType type, std::span<const int64_t>
     w.data = reinterpret_cast<const uint8_t*>(f);
   } else if (shape.size() > 1 && !matmul_supports(type)) {
     fail("{}: weight type {} has no CPU matmul kernel", w.name, dtype_name(type));
+  } else if (const int64_t packed = shape.size() > 1 ? packed_size(w) : 0; packed > 0) {
+    // The kernels' own layout (matmul_packed.h) replaces the file's; the file's bytes are not
+    // read again.
+    w = pack_weight(w, static_cast<uint8_t*>(alloc_bytes(static_cast<size_t>(packed))));
   }
   return w;
 }
@@ -147,7 +151,7 @@ void CpuBackend::embed(const Weight& table, Act& out) {
   out.n_rows = step_tokens_;
   for_rows(pool_, out.n_rows, out.n_cols, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t)
-      dequantize_row(table.type, table.data + tokens_[t] * table.row_bytes, out.row(t), table.n_in);
+      dequantize_weight_row(table, tokens_[t], out.row(t));
   });
 }
 

@@ -3,21 +3,28 @@
 // counter to the pool's threads. A chunk is a run of consecutive rows (>= 64 KiB of weights where
 // the matrix allows), so each thread streams through memory and the hardware prefetcher sees long
 // sequential runs; chunks are small enough that a thread slowed by the OS does not hold up the
-// rest. Results do not depend on which thread computes which row (matmul_kernels.h).
+// rest. Results do not depend on which thread computes which row (matmul_kernels.h). Packed
+// weights (matmul_packed.h) are handed out in whole 16-row tiles; their GGUF-layout tail rows go
+// to the plain kernel as one more chunk.
 #include "engine/cpu/matmul.h"
 
 #include <algorithm>
 #include <atomic>
 
+#include <cstring>
+
 #include "core/cpu_features.h"
 #include "core/error.h"
+#include "core/quant.h"
 #include "engine/cpu/matmul_kernels.h"
+#include "engine/cpu/matmul_packed.h"
 
 namespace velocity::engine::cpu {
 namespace {
 
 struct Kernels {
   RowsKernel rows = nullptr;
+  RowsKernel packed_rows = nullptr;
   QuantizeActFn quantize = nullptr;
 };
 
@@ -26,6 +33,7 @@ Kernels pick_kernels(DType type, ActKind kind) {
   const CpuIsa isa = best_cpu_isa();
 #if defined(__x86_64__)
   if (isa >= CpuIsa::Avx512) {
+    if (!k.packed_rows) k.packed_rows = avx512_packed_rows_kernel(type);
     if (!k.rows) k.rows = avx512_rows_kernel(type);
     if (!k.quantize && kind != ActKind::F32) k.quantize = avx512_quantizer(kind);
   }
@@ -37,6 +45,7 @@ Kernels pick_kernels(DType type, ActKind kind) {
   (void)isa;
 #endif
   if (!k.rows) k.rows = scalar_rows_kernel(type);
+  if (!k.packed_rows) k.packed_rows = scalar_packed_rows_kernel(type);
   if (!k.quantize && kind != ActKind::F32) k.quantize = scalar_quantizer(kind);
   return k;
 }
@@ -49,7 +58,138 @@ int64_t chunk_rows(int64_t n_out, int64_t row_bytes, int n_threads) {
   return std::max<int64_t>(1, std::min(by_bytes, by_balance));
 }
 
+bool is_packed(const Weight& w) { return has_packed_layout(w.type) && w.row_bytes == packed_row_bytes(w.type, w.n_in); }
+
 }  // namespace
+
+int64_t packed_size(const Weight& w) {
+  if (!has_packed_layout(w.type) || w.n_out < kPackRows || w.n_in % dtype_block_size(w.type) != 0 || is_packed(w)) return 0;
+  if (best_cpu_isa() < CpuIsa::Avx512) return 0;  // the scalar and AVX2 kernels read GGUF rows as fast
+  return w.n_mat * w.n_out * packed_row_bytes(w.type, w.n_in);
+}
+
+namespace {
+
+// One tile of 16 Q4_K rows (matmul_packed.h), nsb super-blocks.
+void pack_q4_k_tile(const uint8_t* src, int64_t row_bytes, int64_t nsb, uint8_t* tile) {
+  for (int64_t b = 0; b < nsb; ++b) {
+    uint8_t* out = tile + kPackedQ4KBytes * b;
+    uint8_t* meta = out + 2048;
+    for (int i = 0; i < kPackRows; ++i) {
+      const uint8_t* block = src + i * row_bytes + 144 * b;
+      for (int c = 0; c < 4; ++c)
+        for (int k = 0; k < 8; ++k) std::memcpy(out + 512 * c + 64 * k + 4 * i, block + 16 + 32 * c + 4 * k, 4);
+      std::memcpy(meta + 2 * i, block, 2);
+      std::memcpy(meta + 32 + 2 * i, block + 2, 2);
+      const uint8_t* packed = block + 4;
+      uint32_t high = 0;
+      for (int j = 0; j < 8; ++j) {
+        const int sc = j < 4 ? packed[j] & 63 : (packed[j + 4] & 0x0F) | ((packed[j - 4] >> 6) << 4);
+        const int m = j < 4 ? packed[j + 4] & 63 : (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4);
+        meta[64 + 16 * j + i] = (uint8_t)((sc & 15) | (m & 15) << 4);
+        high |= (uint32_t)(sc >> 4) << (2 * j) | (uint32_t)(m >> 4) << (16 + 2 * j);
+      }
+      std::memcpy(meta + 192 + 4 * i, &high, 4);
+    }
+  }
+}
+
+// One tile of 16 Q6_K rows (matmul_packed.h), nsb super-blocks.
+void pack_q6_k_tile(const uint8_t* src, int64_t row_bytes, int64_t nsb, uint8_t* tile) {
+  for (int64_t b = 0; b < nsb; ++b) {
+    uint8_t* out = tile + kPackedQ6KBytes * b;
+    for (int i = 0; i < kPackRows; ++i) {
+      const uint8_t* block = src + i * row_bytes + 210 * b;
+      for (int c = 0; c < 4; ++c)
+        for (int k = 0; k < 8; ++k) std::memcpy(out + 512 * c + 64 * k + 4 * i, block + 32 * c + 4 * k, 4);
+      for (int h = 0; h < 2; ++h)
+        for (int k = 0; k < 8; ++k) std::memcpy(out + 2048 + 512 * h + 64 * k + 4 * i, block + 128 + 32 * h + 4 * k, 4);
+      for (int s = 0; s < 16; ++s) out[3072 + 16 * s + i] = block[192 + s];
+      std::memcpy(out + 3328 + 2 * i, block + 208, 2);
+    }
+  }
+}
+
+}  // namespace
+
+Weight pack_weight(const Weight& w, uint8_t* dst) {
+  VELOCITY_CHECK(has_packed_layout(w.type) && w.row_bytes == dtype_row_bytes(w.type, w.n_in) && w.n_in % dtype_block_size(w.type) == 0,
+                 "pack_weight: '{}' ({}, {} bytes a row) has no packed layout", w.name, dtype_name(w.type), w.row_bytes);
+  Weight p = w;
+  p.row_bytes = packed_row_bytes(w.type, w.n_in);
+  p.data = dst;
+  const int64_t nb = w.n_in / 32, n_full = w.n_out / kPackRows * kPackRows;
+  const int64_t block_bytes = w.row_bytes / nb, quant_bytes = packed_quant_bytes(w.type), scale_bytes = packed_scale_bytes(w.type);
+  const int64_t head = block_bytes - quant_bytes / kPackRows;  // the scale's bytes at the start of a GGUF block
+  const int64_t tile_bytes = kPackRows * p.row_bytes;
+  for (int64_t m = 0; m < w.n_mat; ++m) {
+    const uint8_t* src = w.data + m * w.n_out * w.row_bytes;
+    uint8_t* out = dst + m * w.n_out * p.row_bytes;
+    for (int64_t r0 = 0; r0 < n_full; r0 += kPackRows) {
+      uint8_t* tile = out + r0 * p.row_bytes;
+      if (w.type == DType::Q4_K || w.type == DType::Q6_K) {
+        const int64_t nsb = w.n_in / 256;
+        const int64_t used = (w.type == DType::Q4_K ? kPackedQ4KBytes : kPackedQ6KBytes) * nsb;
+        (w.type == DType::Q4_K ? pack_q4_k_tile : pack_q6_k_tile)(src + r0 * w.row_bytes, w.row_bytes, nsb, tile);
+        std::memset(tile + used, 0, (size_t)(tile_bytes - used));
+        continue;
+      }
+      uint8_t* scales = tile + nb * quant_bytes;
+      for (int i = 0; i < kPackRows; ++i) {
+        const uint8_t* row = src + (r0 + i) * w.row_bytes;
+        for (int64_t b = 0; b < nb; ++b) {
+          const uint8_t* block = row + block_bytes * b;
+          std::memcpy(scales + scale_bytes * b + head * i, block, (size_t)head);
+          for (int g = 0; g < quant_bytes / 64; ++g)  // groups of 4 bytes
+            for (int j = 0; j < 4; ++j) {
+              const uint8_t byte = block[head + 4 * g + j];
+              tile[quant_bytes * b + 64 * g + 4 * i + j] = w.type == DType::Q8_0 ? (uint8_t)(byte ^ 0x80) : byte;  // Q8_0: w + 128
+            }
+        }
+      }
+      std::memset(scales + scale_bytes * nb, 0, (size_t)(tile_bytes - (quant_bytes + scale_bytes) * nb));
+    }
+    for (int64_t r = n_full; r < w.n_out; ++r) {
+      std::memcpy(out + r * p.row_bytes, src + r * w.row_bytes, (size_t)w.row_bytes);
+      std::memset(out + r * p.row_bytes + w.row_bytes, 0, (size_t)(p.row_bytes - w.row_bytes));
+    }
+  }
+  return p;
+}
+
+void dequantize_weight_row(const Weight& w, int64_t r, float* out) {
+  VELOCITY_CHECK(r >= 0 && r < w.n_out * w.n_mat, "row {} of '{}' ({} rows)", r, w.name, w.n_out * w.n_mat);
+  const int64_t m = r / w.n_out, i = r % w.n_out;
+  const uint8_t* matrix = w.data + m * w.n_out * w.row_bytes;
+  if (!is_packed(w) || i >= w.n_out / kPackRows * kPackRows) {
+    dequantize_row(w.type, matrix + i * w.row_bytes, out, w.n_in);
+    return;
+  }
+  const uint8_t* tile = matrix + (i / kPackRows) * kPackRows * w.row_bytes;
+  const int64_t nb = w.n_in / 32;
+  const int lane = (int)(i % kPackRows);
+  if (w.type == DType::Q6_K) {
+    for (int64_t b = 0; b < nb / 8; ++b)
+      for (int e = 0; e < 256; ++e) out[256 * b + e] = packed_q6_k_scale(tile, b, lane, e / 16) * (float)packed_q6_k_weight(tile, b, lane, e);
+    return;
+  }
+  if (w.type == DType::Q4_K) {
+    for (int64_t b = 0; b < nb / 8; ++b) {
+      const float d = packed_q4_k_fp16(tile, b, lane, 0), dmin = packed_q4_k_fp16(tile, b, lane, 1);
+      for (int s = 0; s < 8; ++s) {
+        int sc, mn;
+        packed_q4_k_scale_min(tile, b, lane, s, sc, mn);
+        const float scale = d * (float)sc, min = dmin * (float)mn;
+        for (int e = 0; e < 32; ++e) out[256 * b + 32 * s + e] = scale * (float)packed_q4_k_quant(tile, b, lane, s, e) - min;
+      }
+    }
+    return;
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    const float d = packed_scale(w.type, tile, nb, b, lane);
+    for (int e = 0; e < 32; ++e) out[32 * b + e] = d * (float)packed_weight(w.type, tile, b, lane, e);
+  }
+}
 
 bool matmul_supports(DType type) {
   switch (type) {
@@ -86,7 +226,8 @@ void Matmul::run(const Weight& w, const float* x, int64_t ldx, int64_t n_tokens,
   if (n_tokens < 0 || n_tokens > max_tokens_) fail("matmul: {} tokens, more than the {} this Matmul was sized for", n_tokens, max_tokens_);
   const int64_t block = dtype_block_size(w.type);
   if (w.n_in <= 0 || w.n_in % block != 0) fail("matmul: weight '{}' has {} inputs, not a multiple of {}'s block of {}", w.name, w.n_in, dtype_name(w.type), block);
-  if (w.row_bytes != dtype_row_bytes(w.type, w.n_in)) fail("matmul: weight '{}' has {} bytes per row, expected {}", w.name, w.row_bytes, dtype_row_bytes(w.type, w.n_in));
+  const bool packed = is_packed(w);
+  if (!packed && w.row_bytes != dtype_row_bytes(w.type, w.n_in)) fail("matmul: weight '{}' has {} bytes per row, expected {}", w.name, w.row_bytes, dtype_row_bytes(w.type, w.n_in));
   VELOCITY_CHECK(w.data != nullptr && x != nullptr && y != nullptr, "matmul on '{}' with a null pointer", w.name);
   VELOCITY_CHECK(ldx >= w.n_in && ldy >= w.n_out, "matmul on '{}': ldx {} < n_in {} or ldy {} < n_out {}", w.name, ldx, w.n_in, ldy, w.n_out);
   if (n_tokens == 0 || w.n_out == 0) return;
@@ -124,14 +265,35 @@ void Matmul::run(const Weight& w, const float* x, int64_t ldx, int64_t n_tokens,
     args.act_stride = stride;
   }
 
-  const int64_t chunk = chunk_rows(w.n_out, w.row_bytes, nth);
-  const int64_t n_chunks = (w.n_out + chunk - 1) / chunk;
   std::atomic<int64_t> next{0};
-  const RowsKernel rows = kernels.rows;
-  const int64_t n_out = w.n_out;
+  if (!packed) {
+    const int64_t chunk = chunk_rows(w.n_out, w.row_bytes, nth);
+    const int64_t n_chunks = (w.n_out + chunk - 1) / chunk;
+    const RowsKernel rows = kernels.rows;
+    const int64_t n_out = w.n_out;
+    pool_.run([&](int, int) {
+      for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < n_chunks; c = next.fetch_add(1, std::memory_order_relaxed))
+        rows(args, c * chunk, std::min(n_out, (c + 1) * chunk));
+    });
+    return;
+  }
+  // Packed: chunks of whole tiles, then (chunk n_chunks) the tail rows in GGUF layout.
+  const int64_t n_tiles = w.n_out / kPackRows, n_full = n_tiles * kPackRows;
+  const int64_t chunk = chunk_rows(n_tiles, kPackRows * w.row_bytes, nth) * kPackRows;
+  const int64_t n_chunks = (n_full + chunk - 1) / chunk;
+  MatmulArgs tail = args;
+  tail.w = w.data + n_full * w.row_bytes;
+  tail.y = y + n_full;
+  const RowsKernel rows = kernels.rows, packed_rows = kernels.packed_rows;
+  const int64_t n_tail = w.n_out - n_full;
   pool_.run([&](int, int) {
-    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c < n_chunks; c = next.fetch_add(1, std::memory_order_relaxed))
-      rows(args, c * chunk, std::min(n_out, (c + 1) * chunk));
+    for (int64_t c = next.fetch_add(1, std::memory_order_relaxed); c <= n_chunks; c = next.fetch_add(1, std::memory_order_relaxed)) {
+      if (c < n_chunks) {
+        packed_rows(args, c * chunk, std::min(n_full, (c + 1) * chunk));
+      } else if (n_tail > 0) {
+        rows(tail, 0, n_tail);
+      }
+    }
   });
 }
 

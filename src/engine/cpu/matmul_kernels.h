@@ -29,14 +29,19 @@ struct MatmulArgs {
 
 using RowsKernel = void (*)(const MatmulArgs& args, int64_t row_begin, int64_t row_end);
 
+// Packed kernels (matmul_packed.h) take the same arguments, with w the matrix's first tile,
+// row_bytes its packed_row_bytes, and row_begin, row_end multiples of kPackRows inside the tiles.
+//
 // Per ISA: the kernel for a weight type, nullptr where this ISA has none (the driver then uses
 // the next smaller ISA's). The scalar set is complete for every type matmul_supports.
 RowsKernel scalar_rows_kernel(DType type);
+RowsKernel scalar_packed_rows_kernel(DType type);
 QuantizeActFn scalar_quantizer(ActKind kind);
 #if defined(__x86_64__)
 RowsKernel avx2_rows_kernel(DType type);
 QuantizeActFn avx2_quantizer(ActKind kind);
 RowsKernel avx512_rows_kernel(DType type);
+RowsKernel avx512_packed_rows_kernel(DType type);
 QuantizeActFn avx512_quantizer(ActKind kind);
 #endif
 

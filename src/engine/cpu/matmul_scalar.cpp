@@ -11,6 +11,7 @@
 #include "core/fp16.h"
 #include "core/quant_blocks.h"
 #include "engine/cpu/matmul_kernels.h"
+#include "engine/cpu/matmul_packed.h"
 
 namespace velocity::engine::cpu {
 namespace {
@@ -31,6 +32,7 @@ void quantize_q8_32(const float* x, uint8_t* token, int64_t n_in, int64_t begin,
   int8_t* qs = reinterpret_cast<int8_t*>(token);
   float* d = reinterpret_cast<float*>(token + round_up64(n_in));
   float* s = d + n_in / 32;
+  int32_t* bias = reinterpret_cast<int32_t*>(s + n_in / 32);
   for (int64_t i0 = begin; i0 < end; i0 += 32) {
     float amax = 0.0f;
     for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[i0 + j]));
@@ -43,6 +45,7 @@ void quantize_q8_32(const float* x, uint8_t* token, int64_t n_in, int64_t begin,
     }
     d[i0 / 32] = amax / 127.0f;
     s[i0 / 32] = d[i0 / 32] * (float)sum;
+    bias[i0 / 32] = -128 * sum;
   }
 }
 
@@ -317,6 +320,86 @@ RowsKernel scalar_rows_kernel(DType type) {
     case DType::Q4_K: return [](const MatmulArgs& a, int64_t r0, int64_t r1) { rows_k<144>(a, r0, r1, decode_q4_k); };
     case DType::Q5_K: return [](const MatmulArgs& a, int64_t r0, int64_t r1) { rows_k<176>(a, r0, r1, decode_q5_k); };
     case DType::Q6_K: return [](const MatmulArgs& a, int64_t r0, int64_t r1) { rows_k<210>(a, r0, r1, decode_q6_k); };
+    default: return nullptr;
+  }
+}
+
+// Packed weights (matmul_packed.h), one row and token at a time: the same exact integers per
+// block as the SIMD kernels, float accumulation across blocks.
+template <DType kType>
+void rows_packed(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nb = a.n_in / 32;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* tile = a.w + (r / kPackRows) * kPackRows * a.row_bytes;
+    const int lane = (int)(r % kPackRows);
+    for (int64_t t = 0; t < a.n_tokens; ++t) {
+      const ActQ8_32 act = view_q8_32(a.act + t * a.act_stride, a.n_in);
+      float acc = 0.0f;
+      for (int64_t b = 0; b < nb; ++b) {
+        int32_t sum = 0;
+        for (int e = 0; e < 32; ++e) sum += packed_weight(kType, tile, b, lane, e) * act.qs[32 * b + e];
+        acc += (float)sum * (packed_scale(kType, tile, nb, b, lane) * act.d[b]);
+      }
+      a.y[t * a.ldy + r] = acc;
+    }
+  }
+}
+
+void rows_q4_k_packed(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nsb = a.n_in / 256;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* tile = a.w + (r / kPackRows) * kPackRows * a.row_bytes;
+    const int lane = (int)(r % kPackRows);
+    for (int64_t t = 0; t < a.n_tokens; ++t) {
+      const ActQ8_K act = view_q8_k(a.act + t * a.act_stride, a.n_in);
+      float acc = 0.0f;
+      for (int64_t b = 0; b < nsb; ++b) {
+        int32_t isum = 0, msum = 0;
+        for (int s = 0; s < 8; ++s) {
+          int sc, m;
+          packed_q4_k_scale_min(tile, b, lane, s, sc, m);
+          int32_t p = 0;
+          for (int e = 0; e < 32; ++e) p += packed_q4_k_quant(tile, b, lane, s, e) * act.qs[256 * b + 32 * s + e];
+          isum += sc * p;
+          msum += m * (act.bsums[16 * b + 2 * s] + act.bsums[16 * b + 2 * s + 1]);
+        }
+        acc += (float)isum * (packed_q4_k_fp16(tile, b, lane, 0) * act.d[b]) - (float)msum * (packed_q4_k_fp16(tile, b, lane, 1) * act.d[b]);
+      }
+      a.y[t * a.ldy + r] = acc;
+    }
+  }
+}
+
+void rows_q6_k_packed(const MatmulArgs& a, int64_t r0, int64_t r1) {
+  const int64_t nsb = a.n_in / 256;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* tile = a.w + (r / kPackRows) * kPackRows * a.row_bytes;
+    const int lane = (int)(r % kPackRows);
+    for (int64_t t = 0; t < a.n_tokens; ++t) {
+      const ActQ8_K act = view_q8_k(a.act + t * a.act_stride, a.n_in);
+      float acc = 0.0f;
+      for (int64_t b = 0; b < nsb; ++b) {
+        const float d = fp16_to_fp32(load_u16(tile + kPackedQ6KBytes * b + 3328 + 2 * lane));
+        int32_t isum = 0;
+        for (int s = 0; s < 16; ++s) {
+          int32_t p = 0;
+          for (int e = 16 * s; e < 16 * s + 16; ++e) p += packed_q6_k_weight(tile, b, lane, e) * act.qs[256 * b + e];
+          isum += (int8_t)tile[kPackedQ6KBytes * b + 3072 + 16 * s + lane] * p;
+        }
+        acc += (float)isum * (d * act.d[b]);
+      }
+      a.y[t * a.ldy + r] = acc;
+    }
+  }
+}
+
+RowsKernel scalar_packed_rows_kernel(DType type) {
+  switch (type) {
+    case DType::Q6_K: return rows_q6_k_packed;
+    case DType::Q4_K: return rows_q4_k_packed;
+    case DType::Q8_0: return rows_packed<DType::Q8_0>;
+    case DType::Q4_0: return rows_packed<DType::Q4_0>;
+    case DType::MXFP4: return rows_packed<DType::MXFP4>;
     default: return nullptr;
   }
 }

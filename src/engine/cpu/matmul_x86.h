@@ -8,7 +8,10 @@
 // Types with kernels here: F32, F16, BF16, Q8_0, Q4_0, MXFP4 (Q8_32 activations), Q4_K, Q6_K
 // (Q8_K activations). The rest (Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q5_K) fall back to the scalar
 // kernels for now. In the AVX-512 build, Q8_0/Q4_0/MXFP4 use rows_q32_512 (two blocks per zmm,
-// 8-token tiles); the others use the 256-bit code with VNNI.
+// 8-token tiles); the others use the 256-bit code with VNNI (8-token tiles for the K-quants).
+// The AVX-512 build also has kernels (matmul_packed_x86.h) for the load-time packed layout
+// (matmul_packed.h) of Q8_0, Q4_0, MXFP4, Q4_K and Q6_K, which CpuBackend uses on such CPUs: 16
+// rows per step, each row's products reduced in its own vpdpbusd lane.
 //
 // Walk: for each row, tiles of up to kTile tokens; inside a tile, blocks in order, and for each
 // block every token of the tile. The weight block is decoded once per tile, the row is read from
@@ -38,6 +41,11 @@ namespace {
 
 constexpr int kTile = 4;                 // tokens per tile: 2 accumulators each in 16 ymm registers
 constexpr int kPrefetchBytes = 2048;     // software prefetch distance along a row
+#if defined(__AVX512F__)
+constexpr int kTileK = 8;  // K-quant tile: AVX-512VL has 32 ymm registers
+#else
+constexpr int kTileK = kTile;
+#endif
 
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -318,7 +326,7 @@ void rows_q32_512(const MatmulArgs& a, int64_t r0, int64_t r1) {
 // from the activation block sums; both scaled by the activation scale at the end of the block.
 void rows_q4_k(const MatmulArgs& a, int64_t r0, int64_t r1) {
   const int64_t nb = a.n_in / 256;
-  for_tiles(a, r0, r1, [&]<int T>(const uint8_t* row, int64_t r, int64_t t0) {
+  for_tiles<kTileK>(a, r0, r1, [&]<int T>(const uint8_t* row, int64_t r, int64_t t0) {
     ActQ8_K act[T];
     __m256 acc[T];
     for (int t = 0; t < T; ++t) {
@@ -370,7 +378,7 @@ void rows_q4_k(const MatmulArgs& a, int64_t r0, int64_t r1) {
 // sum_s sc_s (q . a)_s - 32 sum_s sc_s bsum_s.
 void rows_q6_k(const MatmulArgs& a, int64_t r0, int64_t r1) {
   const int64_t nb = a.n_in / 256;
-  for_tiles(a, r0, r1, [&]<int T>(const uint8_t* row, int64_t r, int64_t t0) {
+  for_tiles<kTileK>(a, r0, r1, [&]<int T>(const uint8_t* row, int64_t r, int64_t t0) {
     ActQ8_K act[T];
     __m256 acc[T];
     for (int t = 0; t < T; ++t) {
@@ -432,6 +440,7 @@ void quantize_q8_32(const float* x, uint8_t* token, int64_t n_in, int64_t begin,
   int8_t* qs = reinterpret_cast<int8_t*>(token);
   float* d = reinterpret_cast<float*>(token + round_up64(n_in));
   float* s = d + n_in / 32;
+  int32_t* bias = reinterpret_cast<int32_t*>(s + n_in / 32);
   for (int64_t i0 = begin; i0 < end; i0 += 32) {
     __m256 m = abs_ps(_mm256_loadu_ps(x + i0));
     for (int k = 1; k < 4; ++k) m = _mm256_max_ps(m, abs_ps(_mm256_loadu_ps(x + i0 + 8 * k)));
@@ -442,6 +451,7 @@ void quantize_q8_32(const float* x, uint8_t* token, int64_t n_in, int64_t begin,
     const int sum = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(parts[0], parts[1]), _mm256_add_epi32(parts[2], parts[3])));
     d[i0 / 32] = amax / 127.0f;
     s[i0 / 32] = d[i0 / 32] * (float)sum;
+    bias[i0 / 32] = -128 * sum;
   }
 }
 
@@ -485,6 +495,7 @@ RowsKernel rows_kernel(DType type) {
     default: return nullptr;
   }
 }
+
 
 QuantizeActFn quantizer(ActKind kind) {
   switch (kind) {

@@ -5,8 +5,10 @@
 // These are velocity's own scratch layouts, never stored in a file, laid out for SIMD loads
 // (a plane of int8 values, then planes of per-block scalars) rather than as ggml's block structs.
 // Per token, n_in elements:
-//   Q8_32: qs (n_in,) int8 | d (n_in/32,) float | s (n_in/32,) float        x ~ d * qs
-//          s = d * sum of the block's qs (the "sum" term of Q4_1/Q5_1's minimum)
+//   Q8_32: qs (n_in,) int8 | d (n_in/32,) float | s (n_in/32,) float | bias (n_in/32,) int32
+//          x ~ d * qs; s = d * sum of the block's qs (the "sum" term of Q4_1/Q5_1's minimum);
+//          bias = -128 * sum of the block's qs, exact: the offset that the packed kernels'
+//          unsigned weights (w + 128) add to a block's dot product (matmul_packed.h)
 //   Q8_K:  qs (n_in,) int8 | d (n_in/256,) float | bsums (n_in/16,) int16   x ~ d * qs
 //          bsums = sum of each 16 qs (mins of Q2_K/Q4_K/Q5_K, the -32 of Q6_K)
 // Rounding is the same in every ISA's quantiser: d = amax/127, q = nearbyint(x * (127/amax)),
@@ -44,7 +46,7 @@ inline int64_t round_up64(int64_t n) { return (n + 63) / 64 * 64; }
 inline int64_t act_token_bytes(ActKind kind, int64_t n_in) {
   switch (kind) {
     case ActKind::F32: return 0;
-    case ActKind::Q8_32: return round_up64(n_in) + round_up64(n_in / 32 * 8);
+    case ActKind::Q8_32: return round_up64(n_in) + round_up64(n_in / 32 * 12);
     case ActKind::Q8_K: return round_up64(n_in) + round_up64(n_in / 256 * 4 + n_in / 16 * 2);
   }
   return 0;
@@ -54,6 +56,7 @@ struct ActQ8_32 {
   const int8_t* qs;
   const float* d;
   const float* s;
+  const int32_t* bias;
 };
 struct ActQ8_K {
   const int8_t* qs;
@@ -63,7 +66,7 @@ struct ActQ8_K {
 
 inline ActQ8_32 view_q8_32(const uint8_t* token, int64_t n_in) {
   const float* d = reinterpret_cast<const float*>(token + round_up64(n_in));
-  return {reinterpret_cast<const int8_t*>(token), d, d + n_in / 32};
+  return {reinterpret_cast<const int8_t*>(token), d, d + n_in / 32, reinterpret_cast<const int32_t*>(d + 2 * (n_in / 32))};
 }
 inline ActQ8_K view_q8_k(const uint8_t* token, int64_t n_in) {
   const float* d = reinterpret_cast<const float*>(token + round_up64(n_in));
