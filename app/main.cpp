@@ -19,6 +19,7 @@
 #include "runtime/demo_model.h"
 #include "server/serve_cli.h"
 #include "tools/bench.h"
+#include "tools/bench_server.h"
 #include "tools/convert.h"
 #include "tools/inspect.h"
 #include "tools/perplexity.h"
@@ -185,6 +186,7 @@ struct RunArgs {
 
 struct BenchArgs {
   velocity::tools::BenchOptions options;
+  velocity::tools::ServerBenchOptions server;  // with --url
   std::string output = "md";
   std::string cache_type_k = "f16", cache_type_v = "f16";
   uint64_t bandwidth_mib = 1024;
@@ -228,29 +230,46 @@ CLI::App* add_run(CLI::App& app, RunArgs& args) {
 }
 
 CLI::App* add_bench(CLI::App& app, BenchArgs& args) {
-  CLI::App* cmd = app.add_subcommand("bench", "Prefill and decode tok/s (llama-bench style) against the measured bandwidth bound");
+  CLI::App* cmd = app.add_subcommand("bench", "Prefill and decode tok/s (llama-bench style) against the measured bandwidth "
+                                              "bound; with --url, a running server's TTFT, ITL and throughput");
   auto& o = args.options;
-  cmd->add_option("-m,--model", o.model_path, "GGUF model")->required();
-  cmd->add_option("-p,--n-prompt", o.n_prompt, "Prefill test sizes, comma-separated (0: none)")->delimiter(',')
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("-n,--n-gen", o.n_gen, "Decode test lengths, comma-separated (0: none)")->delimiter(',')
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("-r,--repetitions", o.repetitions, "Timed runs per test (after one warm-up)")->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("-d,--depth", o.depth, "Context filled before each test, comma-separated")->delimiter(',')
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("-b,--batch", o.batch, "Sequences decoded together, comma-separated (e.g. 1,8)")->delimiter(',')
+  auto& s = args.server;
+  cmd->add_option("-m,--model", o.model_path, "GGUF model; with --url, the served model's name (default: the first listed)");
+  cmd->add_option("-p,--n-prompt", o.n_prompt, "Prefill test sizes, comma-separated (0: none); with --url, prompt words "
+                                               "(about tokens; default 32)")
+      ->delimiter(',')->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("-n,--n-gen", o.n_gen, "Decode test lengths, comma-separated (0: none); with --url, max_tokens per request")
+      ->delimiter(',')->capture_default_str()->check(CLI::NonNegativeNumber);
+  CLI::Option* repetitions = cmd->add_option("-r,--repetitions", o.repetitions, "Timed runs per test (after one warm-up)")
       ->capture_default_str()->check(CLI::PositiveNumber);
+  CLI::Option* depth = cmd->add_option("-d,--depth", o.depth, "Context filled before each test, comma-separated")
+      ->delimiter(',')->capture_default_str()->check(CLI::NonNegativeNumber);
+  CLI::Option* batch = cmd->add_option("-b,--batch", o.batch, "Sequences decoded together, comma-separated (e.g. 1,8)")
+      ->delimiter(',')->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("-o,--output", args.output, "Output format: md, json, csv")->capture_default_str()
       ->check(CLI::IsMember({"md", "json", "csv"}));
-  cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
+  CLI::Option* threads = cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--cache-type-k", args.cache_type_k, "KV cache type of K")->capture_default_str()
+  CLI::Option* type_k = cmd->add_option("--cache-type-k", args.cache_type_k, "KV cache type of K")->capture_default_str()
       ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
-  cmd->add_option("--cache-type-v", args.cache_type_v, "KV cache type of V")->capture_default_str()
+  CLI::Option* type_v = cmd->add_option("--cache-type-v", args.cache_type_v, "KV cache type of V")->capture_default_str()
       ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
-  cmd->add_option("--bandwidth-mib", args.bandwidth_mib, "Buffer of the read-bandwidth measurement in MiB (0: skip it)")
-      ->capture_default_str();
+  CLI::Option* bandwidth =
+      cmd->add_option("--bandwidth-mib", args.bandwidth_mib, "Buffer of the read-bandwidth measurement in MiB (0: skip it)")
+          ->capture_default_str();
+  // Server mode (tools/bench_server.h).
+  CLI::Option* url = cmd->add_option("--url", s.url, "Benchmark a running server instead: http://host:port");
+  url->excludes(repetitions)->excludes(depth)->excludes(batch)->excludes(threads)->excludes(type_k)->excludes(type_v)
+      ->excludes(bandwidth);
+  cmd->add_option("--api-key", s.api_key, "With --url: API key (Authorization: Bearer)")->needs(url);
+  cmd->add_option("--concurrency", s.concurrency, "With --url: concurrent clients per level, comma-separated")
+      ->delimiter(',')->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1024}))->needs(url);
+  cmd->add_option("--requests", s.requests, "With --url: requests per level (0: twice the concurrency)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber)->needs(url);
+  cmd->add_flag("--chat", s.chat, "With --url: use /v1/chat/completions (default /v1/completions)")->needs(url);
+  cmd->add_flag_callback("--no-warmup", [&s] { s.warmup = false; }, "With --url: no untimed request first")->needs(url);
+  cmd->add_option("--timeout", s.timeout_s, "With --url: seconds a request may take")->capture_default_str()
+      ->check(CLI::PositiveNumber)->needs(url);
   return cmd;
 }
 
@@ -308,16 +327,30 @@ void run_run(RunArgs& args, const CLI::App& cmd, const char* argv0) {
   std::cerr << velocity::tools::format_run_summary(report) << '\n';
 }
 
-void run_bench(BenchArgs& args) {
+void run_bench(BenchArgs& args, const CLI::App& cmd) {
   auto& o = args.options;
+  const velocity::tools::BenchOutput format = args.output == "json"  ? velocity::tools::BenchOutput::Json
+                                              : args.output == "csv" ? velocity::tools::BenchOutput::Csv
+                                                                     : velocity::tools::BenchOutput::Markdown;
+  if (!args.server.url.empty()) {
+    auto& s = args.server;
+    auto single = [](const std::vector<int64_t>& values, const char* flag) {
+      if (values.size() != 1) throw CLI::ValidationError(flag, "with --url, give one value");
+      return values.front();
+    };
+    s.model = o.model_path;
+    if (cmd.count("--n-prompt") > 0) s.n_prompt_words = single(o.n_prompt, "--n-prompt");
+    s.n_gen = single(o.n_gen, "--n-gen");
+    s.version = VELOCITY_VERSION;
+    velocity::tools::print_server_bench(velocity::tools::run_server_bench(s), format, std::cout);
+    return;
+  }
+  if (o.model_path.empty()) throw CLI::RequiredError("--model (or --url)");
   o.cache_type_k = velocity::tools::parse_cache_type(args.cache_type_k);
   o.cache_type_v = velocity::tools::parse_cache_type(args.cache_type_v);
   o.bandwidth_bytes = args.bandwidth_mib << 20;
   o.version = VELOCITY_VERSION;
   const velocity::tools::BenchReport report = velocity::tools::run_bench(o);
-  const velocity::tools::BenchOutput format = args.output == "json"  ? velocity::tools::BenchOutput::Json
-                                              : args.output == "csv" ? velocity::tools::BenchOutput::Csv
-                                                                     : velocity::tools::BenchOutput::Markdown;
   velocity::tools::print_bench(report, format, std::cout);
 }
 
@@ -382,7 +415,7 @@ int main(int argc, char** argv) {
     if (tokenize_cmd->parsed()) run_tokenize(tokenize_args);
     if (template_cmd->parsed()) std::cout << velocity::tools::render_template(template_options);
     if (run_cmd->parsed()) run_run(run_args, *run_cmd, argv[0]);
-    if (bench_cmd->parsed()) run_bench(bench_args);
+    if (bench_cmd->parsed()) run_bench(bench_args, *bench_cmd);
     if (perplexity_cmd->parsed()) run_perplexity(perplexity_args);
     if (serve_cmd->parsed()) return velocity::server::serve(serve_args.flags, argv[0], serve_args.n_threads, std::cerr);
   } catch (const CLI::ParseError& e) {

@@ -12,6 +12,7 @@
 #include "runtime/demo_model.h"
 #include "server/engine_service.h"
 #include "server/http_server.h"
+#include "server/nvml.h"
 
 namespace velocity::server {
 
@@ -49,6 +50,12 @@ int serve(ServeFlags flags, const std::string& argv0, int n_threads, std::ostrea
     services.push_back(e);
   }
   HttpServer http(config.server, services);
+  // GPU gauges on /metrics when the NVIDIA driver is there (loaded once; absent: nothing).
+  if (auto nvml = std::make_shared<const Nvml>(); nvml->enabled()) {
+    log << fmt::format("velocity: GPU metrics from NVML ({} GPU{})\n", nvml->device_count(),
+                       nvml->device_count() == 1 ? "" : "s");
+    http.metrics().add_collector(gpu_metrics_collector(nvml));
+  }
   http.start();
   const std::string host = config.server.host;
   log << fmt::format("velocity: listening on http://{}:{} ({} model{})\n", host, http.port(), services.size(),
