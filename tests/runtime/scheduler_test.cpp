@@ -191,7 +191,7 @@ TEST_F(SchedulerTest, DeadlineStopsRunningAndQueuedRequests) {
   r.deadline = std::chrono::steady_clock::now() + 30ms;
   sched.submit(std::move(r));
   Request q = queued.request(tok.encode("wait", true, false), no_eog, -1);
-  q.deadline = std::chrono::steady_clock::now() + 10ms;  // expires while the slot is busy
+  q.deadline = std::chrono::steady_clock::now();  // already past: dropped from the queue, never run
   sched.submit(std::move(q));
   ASSERT_TRUE(running.wait(2s) && queued.wait(2s));
   // The running one may also fill its 256-token context first on a fast machine.
@@ -201,13 +201,19 @@ TEST_F(SchedulerTest, DeadlineStopsRunningAndQueuedRequests) {
 }
 
 TEST_F(SchedulerTest, QueueLimitAndInvalidInput) {
-  auto model = load(1, 64);
+  auto model = load(1, 256);
   const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), *path_));
   Scheduler sched(*model, tok, 1);
+  // `a` occupies the only slot until cancelled (end-of-generation banned; 256 positions of room).
+  SamplingParams no_eog = greedy();
+  for (int32_t t = 256; t < 260; ++t) no_eog.logit_bias.push_back({t, -INFINITY});
   Collector a, b, c;
-  auto ha = sched.submit(a.request(tok.encode("a", true, false), greedy(), -1));
-  // Give the loop time to admit `a` into the only slot; then one may wait, the next is refused.
-  std::this_thread::sleep_for(50ms);
+  std::promise<void> started;
+  Request ra = a.request(tok.encode("a", true, false), no_eog, -1);
+  ra.on_prompt_processed = [&started](int64_t, int64_t) { started.set_value(); };
+  auto ha = sched.submit(std::move(ra));
+  ASSERT_EQ(started.get_future().wait_for(5s), std::future_status::ready);
+  // Now one request may wait; the next is refused.
   auto hb = sched.submit(b.request(tok.encode("b", true, false), greedy(), -1));
   EXPECT_THROW(sched.submit(c.request(tok.encode("c", true, false), greedy(), -1)), QueueFull);
   ha->cancel();
@@ -215,7 +221,7 @@ TEST_F(SchedulerTest, QueueLimitAndInvalidInput) {
   ASSERT_TRUE(a.wait() && b.wait());
   // A prompt as long as the context, an empty prompt and bad sampling params are errors.
   Collector d;
-  EXPECT_THROW(sched.submit(d.request(std::vector<int32_t>(64, 65), greedy(), 1)), Error);
+  EXPECT_THROW(sched.submit(d.request(std::vector<int32_t>(256, 65), greedy(), 1)), Error);
   EXPECT_THROW(sched.submit(d.request({}, greedy(), 1)), Error);
   SamplingParams bad;
   bad.top_p = 2;
