@@ -42,6 +42,8 @@ struct DecoderOptions {
   bool qk_norm = false;   // attn_{q,k}_norm.weight [Dh]
 };
 
+// Refuses <arch>.rope.scaling.type other than "none" (architectures without scaling support).
+void refuse_rope_scaling(const Hparams& h);
 // Loads the attention tensors of layer il and either the dense FFN or (n_expert > 0) the MoE one.
 DecoderLayer load_decoder_layer(Weights& w, const Config& c, int64_t il, const DecoderOptions& options);
 // Attention block parameters of layer il.

@@ -53,6 +53,11 @@ DecoderLayer load_decoder_layer(Weights& w, const Config& c, int64_t il, const D
   return l;
 }
 
+void refuse_rope_scaling(const Hparams& h) {
+  if (auto type = h.string("rope.scaling.type"); type && *type != "none")
+    fail("{}: {}.rope.scaling.type \"{}\" is not supported yet", h.file().shards().at(0).path, h.arch(), *type);
+}
+
 engine::AttentionParams attention_params(const Config& c, int64_t il, const float* rope_freq_factors) {
   engine::AttentionParams p;
   p.layer = static_cast<int32_t>(il);

@@ -1,6 +1,5 @@
 // qwen2: Qwen2 / Qwen2.5 (incl. Coder): llama layer with Q/K/V biases and NEOX RoPE (the converter
 // keeps HF's row order, so RoPE rotates x[i] with x[i + n_rot/2]).
-#include "core/error.h"
 #include "model/architecture.h"
 
 namespace velocity::model {
@@ -12,8 +11,7 @@ class Qwen2 final : public Architecture {
   void read_config(const Hparams& h, Config& c) override {
     c.rope_type = engine::RopeType::Neox;
     c.qkv_bias = true;
-    if (auto type = h.string("rope.scaling.type"); type && *type != "none")
-      fail("{}: {}.rope.scaling.type \"{}\" is not supported yet", h.file().shards().at(0).path, h.arch(), *type);
+    refuse_rope_scaling(h);
   }
 
   void load(Weights& w, const Config& c) override {

@@ -1,6 +1,5 @@
 // qwen3: Qwen3 dense: no biases, per-head RMSNorm of Q and K before RoPE (NEOX), head dim set
 // explicitly (attention.key_length; 128 for every size, not n_embd / n_head).
-#include "core/error.h"
 #include "model/architecture.h"
 
 namespace velocity::model {
@@ -12,8 +11,7 @@ class Qwen3 final : public Architecture {
   void read_config(const Hparams& h, Config& c) override {
     c.rope_type = engine::RopeType::Neox;
     c.qk_norm = true;
-    if (auto type = h.string("rope.scaling.type"); type && *type != "none")
-      fail("{}: {}.rope.scaling.type \"{}\" is not supported yet", h.file().shards().at(0).path, h.arch(), *type);
+    refuse_rope_scaling(h);
   }
 
   void load(Weights& w, const Config& c) override {

@@ -14,8 +14,7 @@ class Qwen3Moe final : public Architecture {
   void read_config(const Hparams& h, Config& c) override {
     c.rope_type = engine::RopeType::Neox;
     c.qk_norm = true;
-    if (auto type = h.string("rope.scaling.type"); type && *type != "none")
-      fail("{}: {}.rope.scaling.type \"{}\" is not supported yet", h.file().shards().at(0).path, h.arch(), *type);
+    refuse_rope_scaling(h);
     c.n_expert = h.count("expert_count");
     c.n_expert_used = h.count("expert_used_count");
     c.n_ff_expert = h.count("expert_feed_forward_length");

@@ -135,10 +135,12 @@ std::string EngineService::render_chat(const GenerationJob& job) const {
   }
 }
 
-std::vector<int32_t> EngineService::prompt_tokens(const GenerationJob& job) const {
+std::vector<int32_t> EngineService::prompt_tokens(const GenerationJob& job, std::string* rendered) const {
   std::vector<int32_t> ids;
   if (job.is_chat) {
-    ids = tokenizer_->encode(render_chat(job), /*add_special=*/true, /*parse_special=*/true);
+    const std::string text = render_chat(job);
+    ids = tokenizer_->encode(text, /*add_special=*/true, /*parse_special=*/true);
+    if (rendered) *rendered = text;
     const int32_t bos = tokenizer_->vocab().bos;  // templates that write BOS themselves
     if (ids.size() >= 2 && bos >= 0 && ids[0] == bos && ids[1] == bos) ids.erase(ids.begin());
   } else {
@@ -166,8 +168,7 @@ std::shared_ptr<JobHandle> EngineService::submit(GenerationJob job) {
     // The tokenizer and template are used from many I/O threads; their cost is small next to a step.
     static std::mutex prepare_mutex;
     std::lock_guard<std::mutex> lock(prepare_mutex);
-    r.prompt = prompt_tokens(job);
-    if (job.is_chat && reasoning_ == tok::ReasoningFormat::Think) rendered = render_chat(job);
+    r.prompt = prompt_tokens(job, &rendered);
   }
   for (const auto& b : job.sampling.logit_bias)
     if (b.token < 0 || b.token >= model_->config().n_vocab)

@@ -38,8 +38,9 @@ class EngineService final : public ModelService {
   // Draining: no new jobs; running ones finish for up to grace_ms, then are cancelled.
   void drain(int64_t grace_ms);
 
-  // The prompt tokens a job would be run with (chat template applied); throws ApiError 400.
-  std::vector<int32_t> prompt_tokens(const GenerationJob& job) const;
+  // The prompt tokens a job would be run with (chat template applied; the rendered text goes to
+  // `rendered` when given); throws ApiError 400.
+  std::vector<int32_t> prompt_tokens(const GenerationJob& job, std::string* rendered = nullptr) const;
 
  private:
   void load();
