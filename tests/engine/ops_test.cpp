@@ -6,8 +6,12 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <tuple>
 #include <vector>
 
+#include <fmt/format.h>
+
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/quant.h"
 #include "engine/backend.h"
@@ -124,69 +128,112 @@ TEST(CpuOps, RopeFrequencyFactors) {
   check_rope(RopeType::Normal, factors.data());
 }
 
-// Naive attention in double over explicitly kept K/V histories, per sequence.
-TEST(CpuOps, AttentionMatchesNaiveAcrossSequencesAndSteps) {
-  for (DType cache : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
-    SCOPED_TRACE(std::string(dtype_name(cache)));
-    Fixture f;
-    StepShape s = small_shape();
-    s.cache_type_k = s.cache_type_v = cache;
-    f.backend->reserve(s);
-    const int64_t hd = 32, nh = 4, nkv = 2;
-    AttentionParams p;
-    p.layer = 1;
-    p.n_head = nh;
-    p.n_head_kv = nkv;
-    p.head_dim_k = p.head_dim_v = hd;
-    // History per sequence: k/v rows [pos][kv head][hd].
-    std::vector<std::vector<float>> hist_k(3), hist_v(3);
-    std::vector<int32_t> next_pos(3, 0);
-    // Step 1: prefill seq 0 (5 tokens) and seq 2 (3 tokens); step 2: decode 1 token on 0, 1, 2.
-    const std::vector<std::vector<int32_t>> steps = {{0, 0, 0, 0, 0, 2, 2, 2}, {0, 1, 2}};
-    double max_err = 0, max_ref = 0;
-    uint32_t seed = 10;
-    for (const auto& seqs : steps) {
-      Batch b;
-      for (int32_t sq : seqs) b.add(0, next_pos[sq]++, sq, false);
-      f.backend->begin_step(b);
-      const int64_t n = b.size();
-      const auto q = random_vector(n * nh * hd, seed++), k = random_vector(n * nkv * hd, seed++),
-                 v = random_vector(n * nkv * hd, seed++);
-      Act qa = f.act(q, n, nh * hd), ka = f.act(k, n, nkv * hd), va = f.act(v, n, nkv * hd),
-          out = f.backend->alloc(n, nh * hd);
-      f.backend->attention(p, qa, ka, va, out);
-      for (int64_t t = 0; t < n; ++t) {
-        const int32_t sq = b.seq_ids[t];
-        hist_k[sq].insert(hist_k[sq].end(), k.begin() + t * nkv * hd, k.begin() + (t + 1) * nkv * hd);
-        hist_v[sq].insert(hist_v[sq].end(), v.begin() + t * nkv * hd, v.begin() + (t + 1) * nkv * hd);
-      }
-      for (int64_t t = 0; t < n; ++t) {
-        const int32_t sq = b.seq_ids[t], pos = b.positions[t];
-        for (int64_t h = 0; h < nh; ++h) {
-          const int64_t hk = h / (nh / nkv);
-          std::vector<double> sc(pos + 1);
-          for (int j = 0; j <= pos; ++j) {
-            double d = 0;
-            for (int i = 0; i < hd; ++i) d += double(q[(t * nh + h) * hd + i]) * hist_k[sq][(j * nkv + hk) * hd + i];
-            sc[j] = d / std::sqrt(double(hd));
-          }
-          const double mx = *std::max_element(sc.begin(), sc.end());
-          double sum = 0;
-          for (double& x : sc) sum += x = std::exp(x - mx);
-          for (int i = 0; i < hd; ++i) {
-            double o = 0;
-            for (int j = 0; j <= pos; ++j) o += sc[j] / sum * hist_v[sq][(j * nkv + hk) * hd + i];
-            max_err = std::max(max_err, std::abs(o - out.row(t)[h * hd + i]));
-            max_ref = std::max(max_ref, std::abs(o));
-          }
+// Naive attention in double over explicitly kept K/V histories, per sequence, for one ISA's
+// kernel, cache types, head dim and GQA grouping. Histories reach 41 positions, so vector loops
+// and their tails (8 and 16 floats) are both exercised.
+struct AttentionCase {
+  CpuIsa isa;
+  DType cache_k, cache_v;
+  int64_t hd, nh, nkv;
+};
+
+void check_attention(const AttentionCase& c) {
+  set_cpu_isa_for_testing(c.isa);
+  Fixture f;
+  StepShape s = small_shape();
+  s.cache_type_k = c.cache_k;
+  s.cache_type_v = c.cache_v;
+  s.n_head = c.nh;
+  s.n_head_kv = c.nkv;
+  s.head_dim_k = s.head_dim_v = c.hd;
+  s.max_tokens = s.max_logits = 40;
+  s.n_ctx = 48;
+  f.backend->reserve(s);
+  const int64_t hd = c.hd, nh = c.nh, nkv = c.nkv;
+  AttentionParams p;
+  p.layer = 1;
+  p.n_head = nh;
+  p.n_head_kv = nkv;
+  p.head_dim_k = p.head_dim_v = hd;
+  // History per sequence: k/v rows [pos][kv head][hd].
+  std::vector<std::vector<float>> hist_k(3), hist_v(3);
+  std::vector<int32_t> next_pos(3, 0);
+  // Step 1: prefill seq 0 (5 tokens) and seq 2 (3 tokens); step 2: decode 1 token on 0, 1, 2;
+  // step 3: a 33-token chunk on seq 0; then decode on 0 and 2.
+  std::vector<std::vector<int32_t>> steps = {{0, 0, 0, 0, 0, 2, 2, 2}, {0, 1, 2}, std::vector<int32_t>(33, 0), {2, 0}};
+  double max_err = 0, max_ref = 0;
+  uint32_t seed = 10;
+  for (const auto& seqs : steps) {
+    Batch b;
+    for (int32_t sq : seqs) b.add(0, next_pos[sq]++, sq, false);
+    f.backend->begin_step(b);
+    const int64_t n = b.size();
+    const auto q = random_vector(n * nh * hd, seed++), k = random_vector(n * nkv * hd, seed++),
+               v = random_vector(n * nkv * hd, seed++);
+    Act qa = f.act(q, n, nh * hd), ka = f.act(k, n, nkv * hd), va = f.act(v, n, nkv * hd),
+        out = f.backend->alloc(n, nh * hd);
+    f.backend->attention(p, qa, ka, va, out);
+    for (int64_t t = 0; t < n; ++t) {
+      const int32_t sq = b.seq_ids[t];
+      hist_k[sq].insert(hist_k[sq].end(), k.begin() + t * nkv * hd, k.begin() + (t + 1) * nkv * hd);
+      hist_v[sq].insert(hist_v[sq].end(), v.begin() + t * nkv * hd, v.begin() + (t + 1) * nkv * hd);
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      const int32_t sq = b.seq_ids[t], pos = b.positions[t];
+      for (int64_t h = 0; h < nh; ++h) {
+        const int64_t hk = h / (nh / nkv);
+        std::vector<double> sc(pos + 1);
+        for (int j = 0; j <= pos; ++j) {
+          double d = 0;
+          for (int i = 0; i < hd; ++i) d += double(q[(t * nh + h) * hd + i]) * hist_k[sq][(j * nkv + hk) * hd + i];
+          sc[j] = d / std::sqrt(double(hd));
+        }
+        const double mx = *std::max_element(sc.begin(), sc.end());
+        double sum = 0;
+        for (double& x : sc) sum += x = std::exp(x - mx);
+        for (int i = 0; i < hd; ++i) {
+          double o = 0;
+          for (int j = 0; j <= pos; ++j) o += sc[j] / sum * hist_v[sq][(j * nkv + hk) * hd + i];
+          max_err = std::max(max_err, std::abs(o - out.row(t)[h * hd + i]));
+          max_ref = std::max(max_ref, std::abs(o));
         }
       }
     }
-    // F32 cache: float rounding only. F16: 2^-11 relative per element. Q8_0: 1/254 of a block's
-    // max per element; Q4_0: 1/14 — errors average out over the softmax but scores move by
-    // |q||dk|, so the bounds are loose and checked to be orders apart.
-    const double bound = cache == DType::F32 ? 1e-5 : cache == DType::F16 ? 3e-3 : cache == DType::Q8_0 ? 3e-2 : 0.4;
-    EXPECT_LT(max_err / max_ref, bound) << "max_err " << max_err << " max_ref " << max_ref;
+  }
+  set_cpu_isa_for_testing(std::nullopt);
+  // F32 cache: float rounding only. F16: 2^-11 relative per element. Q8_0: 1/254 of a block's
+  // max per element; Q4_0: 1/14 — errors average out over the softmax but scores move by
+  // |q||dk|, so the bounds are loose and checked to be orders apart.
+  const DType worst = c.cache_k == DType::Q4_0 || c.cache_v == DType::Q4_0   ? DType::Q4_0
+                      : c.cache_k == DType::Q8_0 || c.cache_v == DType::Q8_0 ? DType::Q8_0
+                      : c.cache_k == DType::F16 || c.cache_v == DType::F16   ? DType::F16
+                                                                             : DType::F32;
+  const double bound = worst == DType::F32 ? 1e-5 : worst == DType::F16 ? 3e-3 : worst == DType::Q8_0 ? 3e-2 : 0.4;
+  EXPECT_LT(max_err / max_ref, bound) << "max_err " << max_err << " max_ref " << max_ref;
+}
+
+std::vector<CpuIsa> available_isas() {
+  std::vector<CpuIsa> isas;
+  for (CpuIsa isa : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512})
+    if (cpu_supports(cpu_features(), isa)) isas.push_back(isa);
+  return isas;
+}
+
+TEST(CpuOps, AttentionMatchesNaiveAcrossSequencesAndSteps) {
+  for (CpuIsa isa : available_isas()) {
+    for (DType cache : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
+      for (auto [hd, nh, nkv] : {std::tuple{32, 4, 2}, std::tuple{64, 8, 1}, std::tuple{96, 3, 3}}) {
+        SCOPED_TRACE(fmt::format("{} {} hd={} heads={}/{}", cpu_isa_name(isa), dtype_name(cache), hd, nh, nkv));
+        check_attention({isa, cache, cache, hd, nh, nkv});
+      }
+    }
+    // Head dims that are not a multiple of any vector width (float caches only), and mixed K/V types.
+    for (DType cache : {DType::F32, DType::F16}) {
+      SCOPED_TRACE(fmt::format("{} {} hd=36", cpu_isa_name(isa), dtype_name(cache)));
+      check_attention({isa, cache, cache, 36, 4, 2});
+    }
+    SCOPED_TRACE(fmt::format("{} k=q8_0 v=f16", cpu_isa_name(isa)));
+    check_attention({isa, DType::Q8_0, DType::F16, 64, 4, 2});
   }
 }
 

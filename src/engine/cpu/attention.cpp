@@ -1,20 +1,32 @@
-// Causal attention over the KV cache. One (token, head) pair per task: scores against every
-// cached K row of the token's slot up to its position (a quantised-K row dotted without
-// dequantising it), a max-subtracted softmax in float, then the weighted sum of V rows in double.
+// Causal attention over the KV cache. One (token, KV head) pair per task: the query heads that
+// share the KV head attend together to the token's slot up to its position (attention_kernels.h),
+// with the kernel of the ISA the CPU backend uses. Tasks are dealt to threads round-robin, so a
+// prefill chunk's short early rows and long late rows spread evenly.
 #include "engine/cpu/attention.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/quant.h"
+#include "engine/cpu/attention_kernels.h"
 
 namespace velocity::engine::cpu {
 
 namespace {
 bool cache_type_ok(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::Q8_0 || t == DType::Q4_0;
+}
+
+AttentionKernels pick_kernels() {
+#if defined(__x86_64__)
+  const CpuIsa isa = best_cpu_isa();
+  if (isa >= CpuIsa::Avx512) return avx512_attention_kernels();
+  if (isa >= CpuIsa::Avx2) return avx2_attention_kernels();
+#endif
+  return scalar_attention_kernels();
 }
 }  // namespace
 
@@ -33,9 +45,9 @@ KvCache::KvCache(const StepShape& shape, int n_threads) : shape_(shape) {
   const int64_t rows = shape.n_layer * shape.n_slots * shape.n_ctx * shape.n_head_kv;
   k_.resize(static_cast<size_t>(rows * k_row_bytes_));
   v_.resize(static_cast<size_t>(rows * v_row_bytes_));
-  scores_.assign(n_threads, std::vector<float>(shape.n_ctx));
-  v_tmp_.assign(n_threads, std::vector<float>(shape.head_dim_v));
-  acc_.assign(n_threads, std::vector<double>(shape.head_dim_v));
+  VELOCITY_CHECK(shape.n_head > 0 && shape.n_head_kv > 0 && shape.n_head % shape.n_head_kv == 0);
+  const int64_t group = shape.n_head / shape.n_head_kv;
+  scratch_.assign(n_threads, std::vector<float>(group * shape.n_ctx + std::max(shape.head_dim_k, shape.head_dim_v) + group));
 }
 
 uint8_t* KvCache::k_row(int64_t layer, int64_t slot, int64_t pos, int64_t head) {
@@ -57,45 +69,44 @@ void KvCache::attend(ThreadPool& pool, const AttentionParams& p, const int32_t* 
   VELOCITY_CHECK(p.layer >= 0 && p.layer < shape_.n_layer);
   const DType tk = shape_.cache_type_k, tv = shape_.cache_type_v;
 
+  const AttentionKernels kernels = pick_kernels();
+  VELOCITY_CHECK(n_head == shape_.n_head && n_kv == shape_.n_head_kv);
+
   // 1. Store this step's K and V rows (every token's before any token reads).
   pool.parallel_for(n_tokens * n_kv, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t t = i / n_kv, h = i % n_kv;
-      quantize_row(tk, k.row(t) + h * dk, k_row(p.layer, seq_ids[t], positions[t], h), dk);
-      quantize_row(tv, v.row(t) + h * dv, v_row(p.layer, seq_ids[t], positions[t], h), dv);
+      kernels.store_row(tk, k.row(t) + h * dk, k_row(p.layer, seq_ids[t], positions[t], h), dk);
+      kernels.store_row(tv, v.row(t) + h * dv, v_row(p.layer, seq_ids[t], positions[t], h), dv);
     }
   });
 
-  // 2. out[t, h] = sum_j softmax_j(scale * q . k_j) v_j over j in [0, position].
+  // 2. out[t, h] = sum_j softmax_j(scale * q . k_j) v_j over j in [0, position], a KV head's
+  // query group at a time.
   const float scale = p.scale != 0 ? p.scale : 1.0f / std::sqrt(static_cast<float>(dk));
   const int64_t group = n_head / n_kv;
   pool.run([&](int ith, int nth) {
-    std::vector<float>& scores = scores_[ith];
-    std::vector<float>& v_tmp = v_tmp_[ith];
-    std::vector<double>& acc = acc_[ith];
-    const int64_t n_tasks = n_tokens * n_head;
-    for (int64_t i = n_tasks * ith / nth; i < n_tasks * (ith + 1) / nth; ++i) {
-      const int64_t t = i / n_head, h = i % n_head, hk = h / group;
-      const int64_t n_pos = positions[t] + 1;
-      const float* qh = q.row(t) + h * dk;
-      float max_score = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < n_pos; ++j) {
-        scores[j] = scale * dot_row(tk, k_row(p.layer, seq_ids[t], j, hk), qh, dk);
-        max_score = std::max(max_score, scores[j]);
-      }
-      double sum = 0;
-      for (int64_t j = 0; j < n_pos; ++j) {
-        scores[j] = std::exp(scores[j] - max_score);
-        sum += scores[j];
-      }
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (int64_t j = 0; j < n_pos; ++j) {
-        dequantize_row(tv, v_row(p.layer, seq_ids[t], j, hk), v_tmp.data(), dv);
-        const double w = scores[j];
-        for (int64_t d = 0; d < dv; ++d) acc[d] += w * v_tmp[d];
-      }
-      float* o = out.row(t) + h * dv;
-      for (int64_t d = 0; d < dv; ++d) o[d] = static_cast<float>(acc[d] / sum);
+    std::vector<float>& scratch = scratch_[ith];
+    AttendArgs a;
+    a.tk = tk;
+    a.tv = tv;
+    a.dk = dk;
+    a.dv = dv;
+    a.group = group;
+    a.scale = scale;
+    a.k_stride = n_kv * k_row_bytes_;
+    a.v_stride = n_kv * v_row_bytes_;
+    a.scores = scratch.data();
+    a.row = a.scores + group * shape_.n_ctx;
+    a.sums = a.row + std::max(dk, dv);
+    for (int64_t i = ith; i < n_tokens * n_kv; i += nth) {
+      const int64_t t = i / n_kv, hk = i % n_kv;
+      a.n_pos = positions[t] + 1;
+      a.k = k_row(p.layer, seq_ids[t], 0, hk);
+      a.v = v_row(p.layer, seq_ids[t], 0, hk);
+      a.q = q.row(t) + hk * group * dk;
+      a.out = out.row(t) + hk * group * dv;
+      kernels.attend(a);
     }
   });
 }

@@ -36,9 +36,8 @@ class KvCache {
   StepShape shape_;
   int64_t k_row_bytes_ = 0, v_row_bytes_ = 0;
   std::vector<uint8_t> k_, v_;
-  // Per thread scratch: scores [n_ctx], one dequantised V row [Dhv], the output accumulator [Dhv].
-  std::vector<std::vector<float>> scores_, v_tmp_;
-  std::vector<std::vector<double>> acc_;
+  // Per thread scratch (AttendArgs): scores [group * n_ctx], one row [max(Dh, Dhv)], sums [group].
+  std::vector<std::vector<float>> scratch_;
 };
 
 }  // namespace velocity::engine::cpu

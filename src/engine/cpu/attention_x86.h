@@ -1,0 +1,296 @@
+// The x86 attention primitives (attention_impl.h), compiled twice: attention_avx2.cpp (8 floats a
+// vector, scalar tails) and attention_avx512.cpp (16 floats, masked tails). The including file
+// defines VELOCITY_X86_NS.
+//
+// exp: x = n ln2 + r with n = round(x / ln2), |r| <= ln2 / 2; e^r by its degree-7 Taylor
+// polynomial (truncation error < 3e-9, below float rounding), times 2^n. Inputs are clamped to
+// [-87, 88] so 2^n stays a normal float; softmax feeds it x - max <= 0, where e^-87 ~ 1.6e-38
+// is as good as zero next to the max's weight of 1.
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/fp16.h"
+#include "core/quant.h"
+#include "engine/cpu/attention_impl.h"
+
+#ifndef VELOCITY_X86_NS
+#error "define VELOCITY_X86_NS before including attention_x86.h"
+#endif
+
+namespace velocity::engine::cpu::VELOCITY_X86_NS {
+namespace {
+
+constexpr float kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f;          // ln 2 split so n * kLn2Hi is exact for |n| < 2^9
+constexpr float kLn2Lo = -2.12194440e-4f;
+constexpr float kExpLo = -87.0f, kExpHi = 88.0f;
+
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+// One 32-element block of Q8_0 (2-byte scale, 32 int8) or Q4_0 (2-byte scale, 16 nibble bytes),
+// written as floats.
+inline void q8_0_block_avx2(const uint8_t* b, float* y) {
+  const __m256 d = _mm256_set1_ps(fp16_to_fp32(load_u16(b)));
+  for (int i = 0; i < 32; i += 8) {
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + i));
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))));
+  }
+}
+inline void q4_0_block_avx2(const uint8_t* b, float* y) {
+  const __m256 d = _mm256_set1_ps(fp16_to_fp32(load_u16(b)));
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 2));
+  const __m128i m4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+  const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m4), eight);                      // elements 0..15
+  const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), eight);  // elements 16..31
+  const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+  for (int i = 0; i < 4; ++i)
+    _mm256_storeu_ps(y + 8 * i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[i]))));
+}
+
+const float* load_row_avx2(DType t, const uint8_t* src, float* tmp, int64_t n) {
+  switch (t) {
+    case DType::F32:
+      return reinterpret_cast<const float*>(src);
+    case DType::F16: {
+      int64_t i = 0;
+      for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(tmp + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i))));
+      for (; i < n; ++i) tmp[i] = fp16_to_fp32(load_u16(src + 2 * i));
+      return tmp;
+    }
+    case DType::Q8_0:
+      for (int64_t b = 0; b < n / 32; ++b) q8_0_block_avx2(src + 34 * b, tmp + 32 * b);
+      return tmp;
+    case DType::Q4_0:
+      for (int64_t b = 0; b < n / 32; ++b) q4_0_block_avx2(src + 18 * b, tmp + 32 * b);
+      return tmp;
+    default:
+      dequantize_row(t, src, tmp, n);
+      return tmp;
+  }
+}
+
+void store_row(DType t, const float* x, uint8_t* dst, int64_t n) {
+  switch (t) {
+    case DType::F32:
+      std::memcpy(dst, x, n * sizeof(float));
+      return;
+    case DType::F16: {
+      int64_t i = 0;
+      for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      if (i < n) quantize_row(DType::F16, x + i, dst + 2 * i, n - i);
+      return;
+    }
+    default:
+      quantize_row(t, x, dst, n);
+  }
+}
+
+inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline float hmax256(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// e^r for |r| <= ln2/2, degree-7 Taylor in Horner form.
+template <class V, class Fma, class Set>
+inline V exp_poly(V r, Fma fma, Set set) {
+  V p = set(1.0f / 5040);
+  p = fma(p, r, set(1.0f / 720));
+  p = fma(p, r, set(1.0f / 120));
+  p = fma(p, r, set(1.0f / 24));
+  p = fma(p, r, set(1.0f / 6));
+  p = fma(p, r, set(0.5f));
+  p = fma(p, r, set(1.0f));
+  return fma(p, r, set(1.0f));
+}
+
+inline __m256 exp256(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kExpLo)), _mm256_set1_ps(kExpHi));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+  const __m256 p = exp_poly(r, [](__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); },
+                            [](float f) { return _mm256_set1_ps(f); });
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+struct Avx2Ops {
+  static const float* load(DType t, const uint8_t* src, float* tmp, int64_t n) { return load_row_avx2(t, src, tmp, n); }
+  static float dot(const float* a, const float* b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+      s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s;
+  }
+  static float max(const float* x, int64_t n) {
+    __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+    float r = hmax256(m);
+    for (; i < n; ++i) r = std::max(r, x[i]);
+    return r;
+  }
+  static float exp_sum(float* x, int64_t n, float sub) {
+    const __m256 vs = _mm256_set1_ps(sub);
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vs));
+      _mm256_storeu_ps(x + i, e);
+      acc = _mm256_add_ps(acc, e);
+    }
+    float tail = 0;
+    if (i < n) {  // the tail through the same vector exp
+      alignas(32) float buf[8] = {};
+      std::copy(x + i, x + n, buf);
+      _mm256_store_ps(buf, exp256(_mm256_sub_ps(_mm256_load_ps(buf), vs)));
+      for (int64_t k = 0; k < n - i; ++k) tail += x[i + k] = buf[k];
+    }
+    return hsum256(acc) + tail;
+  }
+  static void axpy(float a, const float* x, float* y, int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; ++i) y[i] += a * x[i];
+  }
+  static void scale(float* y, float s, int64_t n) {
+    const __m256 vs = _mm256_set1_ps(s);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(vs, _mm256_loadu_ps(y + i)));
+    for (; i < n; ++i) y[i] *= s;
+  }
+};
+
+#if defined(__AVX512F__)
+inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
+
+inline __m512 exp512(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kExpLo)), _mm512_set1_ps(kExpHi));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
+  const __m512 p = exp_poly(r, [](__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); },
+                            [](float f) { return _mm512_set1_ps(f); });
+  return _mm512_scalef_ps(p, n);
+}
+
+const float* load_row_avx512(DType t, const uint8_t* src, float* tmp, int64_t n) {
+  switch (t) {
+    case DType::F16:
+      for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(tmp + i, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src + 2 * i)));
+      }
+      return tmp;
+    case DType::Q8_0:
+      for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* blk = src + 34 * b;
+        const __m512 d = _mm512_set1_ps(fp16_to_fp32(load_u16(blk)));
+        for (int h = 0; h < 2; ++h) {
+          const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2 + 16 * h));
+          _mm512_storeu_ps(tmp + 32 * b + 16 * h, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q))));
+        }
+      }
+      return tmp;
+    case DType::Q4_0:
+      for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* blk = src + 18 * b;
+        const __m512 d = _mm512_set1_ps(fp16_to_fp32(load_u16(blk)));
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+        const __m128i m4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+        const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m4), eight);
+        const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), eight);
+        _mm512_storeu_ps(tmp + 32 * b, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo))));
+        _mm512_storeu_ps(tmp + 32 * b + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi))));
+      }
+      return tmp;
+    default:
+      return load_row_avx2(t, src, tmp, n);
+  }
+}
+
+struct Avx512Ops {
+  static const float* load(DType t, const uint8_t* src, float* tmp, int64_t n) { return load_row_avx512(t, src, tmp, n); }
+  static float dot(const float* a, const float* b, int64_t n) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+      s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+      s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+      const __mmask16 m = tail_mask(n - i);
+      s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+  }
+  static float max(const float* x, int64_t n) {
+    const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    __m512 m = ninf;
+    for (int64_t i = 0; i < n; i += 16) m = _mm512_max_ps(m, _mm512_mask_loadu_ps(ninf, tail_mask(n - i), x + i));
+    return _mm512_reduce_max_ps(m);
+  }
+  static float exp_sum(float* x, int64_t n, float sub) {
+    const __m512 vs = _mm512_set1_ps(sub);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+      const __mmask16 m = tail_mask(n - i);
+      const __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vs));
+      _mm512_mask_storeu_ps(x + i, m, e);
+      acc = _mm512_mask_add_ps(acc, m, acc, e);
+    }
+    return _mm512_reduce_add_ps(acc);
+  }
+  static void axpy(float a, const float* x, float* y, int64_t n) {
+    const __m512 va = _mm512_set1_ps(a);
+    for (int64_t i = 0; i < n; i += 16) {
+      const __mmask16 m = tail_mask(n - i);
+      _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+    }
+  }
+  static void scale(float* y, float s, int64_t n) {
+    const __m512 vs = _mm512_set1_ps(s);
+    for (int64_t i = 0; i < n; i += 16) {
+      const __mmask16 m = tail_mask(n - i);
+      _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(vs, _mm512_maskz_loadu_ps(m, y + i)));
+    }
+  }
+};
+using Ops = Avx512Ops;
+#else
+using Ops = Avx2Ops;
+#endif
+
+}  // namespace
+
+inline AttentionKernels attention_kernels() { return {attend_group<Ops>, store_row}; }
+
+}  // namespace velocity::engine::cpu::VELOCITY_X86_NS
