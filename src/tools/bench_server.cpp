@@ -300,8 +300,11 @@ RequestSample run_request(Connection& connection, const ServerBenchOptions& o, c
   if (!first_text) return s;
   s.ttft_ms = ms_between(sent, *first_text);
   const double decode_ms = ms_between(*first_text, *last_text);
-  if (s.completion_tokens >= 2 && decode_ms > 0)
+  if (s.completion_tokens >= 2 && decode_ms > 0) {
     s.decode_tokens_per_second = 1e3 * (double)(s.completion_tokens - 1) / decode_ms;
+    s.decode_begin_s = std::chrono::duration<double>(first_text->time_since_epoch()).count();
+    s.decode_end_s = std::chrono::duration<double>(last_text->time_since_epoch()).count();
+  }
   return s;
 }
 
@@ -506,6 +509,8 @@ LatencyStats latency_stats(std::vector<double> values) {
 
 void summarize_level(ServerBenchLevel& level) {
   std::vector<double> ttft, itl, e2e, rates, server_rates;
+  std::vector<std::pair<double, double>> decode_spans;
+  int64_t decode_tokens = 0;
   int64_t n_chunks = 0, n_tokens_with_text = 0;
   level.prompt_tokens = level.generated_tokens = level.n_finished_by_length = level.n_without_text = 0;
   for (const RequestSample& s : level.samples) {
@@ -513,7 +518,11 @@ void summarize_level(ServerBenchLevel& level) {
     level.n_without_text += !s.ttft_ms;
     e2e.push_back(s.e2e_ms);
     itl.insert(itl.end(), s.itl_ms.begin(), s.itl_ms.end());
-    if (s.decode_tokens_per_second) rates.push_back(*s.decode_tokens_per_second);
+    if (s.decode_tokens_per_second) {
+      rates.push_back(*s.decode_tokens_per_second);
+      decode_spans.emplace_back(s.decode_begin_s, s.decode_end_s);
+      decode_tokens += s.completion_tokens - 1;
+    }
     if (s.server_predicted_per_second) server_rates.push_back(*s.server_predicted_per_second);
     level.prompt_tokens += s.prompt_tokens;
     level.generated_tokens += s.completion_tokens;
@@ -531,6 +540,15 @@ void summarize_level(ServerBenchLevel& level) {
       server_rates.empty() ? std::nullopt : std::optional<double>(latency_stats(server_rates).mean);
   level.tokens_per_chunk = n_chunks > 0 ? (double)n_tokens_with_text / (double)n_chunks : 0;
   level.aggregate_tokens_per_second = level.wall_s > 0 ? (double)level.generated_tokens / level.wall_s : 0;
+  // Length of the union of the decode spans.
+  std::sort(decode_spans.begin(), decode_spans.end());
+  double decoding_s = 0, covered_to = -std::numeric_limits<double>::infinity();
+  for (auto [begin, end] : decode_spans) {
+    begin = std::max(begin, covered_to);
+    if (end > begin) decoding_s += end - begin;
+    covered_to = std::max(covered_to, end);
+  }
+  level.aggregate_decode_tokens_per_second = decoding_s > 0 ? (double)decode_tokens / decoding_s : 0;
 }
 
 ServerBenchReport run_server_bench(const ServerBenchOptions& o) {
@@ -564,24 +582,31 @@ ServerBenchReport run_server_bench(const ServerBenchOptions& o) {
   if (base && base->aggregate_tokens_per_second > 0)
     for (ServerBenchLevel& l : report.levels)
       l.speedup_vs_concurrency1 = l.aggregate_tokens_per_second / base->aggregate_tokens_per_second;
+  if (base && base->aggregate_decode_tokens_per_second > 0)
+    for (ServerBenchLevel& l : report.levels)
+      l.decode_speedup_vs_concurrency1 =
+          l.aggregate_decode_tokens_per_second / base->aggregate_decode_tokens_per_second;
   return report;
 }
 
 void print_server_bench_markdown(const ServerBenchReport& r, std::ostream& out) {
   out << fmt::format("velocity {} | server {} | model {} | {} | prompt ~{} words | max_tokens {} | greedy\n", r.version,
                      r.url, r.model, r.endpoint, r.n_prompt_words, r.n_gen);
-  out << "\n| conc | requests | gen tokens | wall s | agg tok/s | speedup | stream tok/s mean | p50 | server tok/s "
+  out << "\n| conc | requests | prompt tok/req | gen tokens | wall s | agg tok/s | speedup | agg decode tok/s | decode speedup | stream tok/s mean | p50 | server tok/s "
          "| TTFT ms p50 | p90 | p99 | ITL ms p50 | p90 | p99 | e2e ms p50 | p99 | tok/chunk |\n";
   out << "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-         "---: "
+         "---: | ---: | ---: | ---: "
          "| ---: | ---: |\n";
   for (const ServerBenchLevel& l : r.levels) {
     out << fmt::format(
-        "| {} | {} | {} | {:.2f} | {:.2f} | {} | {:.2f} | {:.2f} | {} | {:.1f} | {:.1f} | {:.1f} | {:.2f} | {:.2f} | "
+        "| {} | {} | {:.1f} | {} | {:.2f} | {:.2f} | {} | {:.2f} | {} | {:.2f} | {:.2f} | {} | {:.1f} | {:.1f} | {:.1f} | {:.2f} | {:.2f} | "
         "{:.2f} "
         "| {:.1f} | {:.1f} | {:.2f} |\n",
-        l.concurrency, l.samples.size(), l.generated_tokens, l.wall_s, l.aggregate_tokens_per_second,
-        l.speedup_vs_concurrency1 ? fmt::format("{:.2f}x", *l.speedup_vs_concurrency1) : std::string(),
+        l.concurrency, l.samples.size(),
+        l.samples.empty() ? 0.0 : (double)l.prompt_tokens / (double)l.samples.size(), l.generated_tokens, l.wall_s,
+        l.aggregate_tokens_per_second, l.speedup_vs_concurrency1 ? fmt::format("{:.2f}x", *l.speedup_vs_concurrency1) : std::string(),
+        l.aggregate_decode_tokens_per_second,
+        l.decode_speedup_vs_concurrency1 ? fmt::format("{:.2f}x", *l.decode_speedup_vs_concurrency1) : std::string(),
         l.stream_tokens_per_second_mean, l.stream_tokens_per_second_p50,
         l.server_predicted_per_second_mean ? fmt::format("{:.2f}", *l.server_predicted_per_second_mean) : std::string(),
         l.ttft_ms.p50, l.ttft_ms.p90, l.ttft_ms.p99, l.itl_ms.p50, l.itl_ms.p90, l.itl_ms.p99, l.e2e_ms.p50,
@@ -621,6 +646,8 @@ nlohmann::ordered_json server_bench_json(const ServerBenchReport& r) {
     e["generated_tokens"] = l.generated_tokens;
     e["aggregate_tokens_per_second"] = l.aggregate_tokens_per_second;
     e["speedup_vs_concurrency1"] = optional_json(l.speedup_vs_concurrency1);
+    e["aggregate_decode_tokens_per_second"] = l.aggregate_decode_tokens_per_second;
+    e["decode_speedup_vs_concurrency1"] = optional_json(l.decode_speedup_vs_concurrency1);
     e["stream_tokens_per_second"] = {{"mean", l.stream_tokens_per_second_mean},
                                      {"p50", l.stream_tokens_per_second_p50}};
     e["server_predicted_per_second"] = optional_json(l.server_predicted_per_second_mean);
@@ -647,16 +674,19 @@ nlohmann::ordered_json server_bench_json(const ServerBenchReport& r) {
 
 void print_server_bench_csv(const ServerBenchReport& r, std::ostream& out) {
   out << "url,model,endpoint,n_prompt_words,n_gen,concurrency,requests,generated_tokens,wall_s,"
-         "aggregate_tokens_per_second,speedup_vs_concurrency1,stream_tokens_per_second_mean,"
+         "aggregate_tokens_per_second,speedup_vs_concurrency1,aggregate_decode_tokens_per_second,"
+         "decode_speedup_vs_concurrency1,stream_tokens_per_second_mean,"
          "stream_tokens_per_second_p50,server_predicted_per_second,ttft_ms_p50,ttft_ms_p90,ttft_ms_p99,itl_ms_p50,"
          "itl_ms_p90,itl_ms_p99,e2e_ms_p50,e2e_ms_p99,tokens_per_chunk\n";
   for (const ServerBenchLevel& l : r.levels) {
     out << fmt::format(
-        "{},{},{},{},{},{},{},{},{:.4f},{:.4f},{},{:.4f},{:.4f},{},{:.3f},{:.3f},{:.3f},{:.3f},{:.3f},{:.3f},"
+        "{},{},{},{},{},{},{},{},{:.4f},{:.4f},{},{:.4f},{},{:.4f},{:.4f},{},{:.3f},{:.3f},{:.3f},{:.3f},{:.3f},{:.3f},"
         "{:.3f},{:.3f},{:.4f}\n",
         csv_quote(r.url), csv_quote(r.model), r.endpoint, r.n_prompt_words, r.n_gen, l.concurrency, l.samples.size(),
         l.generated_tokens, l.wall_s, l.aggregate_tokens_per_second,
         l.speedup_vs_concurrency1 ? fmt::format("{:.4f}", *l.speedup_vs_concurrency1) : std::string(),
+        l.aggregate_decode_tokens_per_second,
+        l.decode_speedup_vs_concurrency1 ? fmt::format("{:.4f}", *l.decode_speedup_vs_concurrency1) : std::string(),
         l.stream_tokens_per_second_mean, l.stream_tokens_per_second_p50,
         l.server_predicted_per_second_mean ? fmt::format("{:.4f}", *l.server_predicted_per_second_mean) : std::string(),
         l.ttft_ms.p50, l.ttft_ms.p90, l.ttft_ms.p99, l.itl_ms.p50, l.itl_ms.p90, l.itl_ms.p99, l.e2e_ms.p50,

@@ -16,7 +16,11 @@
 //   tok/s    the stream's decode rate: (completion_tokens - 1) / (last text chunk - first text chunk),
 //            completion_tokens from the usage chunk (the server's count, not the chunk count).
 // Per level: aggregate tok/s = generated tokens of all requests / wall time of the level (prefill
-// included); speedup = aggregate tok/s against the level with C = 1, when it ran. The server's
+// included); speedup = aggregate tok/s against the level with C = 1, when it ran. Aggregate decode
+// tok/s = the tokens after each request's first / the time during which at least one request was
+// decoding (the union of the requests' [first text chunk, last text chunk] intervals): the decode
+// throughput with the pure-prefill time left out (prefills of requests that arrive while others
+// decode still slow those down, and count); decode speedup compares it with C = 1's. The server's
 // own decode rate (timings.predicted_per_second of the finish chunk, a llama.cpp extension;
 // velocity counts from the end of the prefill) is averaged beside, to separate HTTP overhead.
 //
@@ -96,6 +100,8 @@ struct RequestSample {
   int64_t completion_tokens = 0;  // from the usage chunk
   bool has_usage = false;
   std::optional<double> decode_tokens_per_second;  // see the header comment; needs >= 2 tokens
+  // First and last text chunk, seconds on the steady clock (present with decode_tokens_per_second).
+  double decode_begin_s = 0, decode_end_s = 0;
   std::optional<double> server_predicted_per_second;
   std::optional<double> server_prompt_per_second;
   std::string finish_reason;
@@ -110,11 +116,13 @@ struct ServerBenchLevel {
   int64_t n_finished_by_length = 0;  // requests that generated all n_gen tokens
   int64_t n_without_text = 0;        // requests with no text chunk (no TTFT, ITL or stream tok/s)
   double aggregate_tokens_per_second = 0;
+  double aggregate_decode_tokens_per_second = 0;  // see the header comment
   LatencyStats ttft_ms, itl_ms, e2e_ms;
   double stream_tokens_per_second_mean = 0, stream_tokens_per_second_p50 = 0;
   double tokens_per_chunk = 0;  // of the requests with text: their tokens / their text chunks
   std::optional<double> server_predicted_per_second_mean;
   std::optional<double> speedup_vs_concurrency1;
+  std::optional<double> decode_speedup_vs_concurrency1;
 };
 
 struct ServerBenchReport {

@@ -100,6 +100,35 @@ TEST(BenchServerStats, Percentiles) {
   EXPECT_DOUBLE_EQ(s.max, 4);
 }
 
+// Aggregate decode rate: decode tokens over the union of the decode spans, however they overlap
+// (nested, disjoint, touching), against a brute-force count over a fine grid.
+TEST(BenchServerStats, AggregateDecodeUsesTheUnionOfSpans) {
+  const std::vector<std::pair<double, double>> spans = {{0, 4}, {1, 2}, {4, 5}, {7, 9}, {8, 8.5}, {20, 21}};
+  ServerBenchLevel level;
+  level.wall_s = 30;
+  for (auto [b, e] : spans) {
+    RequestSample s;
+    s.ttft_ms = 1;
+    s.completion_tokens = 11;
+    s.decode_tokens_per_second = 10 / (e - b);
+    s.decode_begin_s = b;
+    s.decode_end_s = e;
+    level.samples.push_back(s);
+  }
+  int64_t covered = 0;  // grid points of 1 ms inside some span
+  for (int64_t t = 0; t < 30000; ++t) {
+    const double x = (t + 0.5) / 1000;
+    for (auto [b, e] : spans)
+      if (x > b && x < e) {
+        ++covered;
+        break;
+      }
+  }
+  summarize_level(level);
+  EXPECT_NEAR(level.aggregate_decode_tokens_per_second, 60.0 / (covered / 1000.0), 1e-9);
+  EXPECT_DOUBLE_EQ(covered / 1000.0, 8.0);
+}
+
 TEST(BenchServerStats, LevelSummary) {
   ServerBenchLevel level;
   level.wall_s = 2;
@@ -112,6 +141,8 @@ TEST(BenchServerStats, LevelSummary) {
     s.prompt_tokens = 3;
     s.completion_tokens = 8;
     s.decode_tokens_per_second = 50.0 + 10 * i;
+    s.decode_begin_s = 10 + i;      // spans [10, 12] and [11, 14]: 4 s of decoding
+    s.decode_end_s = 12 + 2.0 * i;
     s.server_predicted_per_second = 60;
     s.finish_reason = i == 0 ? "length" : "stop";
     level.samples.push_back(s);
@@ -134,6 +165,7 @@ TEST(BenchServerStats, LevelSummary) {
   EXPECT_EQ(level.itl_ms.n, 6);
   EXPECT_DOUBLE_EQ(level.itl_ms.p50, 5);
   EXPECT_DOUBLE_EQ(level.stream_tokens_per_second_mean, 55);
+  EXPECT_DOUBLE_EQ(level.aggregate_decode_tokens_per_second, 14.0 / 4);  // 2 x (8 - 1) tokens
   EXPECT_DOUBLE_EQ(level.tokens_per_chunk, 2);  // of the requests with text
   ASSERT_TRUE(level.server_predicted_per_second_mean.has_value());
   EXPECT_DOUBLE_EQ(*level.server_predicted_per_second_mean, 60);
@@ -380,7 +412,7 @@ TEST_F(BenchServerCliTest, DemoModelTextChatAndFormats) {
   r = run({"bench", "--url", url(), "-m", "tiny", "--concurrency", "2", "--requests", "3", "-n", "4", "--chat"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("/v1/chat/completions"), std::string::npos) << r.out;
-  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(\n\| 2 \| 3 \| \d+ \| )"))) << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(\n\| 2 \| 3 \| [0-9.]+ \| \d+ \| )"))) << r.out;
   r = run({"bench", "--url", url() + "/", "--concurrency", "1", "--requests", "1", "-n", "2", "-o", "csv"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(r.out.starts_with("url,model,endpoint,")) << r.out;
