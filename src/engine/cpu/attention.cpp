@@ -47,16 +47,16 @@ KvCache::KvCache(const StepShape& shape, int n_threads) : shape_(shape) {
   v_.resize(static_cast<size_t>(rows * v_row_bytes_));
   VELOCITY_CHECK(shape.n_head > 0 && shape.n_head_kv > 0 && shape.n_head % shape.n_head_kv == 0);
   const int64_t group = shape.n_head / shape.n_head_kv;
-  scratch_.assign(n_threads, std::vector<float>(group * shape.n_ctx + std::max(shape.head_dim_k, shape.head_dim_v) + group));
+  scratch_.assign(n_threads, std::vector<float>(group * shape.n_ctx + kAttendBlock * std::max(shape.head_dim_k, shape.head_dim_v) + group));
 }
 
 uint8_t* KvCache::k_row(int64_t layer, int64_t slot, int64_t pos, int64_t head) {
-  const int64_t r = ((layer * shape_.n_slots + slot) * shape_.n_ctx + pos) * shape_.n_head_kv + head;
+  const int64_t r = ((layer * shape_.n_slots + slot) * shape_.n_head_kv + head) * shape_.n_ctx + pos;
   return k_.data() + r * k_row_bytes_;
 }
 
 uint8_t* KvCache::v_row(int64_t layer, int64_t slot, int64_t pos, int64_t head) {
-  const int64_t r = ((layer * shape_.n_slots + slot) * shape_.n_ctx + pos) * shape_.n_head_kv + head;
+  const int64_t r = ((layer * shape_.n_slots + slot) * shape_.n_head_kv + head) * shape_.n_ctx + pos;
   return v_.data() + r * v_row_bytes_;
 }
 
@@ -94,11 +94,11 @@ void KvCache::attend(ThreadPool& pool, const AttentionParams& p, const int32_t* 
     a.dv = dv;
     a.group = group;
     a.scale = scale;
-    a.k_stride = n_kv * k_row_bytes_;
-    a.v_stride = n_kv * v_row_bytes_;
+    a.k_stride = k_row_bytes_;
+    a.v_stride = v_row_bytes_;
     a.scores = scratch.data();
     a.row = a.scores + group * shape_.n_ctx;
-    a.sums = a.row + std::max(dk, dv);
+    a.sums = a.row + kAttendBlock * std::max(dk, dv);
     for (int64_t i = ith; i < n_tokens * n_kv; i += nth) {
       const int64_t t = i / n_kv, hk = i % n_kv;
       a.n_pos = positions[t] + 1;

@@ -1,9 +1,12 @@
 // KV cache storage and causal attention over it, for the CPU backend.
 //
-// Layout: per layer, per slot, per position, per KV head one row of head_dim elements in the
-// cache type (F32, F16, Q8_0 or Q4_0; the same block layouts as weights, quantised with the
-// reference quantiser), K and V with their own types:
-//   K[layer][slot][pos][kv_head] : row_bytes(type_k, head_dim_k)
+// Layout: per layer, per slot, per KV head, per position one row of head_dim elements in the
+// cache type (F32, F16, Q8_0 or Q4_0; the same block layouts as weights), K and V with their own
+// types:
+//   K[layer][slot][kv_head][pos] : row_bytes(type_k, head_dim_k)
+// so the rows one head attends to are one contiguous run, read front to back (with positions
+// outermost, a head's rows sat a kv-head stride apart and every page boundary stalled the
+// prefetcher: attention read the cache at a fifth of the bandwidth).
 // A token at position p of slot s attends to positions [0, p] of s; the cache does not track
 // which positions are filled — the batch contract (engine/batch.h) guarantees they were written.
 #pragma once
@@ -36,7 +39,8 @@ class KvCache {
   StepShape shape_;
   int64_t k_row_bytes_ = 0, v_row_bytes_ = 0;
   std::vector<uint8_t> k_, v_;
-  // Per thread scratch (AttendArgs): scores [group * n_ctx], one row [max(Dh, Dhv)], sums [group].
+  // Per thread scratch (AttendArgs): scores [group * n_ctx], rows [kAttendBlock * max(Dh, Dhv)],
+  // sums [group].
   std::vector<std::vector<float>> scratch_;
 };
 

@@ -17,6 +17,9 @@
 
 namespace velocity::engine::cpu {
 
+// Positions whose K or V rows a kernel converts to float at a time (the size of AttendArgs::row).
+inline constexpr int64_t kAttendBlock = 32;
+
 struct AttendArgs {
   const uint8_t* k = nullptr;  // K row of position j at k + j * k_stride (cache type tk, dk elements)
   int64_t k_stride = 0;
@@ -29,7 +32,7 @@ struct AttendArgs {
   const float* q = nullptr;  // group rows of dk, adjacent
   float* out = nullptr;      // group rows of dv, adjacent
   float scale = 1;
-  // Scratch: scores [group * n_pos], row [max(dk, dv)], sums [group].
+  // Scratch: scores [group * n_pos], row [kAttendBlock * max(dk, dv)], sums [group].
   float* scores = nullptr;
   float* row = nullptr;
   float* sums = nullptr;

@@ -284,13 +284,106 @@ struct Avx512Ops {
     }
   }
 };
-using Ops = Avx512Ops;
-#else
-using Ops = Avx2Ops;
-#endif
+// r[i] = sum of the 16 lanes of v[i], for i < 16: pairwise lane sums within 128-bit lanes, then
+// across them (45 shuffles and adds for 16 dot products instead of a full reduction each).
+inline __m512 hadd16(const __m512* v) {
+  __m512 u[8], w[4];
+  for (int k = 0; k < 8; ++k)  // per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3]
+    u[k] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * k], v[2 * k + 1]), _mm512_unpackhi_ps(v[2 * k], v[2 * k + 1]));
+  for (int k = 0; k < 4; ++k)  // per 128-bit lane: that lane's sums of v[4k .. 4k+3]
+    w[k] = _mm512_add_ps(_mm512_shuffle_ps(u[2 * k], u[2 * k + 1], 0x44), _mm512_shuffle_ps(u[2 * k], u[2 * k + 1], 0xEE));
+  const __m512 x0 = _mm512_add_ps(_mm512_shuffle_f32x4(w[0], w[1], 0x44), _mm512_shuffle_f32x4(w[0], w[1], 0xEE));
+  const __m512 x1 = _mm512_add_ps(_mm512_shuffle_f32x4(w[2], w[3], 0x44), _mm512_shuffle_f32x4(w[2], w[3], 0xEE));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(x0, x1, 0x88), _mm512_shuffle_f32x4(x0, x1, 0xDD));
+}
+
+// Rows [j0, j0 + m) of a cache run as floats, row r at dst + r * d.
+inline void load_block(DType t, const uint8_t* base, int64_t stride, int64_t j0, int64_t m, int64_t d, float* dst) {
+  for (int64_t r = 0; r < m; ++r) {
+    const uint8_t* src = base + (j0 + r) * stride;
+    if (t == DType::F32)
+      std::memcpy(dst + r * d, src, d * sizeof(float));
+    else
+      load_row_avx512(t, src, dst + r * d, d);
+  }
+}
+
+// out[0 .. 16 * CN) += sum_p w[p] * rows[p * ld + 0 .. 16 * CN), p < m; accumulators in registers.
+template <int CN>
+inline void weighted_rows(const float* w, const float* rows, int64_t ld, int64_t m, float* out) {
+  __m512 acc[CN];
+  for (int c = 0; c < CN; ++c) acc[c] = _mm512_loadu_ps(out + 16 * c);
+  for (int64_t p = 0; p < m; ++p) {
+    const __m512 wp = _mm512_set1_ps(w[p]);
+    for (int c = 0; c < CN; ++c) acc[c] = _mm512_fmadd_ps(wp, _mm512_loadu_ps(rows + p * ld + 16 * c), acc[c]);
+  }
+  for (int c = 0; c < CN; ++c) _mm512_storeu_ps(out + 16 * c, acc[c]);
+}
+
+inline void weighted_rows_n(int cn, const float* w, const float* rows, int64_t ld, int64_t m, float* out) {
+  switch (cn) {
+    case 1: return weighted_rows<1>(w, rows, ld, m, out);
+    case 2: return weighted_rows<2>(w, rows, ld, m, out);
+    case 3: return weighted_rows<3>(w, rows, ld, m, out);
+    case 4: return weighted_rows<4>(w, rows, ld, m, out);
+    case 5: return weighted_rows<5>(w, rows, ld, m, out);
+    case 6: return weighted_rows<6>(w, rows, ld, m, out);
+    case 7: return weighted_rows<7>(w, rows, ld, m, out);
+    default: return weighted_rows<8>(w, rows, ld, m, out);
+  }
+}
+
+// The blocked walk for head dims that are whole vectors: kAttendBlock positions of K (then V)
+// converted to float once for the whole group; scores 16 positions at a time per query (16 dot
+// partials reduced together by hadd16); the V sums with the output in registers, 128 dims at a
+// time. Other head dims take the row-at-a-time walk (attention_impl.h).
+void attend_group_avx512(const AttendArgs& a) {
+  const int64_t n = a.n_pos, dk = a.dk, dv = a.dv, group = a.group;
+  if (dk % 16 != 0 || dv % 16 != 0) return attend_group<Avx512Ops>(a);
+  const int64_t nk = dk / 16, nv = dv / 16;
+  const __m512 vscale = _mm512_set1_ps(a.scale);
+  for (int64_t j0 = 0; j0 < n; j0 += kAttendBlock) {
+    const int64_t m = std::min(kAttendBlock, n - j0);
+    load_block(a.tk, a.k, a.k_stride, j0, m, dk, a.row);
+    for (int64_t g = 0; g < group; ++g) {
+      const float* qg = a.q + g * dk;
+      for (int64_t p0 = 0; p0 < m; p0 += 16) {
+        __m512 part[16];
+        for (int p = 0; p < 16; ++p) {
+          __m512 acc = _mm512_setzero_ps();
+          if (p0 + p < m) {
+            const float* kr = a.row + (p0 + p) * dk;
+            for (int64_t c = 0; c < nk; ++c) acc = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), _mm512_loadu_ps(kr + 16 * c), acc);
+          }
+          part[p] = acc;
+        }
+        _mm512_mask_storeu_ps(a.scores + g * n + j0 + p0, tail_mask(m - p0), _mm512_mul_ps(vscale, hadd16(part)));
+      }
+    }
+  }
+  for (int64_t g = 0; g < group; ++g) {
+    float* s = a.scores + g * n;
+    a.sums[g] = Avx512Ops::exp_sum(s, n, Avx512Ops::max(s, n));
+    std::fill(a.out + g * dv, a.out + (g + 1) * dv, 0.0f);
+  }
+  for (int64_t j0 = 0; j0 < n; j0 += kAttendBlock) {
+    const int64_t m = std::min(kAttendBlock, n - j0);
+    load_block(a.tv, a.v, a.v_stride, j0, m, dv, a.row);
+    for (int64_t g = 0; g < group; ++g)
+      for (int64_t c0 = 0; c0 < nv; c0 += 8)
+        weighted_rows_n(static_cast<int>(std::min<int64_t>(8, nv - c0)), a.scores + g * n + j0, a.row + 16 * c0, dv, m,
+                        a.out + g * dv + 16 * c0);
+  }
+  for (int64_t g = 0; g < group; ++g) Avx512Ops::scale(a.out + g * dv, 1.0f / a.sums[g], dv);
+}
 
 }  // namespace
 
-inline AttentionKernels attention_kernels() { return {attend_group<Ops>, store_row}; }
+inline AttentionKernels attention_kernels() { return {attend_group_avx512, store_row}; }
+#else
+}  // namespace
+
+inline AttentionKernels attention_kernels() { return {attend_group<Avx2Ops>, store_row}; }
+#endif
 
 }  // namespace velocity::engine::cpu::VELOCITY_X86_NS
