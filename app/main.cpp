@@ -288,6 +288,9 @@ CLI::App* add_serve(CLI::App& app, ServeArgs& args) {
   cmd->add_option("--device", f.device, "Where the model runs: cpu (cuda:N once the CUDA backend exists)")->capture_default_str();
   cmd->add_option("-c,--ctx", f.ctx, "Context length per slot");
   cmd->add_option("--slots", f.slots, "Sequences decoded together (parallel requests)");
+  cmd->add_option("--prefill-chunk", f.prefill_chunk,
+                  "Prompt tokens per step while other requests decode (default 128; smaller: steadier "
+                  "inter-token latency, slower first token)");
   cmd->add_option("--cache-type-k", f.cache_type_k, "KV cache type of K: f32, f16, q8_0, q4_0");
   cmd->add_option("--cache-type-v", f.cache_type_v, "KV cache type of V: f32, f16, q8_0, q4_0");
   cmd->add_option("--chat-template-file", f.chat_template_file, "Jinja chat template replacing the model's");

@@ -45,9 +45,20 @@ struct Scheduler::Slot {
   bool prompt_started = false;
 };
 
+namespace {
+SchedulerOptions with_queue(int64_t max_queue) {
+  SchedulerOptions o;
+  o.max_queue = max_queue;
+  return o;
+}
+}  // namespace
+
 Scheduler::Scheduler(model::Model& model, const tokenizer::Tokenizer& tokenizer, int64_t max_queue)
-    : model_(model), tokenizer_(tokenizer), max_queue_(max_queue), eog_(end_of_generation_tokens(tokenizer.vocab())) {
-  VELOCITY_CHECK(max_queue >= 0);
+    : Scheduler(model, tokenizer, with_queue(max_queue)) {}
+
+Scheduler::Scheduler(model::Model& model, const tokenizer::Tokenizer& tokenizer, SchedulerOptions options)
+    : model_(model), tokenizer_(tokenizer), options_(std::move(options)), eog_(end_of_generation_tokens(tokenizer.vocab())) {
+  VELOCITY_CHECK(options_.max_queue >= 0 && options_.prefill_chunk >= 1);
   slots_.resize(static_cast<size_t>(model.n_slots()));
   batch_.tokens.reserve(model.max_batch());
   thread_ = std::thread([this] { loop(); });
@@ -70,7 +81,7 @@ std::shared_ptr<RequestHandle> Scheduler::submit(Request request) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!accepting_) throw NotAccepting("the server is shutting down");
-    if (static_cast<int64_t>(queue_.size()) >= max_queue_)
+    if (static_cast<int64_t>(queue_.size()) >= options_.max_queue)
       throw QueueFull(fmt::format("the queue is full ({} requests waiting)", queue_.size()));
     queue_.push_back(job);
   }
@@ -222,7 +233,8 @@ bool Scheduler::step() {
   batch_.clear();
   batch_slot_.clear();
   int64_t budget = model_.max_batch();
-  // Decoding slots first: one token each keeps inter-token latency flat while prompts prefill.
+  // Decoding slots first: one token each keeps inter-token latency flat while prompts prefill;
+  // then prompt tokens, fewer of them when someone is waiting for their next token.
   for (size_t i = 0; i < slots_.size(); ++i) {
     Slot& s = slots_[i];
     if (!s.job || s.pending < 0 || budget == 0) continue;
@@ -233,6 +245,7 @@ bool Scheduler::step() {
     batch_slot_.push_back(static_cast<int32_t>(i));
     --budget;
   }
+  if (batch_.size() > 0) budget = std::min(budget, options_.prefill_chunk);
   for (size_t i = 0; i < slots_.size() && budget > 0; ++i) {
     Slot& s = slots_[i];
     if (!s.job || s.pending >= 0) continue;
@@ -254,6 +267,7 @@ bool Scheduler::step() {
     budget -= static_cast<int64_t>(n);
   }
   if (batch_.size() == 0) return false;
+  if (options_.on_batch) options_.on_batch(batch_);
 
   std::span<const float> logits;
   try {

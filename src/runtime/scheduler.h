@@ -2,6 +2,9 @@
 // in front of them, and one thread that runs the model. Each step is one forward pass over every
 // active sequence: one token for each decoding slot plus prompt chunks of slots still prefilling,
 // up to the model's max_batch tokens, so new requests start while others are mid-generation.
+// While any slot decodes, a step takes at most SchedulerOptions::prefill_chunk prompt tokens, so
+// a long prompt arriving delays the others' next token by a short forward pass, not a 512-token
+// one (chunked prefill; the same total work).
 //
 // Prefix reuse: a slot keeps the tokens whose K/V it holds after its request ends. A new request
 // goes to the free slot sharing the longest prefix with its prompt, and only the rest of the
@@ -91,10 +94,19 @@ struct SchedulerStats {
   int64_t kv_capacity = 0;    // n_slots * n_ctx
 };
 
+struct SchedulerOptions {
+  int64_t max_queue = 64;       // requests waiting for a slot
+  int64_t prefill_chunk = 128;  // prompt tokens per step while other slots decode (>= 1)
+  // Called on the scheduler thread with each step's batch before its forward pass (tests,
+  // tracing); must not call back into the scheduler.
+  std::function<void(const engine::Batch&)> on_batch;
+};
+
 class Scheduler {
  public:
   // The model's n_slots() are the slots; it must allow n_slots() logit rows per step.
   Scheduler(model::Model& model, const tokenizer::Tokenizer& tokenizer, int64_t max_queue);
+  Scheduler(model::Model& model, const tokenizer::Tokenizer& tokenizer, SchedulerOptions options);
   ~Scheduler();  // stop(0)
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -120,7 +132,7 @@ class Scheduler {
 
   model::Model& model_;
   const tokenizer::Tokenizer& tokenizer_;
-  const int64_t max_queue_;
+  const SchedulerOptions options_;
   std::vector<uint8_t> eog_;  // [n_vocab] end-of-generation tokens
 
   mutable std::mutex mutex_;

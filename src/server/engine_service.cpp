@@ -88,7 +88,10 @@ void EngineService::load() {
       template_.emplace(source);
       reasoning_ = reasoning_format(source);
     }
-    scheduler_ = std::make_unique<runtime::Scheduler>(*model_, *tokenizer_, max_queue_);
+    runtime::SchedulerOptions so;
+    so.max_queue = max_queue_;
+    so.prefill_chunk = entry_.prefill_chunk;
+    scheduler_ = std::make_unique<runtime::Scheduler>(*model_, *tokenizer_, std::move(so));
     std::lock_guard<std::mutex> lock(state_mutex_);
     message_ = "ready";
     state_ = State::Ready;

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -127,6 +128,78 @@ TEST_F(SchedulerTest, ConcurrentGreedyEqualsOneAtATime) {
   EXPECT_EQ(st.queue_depth, 0);
   EXPECT_EQ(st.busy_slots, 0);
   EXPECT_EQ(st.n_slots, 3);
+}
+
+// Chunked prefill: while a slot decodes, a newcomer's prompt enters at most prefill_chunk tokens
+// per step (seen through on_batch), and both outputs equal each request run alone.
+TEST_F(SchedulerTest, PrefillChunkBoundsPromptTokensWhileOthersDecode) {
+  auto ref_model = load(1);
+  const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(ref_model->file(), *path_));
+  const auto a = tok.encode("Once upon a time", true, false);
+  std::vector<int32_t> b = tok.encode("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25", true, false);
+  ASSERT_GE(b.size(), 40u);
+  auto alone = [&](const std::vector<int32_t>& prompt, int64_t n) {
+    Scheduler sched(*ref_model, tok, 4);
+    Collector c;
+    sched.submit(c.request(prompt, greedy(), n));
+    EXPECT_TRUE(c.wait());
+    return c.out;
+  };
+  const Outcome a_alone = alone(a, 48), b_alone = alone(b, 8);
+  // A must still be decoding when B's prompt is done: B needs b.size() / 4 steps.
+  ASSERT_GT(a_alone.result.n_generated, (int64_t)b.size() / 4 + 4) << "the test needs A to decode throughout B's prefill";
+
+  auto model = load(2);
+  constexpr int64_t kChunk = 4;
+  std::mutex m;
+  std::vector<std::vector<int32_t>> batches;  // seq ids of each step's tokens
+  SchedulerOptions o;
+  o.max_queue = 4;
+  o.prefill_chunk = kChunk;
+  o.on_batch = [&](const engine::Batch& batch) {
+    std::lock_guard<std::mutex> lock(m);
+    batches.push_back(batch.seq_ids);
+  };
+  Scheduler sched(*model, tok, std::move(o));
+  Collector ca, cb;
+  // A's first text holds the scheduler thread until B is queued, so B arrives while A decodes.
+  std::promise<void> decoding, submitted;
+  std::shared_future<void> b_queued = submitted.get_future().share();
+  Request ra = ca.request(a, greedy(), 48);
+  auto on_text = ra.on_text;
+  bool signalled = false;
+  ra.on_text = [&, on_text, b_queued](std::string_view t) {
+    on_text(t);
+    if (signalled) return;
+    signalled = true;
+    decoding.set_value();
+    b_queued.wait();
+  };
+  sched.submit(std::move(ra));
+  decoding.get_future().wait();
+  sched.submit(cb.request(b, greedy(), 8));
+  submitted.set_value();
+  ASSERT_TRUE(ca.wait());
+  ASSERT_TRUE(cb.wait());
+  EXPECT_EQ(ca.out.text, a_alone.text);
+  EXPECT_EQ(cb.out.text, b_alone.text);
+
+  std::lock_guard<std::mutex> lock(m);
+  ASSERT_FALSE(batches.empty());
+  const int32_t seq_a = batches.front().front();  // A's prompt is the first step, alone
+  int64_t mixed = 0, full_chunks = 0;
+  for (const auto& seqs : batches) {
+    const int64_t n_a = std::count(seqs.begin(), seqs.end(), seq_a);
+    const int64_t n_b = (int64_t)seqs.size() - n_a;
+    if (n_a == 0 || n_b == 0) continue;
+    ++mixed;
+    EXPECT_EQ(n_a, 1);  // A decodes one token a step
+    EXPECT_LE(n_b, kChunk);
+    full_chunks += n_b == kChunk;
+  }
+  // B's prompt went in over several steps next to A's decoding, in full chunks but the last.
+  EXPECT_GE(full_chunks, (int64_t)b.size() / kChunk - 1);
+  EXPECT_GE(mixed, (int64_t)(b.size() + kChunk - 1) / kChunk);
 }
 
 TEST_F(SchedulerTest, PrefixReuseSkipsTheSharedPromptAndKeepsTheOutput) {

@@ -55,6 +55,7 @@ path = "a.gguf"
 device = "cuda:1"
 ctx = 8192
 slots = 4
+prefill_chunk = 64
 cache_type_k = "q8_0"
 chat_template_file = "template.jinja"
 [model.sampling]
@@ -80,6 +81,7 @@ sampling = { top_p = 0.5, min_p = 0 }
   EXPECT_EQ(a.device.index, 1);
   EXPECT_EQ(a.ctx, 8192);
   EXPECT_EQ(a.slots, 4);
+  EXPECT_EQ(a.prefill_chunk, 64);
   EXPECT_EQ(a.cache_type_k, "q8_0");
   EXPECT_EQ(a.cache_type_v, "f16");
   EXPECT_EQ(a.max_queue, 64);  // the server default
@@ -90,6 +92,7 @@ sampling = { top_p = 0.5, min_p = 0 }
   EXPECT_EQ(b.name, "b");  // the file stem
   EXPECT_EQ(b.device.kind, DeviceSpec::Kind::Cpu);
   EXPECT_EQ(b.max_queue, 3);
+  EXPECT_EQ(b.prefill_chunk, 128);  // the default
   EXPECT_FLOAT_EQ(b.sampling.top_p, 0.5f);
   EXPECT_FLOAT_EQ(b.sampling.min_p, 0.0f);
   EXPECT_FALSE(b.sampling.seed.has_value());
@@ -121,6 +124,8 @@ TEST_F(ConfigTest, InvalidInputNamesFileLineAndKey) {
        {"serve.toml:2:8", "server.port", "70000"}},
       {"ctx too small", "[[model]]\npath = \"a.gguf\"\nctx = 4\n", {"serve.toml:3:7", "model[0].ctx", "got 4"}},
       {"slots zero", "[[model]]\npath = \"a.gguf\"\nslots = 0\n", {"serve.toml:3:9", "model[0].slots"}},
+      {"prefill chunk over the batch", "[[model]]\npath = \"a.gguf\"\nprefill_chunk = 513\n",
+       {"serve.toml:3:17", "model[0].prefill_chunk", "[1, 512]", "513"}},
       {"negative generation timeout", "[[model]]\npath = \"a.gguf\"\ngeneration_timeout_s = -1\n",
        {"serve.toml:3:", "model[0].generation_timeout_s"}},
       {"temperature too high", "[[model]]\npath = \"a.gguf\"\n[model.sampling]\ntemperature = 2.5\n",
@@ -205,6 +210,17 @@ TEST_F(ConfigTest, Flags) {
   EXPECT_EQ(c.models[0].ctx, 2048);
   EXPECT_EQ(c.models[0].device.kind, DeviceSpec::Kind::Cuda);
   EXPECT_EQ(c.server.port, 0);
+
+  ServeFlags chunk = f;
+  chunk.prefill_chunk = 32;
+  EXPECT_EQ(config_from_flags(chunk).models[0].prefill_chunk, 32);
+  chunk.prefill_chunk = 0;
+  try {
+    config_from_flags(chunk);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--prefill-chunk"), std::string::npos) << e.what();
+  }
 
   ServeFlags bad_ctx = f;
   bad_ctx.ctx = 1;
