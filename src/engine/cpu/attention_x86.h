@@ -1,11 +1,6 @@
 // The x86 attention primitives (attention_impl.h), compiled twice: attention_avx2.cpp (8 floats a
 // vector, scalar tails) and attention_avx512.cpp (16 floats, masked tails). The including file
-// defines VELOCITY_X86_NS.
-//
-// exp: x = n ln2 + r with n = round(x / ln2), |r| <= ln2 / 2; e^r by its degree-7 Taylor
-// polynomial (truncation error < 3e-9, below float rounding), times 2^n. Inputs are clamped to
-// [-87, 88] so 2^n stays a normal float; softmax feeds it x - max <= 0, where e^-87 ~ 1.6e-38
-// is as good as zero next to the max's weight of 1.
+// defines VELOCITY_X86_NS. exp comes from vec_math_x86.h.
 #pragma once
 
 #include <immintrin.h>
@@ -18,6 +13,7 @@
 #include "core/fp16.h"
 #include "core/quant.h"
 #include "engine/cpu/attention_impl.h"
+#include "engine/cpu/vec_math_x86.h"
 
 #ifndef VELOCITY_X86_NS
 #error "define VELOCITY_X86_NS before including attention_x86.h"
@@ -25,11 +21,6 @@
 
 namespace velocity::engine::cpu::VELOCITY_X86_NS {
 namespace {
-
-constexpr float kLog2e = 1.44269504088896341f;
-constexpr float kLn2Hi = 0.693359375f;          // ln 2 split so n * kLn2Hi is exact for |n| < 2^9
-constexpr float kLn2Lo = -2.12194440e-4f;
-constexpr float kExpLo = -87.0f, kExpHi = 88.0f;
 
 inline uint16_t load_u16(const uint8_t* p) {
   uint16_t v;
@@ -111,30 +102,6 @@ inline float hmax256(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// e^r for |r| <= ln2/2, degree-7 Taylor in Horner form.
-template <class V, class Fma, class Set>
-inline V exp_poly(V r, Fma fma, Set set) {
-  V p = set(1.0f / 5040);
-  p = fma(p, r, set(1.0f / 720));
-  p = fma(p, r, set(1.0f / 120));
-  p = fma(p, r, set(1.0f / 24));
-  p = fma(p, r, set(1.0f / 6));
-  p = fma(p, r, set(0.5f));
-  p = fma(p, r, set(1.0f));
-  return fma(p, r, set(1.0f));
-}
-
-inline __m256 exp256(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kExpLo)), _mm256_set1_ps(kExpHi));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
-  const __m256 p = exp_poly(r, [](__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); },
-                            [](float f) { return _mm256_set1_ps(f); });
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
 struct Avx2Ops {
   static const float* load(DType t, const uint8_t* src, float* tmp, int64_t n) { return load_row_avx2(t, src, tmp, n); }
   static float dot(const float* a, const float* b, int64_t n) {
@@ -191,16 +158,6 @@ struct Avx2Ops {
 
 #if defined(__AVX512F__)
 inline __mmask16 tail_mask(int64_t left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
-
-inline __m512 exp512(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(kExpLo)), _mm512_set1_ps(kExpHi));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
-  const __m512 p = exp_poly(r, [](__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); },
-                            [](float f) { return _mm512_set1_ps(f); });
-  return _mm512_scalef_ps(p, n);
-}
 
 const float* load_row_avx512(DType t, const uint8_t* src, float* tmp, int64_t n) {
   switch (t) {

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/quant.h"
+#include "engine/cpu/elementwise.h"
 
 namespace velocity::engine::cpu {
 
@@ -242,12 +243,9 @@ void CpuBackend::attention(const AttentionParams& p, const Act& q, const Act& k,
 void CpuBackend::swiglu(const Act& gate, const Act& up, Act& out) {
   VELOCITY_CHECK(gate.n_cols == up.n_cols && gate.n_rows == up.n_rows && out.n_cols == gate.n_cols);
   out.n_rows = gate.n_rows;
+  const SiluMulFn silu_mul = elementwise_kernels().silu_mul;
   for_rows(pool_, gate.n_rows, gate.n_cols, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
-      const float *g = gate.row(t), *u = up.row(t);
-      float* o = out.row(t);
-      for (int64_t i = 0; i < gate.n_cols; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-    }
+    for (int64_t t = begin; t < end; ++t) silu_mul(gate.row(t), up.row(t), out.row(t), gate.n_cols);
   });
 }
 
