@@ -5,8 +5,16 @@
 // seq_cst order of "sleepers++ then re-read generation" (worker) against "generation++ then read
 // sleepers" (caller) means one of the two always sees the other, so no wake is lost.
 //
-// Finishing: each worker decrements `pending`; the caller, after running its own share, spins on
-// it (then yields, in case a worker was descheduled).
+// Sharing: the caller runs index 0; indices 1..n-1 are claimed from `claim` (the region's
+// generation in the high 32 bits, the next index in the low 32) by whichever thread gets there
+// first, the caller included once its own share is done. A worker the OS has not scheduled yet
+// therefore holds nothing up: on an oversubscribed machine the caller runs its indices, and the
+// late worker finds none left (its claim names a generation that is over, so it cannot run a
+// stale region). The claim's release/acquire publishes fn and ctx; a region cannot end while a
+// claimed index is running, so fn and ctx stay valid for whoever claimed one.
+//
+// Finishing: every finished index bumps `done`; the caller spins on it (then yields: a worker
+// that claimed an index and was descheduled may need this core).
 #include "core/thread_pool.h"
 
 #include <linux/futex.h>
@@ -53,7 +61,8 @@ struct ThreadPool::State {
 
   alignas(64) std::atomic<uint32_t> generation{0};
   alignas(64) std::atomic<int> sleepers{0};
-  alignas(64) std::atomic<int> pending{0};
+  alignas(64) std::atomic<uint64_t> claim{0};
+  alignas(64) std::atomic<int> done{0};
   std::atomic<bool> stop{false};
   std::atomic<bool> in_region{false};
 
@@ -70,7 +79,28 @@ struct ThreadPool::State {
     if (!error) error = std::move(e);
   }
 
-  void worker(int ith) {
+  // The next unclaimed index of region `gen`, or -1 when that region has none left or is over.
+  int claim_index(uint32_t gen) {
+    uint64_t c = claim.load(std::memory_order_acquire);
+    for (;;) {
+      if (static_cast<uint32_t>(c >> 32) != gen || static_cast<int>(c & 0xffffffffu) >= n_threads) return -1;
+      if (claim.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire))
+        return static_cast<int>(c & 0xffffffffu);
+    }
+  }
+
+  void run_claimed(uint32_t gen) {
+    for (int k; (k = claim_index(gen)) >= 0;) {
+      try {
+        fn(ctx, k, n_threads);
+      } catch (...) {
+        record(std::current_exception());
+      }
+      done.fetch_add(1, std::memory_order_acq_rel);
+    }
+  }
+
+  void worker() {
     uint32_t seen = 0;
     for (;;) {
       uint32_t g = generation.load(std::memory_order_acquire);
@@ -90,12 +120,7 @@ struct ThreadPool::State {
       }
       seen = g;
       if (stop.load(std::memory_order_acquire)) return;
-      try {
-        fn(ctx, ith, n_threads);
-      } catch (...) {
-        record(std::current_exception());
-      }
-      pending.fetch_sub(1, std::memory_order_acq_rel);
+      run_claimed(g);
     }
   }
 
@@ -109,7 +134,7 @@ ThreadPool::ThreadPool(int n_threads) : state_(std::make_unique<State>()) {
   if (n_threads <= 0) n_threads = (int)std::max(1u, std::thread::hardware_concurrency());
   state_->n_threads = n_threads;
   state_->threads.reserve((size_t)n_threads - 1);
-  for (int i = 1; i < n_threads; ++i) state_->threads.emplace_back([s = state_.get(), i] { s->worker(i); });
+  for (int i = 1; i < n_threads; ++i) state_->threads.emplace_back([s = state_.get()] { s->worker(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -127,16 +152,19 @@ void ThreadPool::run_impl(void (*fn)(void*, int, int), void* ctx) {
   s.fn = fn;
   s.ctx = ctx;
   s.error = nullptr;
-  s.pending.store(s.n_threads - 1, std::memory_order_relaxed);
+  s.done.store(0, std::memory_order_relaxed);
+  const uint32_t gen = s.generation.load(std::memory_order_relaxed) + 1;  // the one wake() publishes
+  s.claim.store(static_cast<uint64_t>(gen) << 32 | 1u, std::memory_order_release);
   if (s.n_threads > 1) s.wake();
   try {
     fn(ctx, 0, s.n_threads);
   } catch (...) {
     s.record(std::current_exception());
   }
-  // Spin a few microseconds (the workers usually finish together with the caller), then yield:
-  // on an oversubscribed machine the worker we wait for may need this core.
-  for (int i = 1; s.pending.load(std::memory_order_acquire) != 0; ++i) {
+  s.run_claimed(gen);  // whatever the workers have not started
+  // Spin a few microseconds (claimed indices usually finish together with the caller), then
+  // yield: on an oversubscribed machine the worker we wait for may need this core.
+  for (int i = 1; s.done.load(std::memory_order_acquire) != s.n_threads - 1; ++i) {
     if (i < 4096) {
       cpu_relax();
     } else {

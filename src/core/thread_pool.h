@@ -17,9 +17,13 @@ class ThreadPool {
 
   int size() const;
 
-  // Runs fn(ith, nth) for every ith in [0, nth), concurrently, the caller running ith = 0; returns
-  // when all have returned. The first exception any of them throws is rethrown here (after all
-  // have finished). Not reentrant: fn must not call run() on the same pool.
+  // Runs fn(ith, nth) once for every ith in [0, nth) (nth = size()), concurrently, the caller
+  // running ith = 0; returns when all have returned. The other indices go to whichever thread
+  // claims them first: a worker the OS has not scheduled leaves its index to the caller, so one
+  // thread may run several indices in sequence. fn must therefore not wait for another index of
+  // the same region (no barriers inside a region). The first exception any of them throws is
+  // rethrown here (after all have finished). Not reentrant: fn must not call run() on the same
+  // pool.
   template <class F>
   void run(F&& fn) {
     run_impl(
