@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 #include <optional>
 
 #include "runtime/generate.h"
@@ -76,6 +77,10 @@ std::shared_ptr<RequestHandle> Scheduler::submit(Request request) {
   if (!request.on_done) fail("submit: on_done is required");
   auto job = std::make_shared<Job>();
   job->owner = this;
+  if (request.ignore_eos)
+    for (size_t t = 0; t < eog_.size(); ++t)
+      if (eog_[t])
+        request.sampling.logit_bias.push_back({static_cast<int32_t>(t), -std::numeric_limits<float>::infinity()});
   job->sampler.emplace(request.sampling, static_cast<int32_t>(model_.config().n_vocab));  // validates
   job->request = std::move(request);
   {

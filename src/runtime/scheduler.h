@@ -62,6 +62,9 @@ struct Request {
   SamplingParams sampling;
   int64_t max_tokens = -1;                // < 0: until the context is full
   std::vector<std::string> stop;
+  // End-of-generation tokens are never sampled (a -inf logit bias, as llama.cpp's ignore_eos):
+  // the request runs to max_tokens, a stop string or the end of the context. For benchmarks.
+  bool ignore_eos = false;
   // Past this instant the request stops with StopReason::Timeout (checked every step).
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   std::function<void(int64_t n_prompt, int64_t n_reused)> on_prompt_processed;  // optional

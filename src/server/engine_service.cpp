@@ -181,6 +181,7 @@ std::shared_ptr<JobHandle> EngineService::submit(GenerationJob job) {
   r.sampling = job.sampling;
   r.max_tokens = job.max_tokens;
   r.stop = job.stop;
+  r.ignore_eos = job.ignore_eos;
   if (entry_.generation_timeout_s > 0)
     r.deadline = std::chrono::steady_clock::now() +
                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(

@@ -285,6 +285,7 @@ OpenAIRequest parse_request(Endpoint endpoint, std::string_view body) {
   if (auto n = integer_in(j, "n", INT64_MIN, INT64_MAX); n && *n != 1)
     invalid_value("n", "only n = 1 is supported, got " + std::to_string(*n) + ".");
   r.stream = boolean(j, "stream", "stream");
+  r.ignore_eos = boolean(j, "ignore_eos", "ignore_eos");
   if (const json* options = field(j, "stream_options")) {
     if (!options->is_object()) invalid_type("stream_options", "an object", *options);
     r.include_usage = boolean(*options, "include_usage", "stream_options.include_usage");
@@ -312,6 +313,7 @@ GenerationJob make_job(const OpenAIRequest& request, const SamplingDefaults& def
   s.seed = request.seed ? *request.seed : defaults.seed.value_or(random_seed);
   job.max_tokens = request.max_tokens.value_or(defaults.max_tokens);
   job.stop = request.stop;
+  job.ignore_eos = request.ignore_eos;
   return job;
 }
 

@@ -15,6 +15,7 @@
 //   stop                  string or array of <= 4 non-empty strings of <= 256 bytes
 //   logit_bias            {"<token id>": number in [-100, 100]}, <= 1024 entries
 //   stream                bool;  stream_options.include_usage bool;  n must be 1
+//   ignore_eos            bool (llama.cpp's extension: end-of-generation tokens are never sampled)
 // null counts as absent for every optional field; unknown fields are ignored (clients send
 // extras). Numbers must be finite (JSON has no NaN; 1e999 parses to infinity and is rejected);
 // integral fields also accept integral floats like 64.0. Strings must be valid UTF-8 (the JSON
@@ -52,6 +53,7 @@ struct OpenAIRequest {
   std::vector<runtime::LogitBias> logit_bias;
   bool stream = false;
   bool include_usage = false;         // stream_options.include_usage
+  bool ignore_eos = false;
 };
 
 // Parses and validates a request body. Throws ApiError (400) for anything invalid, including

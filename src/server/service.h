@@ -92,6 +92,7 @@ struct GenerationJob {
                                          // checked, except logit_bias token ids against n_vocab
   int64_t max_tokens = -1;               // >= 1, or -1 = until the context is full
   std::vector<std::string> stop;         // <= 4 non-empty stop strings (runtime::StopStrings)
+  bool ignore_eos = false;               // never sample end-of-generation tokens (runtime::Request)
 
   std::function<void(int64_t n_prompt_tokens)> on_prompt_processed;     // optional
   // Text since the last delta: answer text and reasoning text (the model's <think> part, split

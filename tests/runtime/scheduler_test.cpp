@@ -202,6 +202,27 @@ TEST_F(SchedulerTest, PrefillChunkBoundsPromptTokensWhileOthersDecode) {
   EXPECT_GE(mixed, (int64_t)(b.size() + kChunk - 1) / kChunk);
 }
 
+// ignore_eos: a request that greedy decoding ends early with an end-of-generation token runs to
+// max_tokens instead, and its text up to that point is unchanged (only EOG tokens are banned).
+TEST_F(SchedulerTest, IgnoreEosRunsToMaxTokens) {
+  auto model = load(1);
+  const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), *path_));
+  Scheduler sched(*model, tok, 4);
+  const auto prompt = tok.encode("Once upon a time", true, false);
+  Collector plain, ignoring;
+  sched.submit(plain.request(prompt, greedy(), 80));
+  ASSERT_TRUE(plain.wait());
+  ASSERT_EQ(plain.out.result.reason, StopReason::EndOfGeneration) << "the test needs a prompt that ends early";
+  ASSERT_LT(plain.out.result.n_generated, 80);
+  Request r = ignoring.request(prompt, greedy(), 80);
+  r.ignore_eos = true;
+  sched.submit(std::move(r));
+  ASSERT_TRUE(ignoring.wait());
+  EXPECT_EQ(ignoring.out.result.reason, StopReason::MaxTokens);
+  EXPECT_EQ(ignoring.out.result.n_generated, 80);
+  EXPECT_EQ(ignoring.out.text.substr(0, plain.out.text.size()), plain.out.text);
+}
+
 TEST_F(SchedulerTest, PrefixReuseSkipsTheSharedPromptAndKeepsTheOutput) {
   auto model = load(1);
   const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), *path_));
@@ -235,21 +256,29 @@ TEST_F(SchedulerTest, CancelQueuedAndRunning) {
   // context, hundreds of steps later).
   SamplingParams no_eog = greedy();
   for (int32_t t = 256; t < 260; ++t) no_eog.logit_bias.push_back({t, -INFINITY});
-  std::promise<void> started;
+  // The running request holds the scheduler thread after its prompt until the test has sent the
+  // cancel, so it cannot fill the context first however fast the model is.
+  std::promise<void> started, cancel_sent;
+  std::shared_future<void> sent = cancel_sent.get_future().share();
   Request run_request = running.request(tok.encode("run", true, false), no_eog, -1);
-  run_request.on_prompt_processed = [&started](int64_t, int64_t) { started.set_value(); };
+  run_request.on_prompt_processed = [&started, sent](int64_t, int64_t) {
+    started.set_value();
+    sent.wait();
+  };
   auto h1 = sched.submit(std::move(run_request));
-  auto h2 = sched.submit(queued.request(tok.encode("wait", true, false), greedy(), -1));
-  h2->cancel();
-  ASSERT_TRUE(queued.wait(2s));
-  EXPECT_EQ(queued.out.result.reason, StopReason::Cancelled);
   ASSERT_EQ(started.get_future().wait_for(2s), std::future_status::ready);
+  auto h2 = sched.submit(queued.request(tok.encode("wait", true, false), greedy(), -1));
+  h2->cancel();  // queued behind the running one (one slot)
   const auto t0 = std::chrono::steady_clock::now();
   h1->cancel();
   h1->cancel();  // idempotent
+  cancel_sent.set_value();
   ASSERT_TRUE(running.wait(2s));
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
   EXPECT_EQ(running.out.result.reason, StopReason::Cancelled);
+  ASSERT_TRUE(queued.wait(2s));
+  EXPECT_EQ(queued.out.result.reason, StopReason::Cancelled);
+  EXPECT_EQ(queued.out.result.n_generated, 0);
   EXPECT_EQ(sched.stats().busy_slots, 0);
 }
 
@@ -277,13 +306,18 @@ TEST_F(SchedulerTest, QueueLimitAndInvalidInput) {
   auto model = load(1, 256);
   const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), *path_));
   Scheduler sched(*model, tok, 1);
-  // `a` occupies the only slot until cancelled (end-of-generation banned; 256 positions of room).
+  // `a` occupies the only slot until cancelled: it holds the scheduler thread after its prompt
+  // until the queue has been tried, so it cannot end first however fast the model is.
   SamplingParams no_eog = greedy();
   for (int32_t t = 256; t < 260; ++t) no_eog.logit_bias.push_back({t, -INFINITY});
   Collector a, b, c;
-  std::promise<void> started;
+  std::promise<void> started, tried;
+  std::shared_future<void> queue_tried = tried.get_future().share();
   Request ra = a.request(tok.encode("a", true, false), no_eog, -1);
-  ra.on_prompt_processed = [&started](int64_t, int64_t) { started.set_value(); };
+  ra.on_prompt_processed = [&started, queue_tried](int64_t, int64_t) {
+    started.set_value();
+    queue_tried.wait();
+  };
   auto ha = sched.submit(std::move(ra));
   ASSERT_EQ(started.get_future().wait_for(5s), std::future_status::ready);
   // Now one request may wait; the next is refused.
@@ -291,6 +325,7 @@ TEST_F(SchedulerTest, QueueLimitAndInvalidInput) {
   EXPECT_THROW(sched.submit(c.request(tok.encode("c", true, false), greedy(), -1)), QueueFull);
   ha->cancel();
   hb->cancel();
+  tried.set_value();
   ASSERT_TRUE(a.wait() && b.wait());
   // A prompt as long as the context, an empty prompt and bad sampling params are errors.
   Collector d;

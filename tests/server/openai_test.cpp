@@ -19,7 +19,7 @@ TEST(OpenAIRequest, ChatFieldsMapToTheJob) {
     "max_tokens": 10, "max_completion_tokens": 12, "temperature": 0, "top_p": 0.5, "top_k": 7,
     "min_p": 0.1, "repeat_penalty": 1.1, "presence_penalty": -1, "frequency_penalty": 2,
     "seed": -1, "stop": ["x", "yy"], "logit_bias": {"15": -100, "7": 2.5},
-    "stream": true, "stream_options": {"include_usage": true}, "n": 1,
+    "stream": true, "stream_options": {"include_usage": true}, "n": 1, "ignore_eos": true,
     "user": "ignored", "tools": [], "response_format": null})");
   EXPECT_EQ(r.model, "m");
   ASSERT_EQ(r.messages.size(), 4u);
@@ -30,6 +30,7 @@ TEST(OpenAIRequest, ChatFieldsMapToTheJob) {
   EXPECT_EQ(r.max_tokens, 12);
   EXPECT_TRUE(r.stream);
   EXPECT_TRUE(r.include_usage);
+  EXPECT_TRUE(r.ignore_eos);
 
   SamplingDefaults d;
   GenerationJob job = make_job(r, d, 99);
@@ -45,6 +46,7 @@ TEST(OpenAIRequest, ChatFieldsMapToTheJob) {
   EXPECT_FLOAT_EQ(job.sampling.frequency_penalty, 2.0f);
   EXPECT_EQ(job.sampling.seed, UINT64_MAX);
   EXPECT_EQ(job.stop, (std::vector<std::string>{"x", "yy"}));
+  EXPECT_TRUE(job.ignore_eos);
   ASSERT_EQ(job.sampling.logit_bias.size(), 2u);
   EXPECT_EQ(job.sampling.logit_bias[0].token, 15);
   EXPECT_FLOAT_EQ(job.sampling.logit_bias[0].bias, -100.0f);
@@ -97,6 +99,7 @@ TEST(OpenAIRequest, InvalidRequestsNameTheField) {
       {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x", "name": 3}]})", "messages[0].name"},
       {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"-1": 1}})", "logit_bias"},
       {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": 1}})", "stream_options.include_usage"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "ignore_eos": "yes"})", "ignore_eos"},
       {Endpoint::Completions, R"({"model": "m"})", "prompt"},
       {Endpoint::Completions, R"({"model": "m", "prompt": ["a", "b"]})", "prompt"},
       {Endpoint::Completions, R"({"model": "m", "prompt": [1, 2, 3]})", "prompt"},
