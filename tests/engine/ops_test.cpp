@@ -240,7 +240,7 @@ std::vector<CpuIsa> available_isas() {
 TEST(CpuOps, AttentionMatchesNaiveAcrossSequencesAndSteps) {
   for (CpuIsa isa : available_isas()) {
     for (DType cache : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
-      for (auto [hd, nh, nkv] : {std::tuple{32, 4, 2}, std::tuple{64, 8, 1}, std::tuple{96, 3, 3}}) {
+      for (auto [hd, nh, nkv] : {std::tuple{32, 4, 2}, std::tuple{64, 8, 1}, std::tuple{96, 3, 3}, std::tuple{128, 8, 2}}) {
         SCOPED_TRACE(fmt::format("{} {} hd={} heads={}/{}", cpu_isa_name(isa), dtype_name(cache), hd, nh, nkv));
         check_attention({isa, cache, cache, hd, nh, nkv});
       }
