@@ -96,6 +96,31 @@ std::optional<int64_t> integer_in(const json& object, const char* key, int64_t l
   return i;
 }
 
+// Fields whose answer velocity cannot give yet: asked for, they are a 400 naming the field rather
+// than a response without what the client counts on (an evaluation reading logprobs or echo
+// would get wrong numbers, not an error).
+[[noreturn]] void unsupported(const std::string& param, const std::string& why) {
+  throw ApiError::bad_request("Unsupported parameter: '" + param + "' " + why, param, "unsupported_parameter");
+}
+
+void reject_unsupported(Endpoint endpoint, const json& j) {
+  if (endpoint == Endpoint::ChatCompletions) {
+    if (const json* v = field(j, "logprobs"); v && !(v->is_boolean() && !v->get<bool>()))
+      unsupported("logprobs", "is not supported yet (log probabilities are not returned); send false or omit it.");
+    if (const json* v = field(j, "top_logprobs"); v && !(v->is_number() && v->get<double>() == 0))
+      unsupported("top_logprobs", "is not supported yet; send 0 or omit it.");
+  } else {
+    if (field(j, "logprobs"))
+      unsupported("logprobs", "is not supported yet (log probabilities are not returned); send null or omit it.");
+    if (const json* v = field(j, "echo"); v && !(v->is_boolean() && !v->get<bool>()))
+      unsupported("echo", "is not supported yet; send false or omit it.");
+    if (const json* v = field(j, "suffix"); v && !(v->is_string() && v->get_ref<const std::string&>().empty()))
+      unsupported("suffix", "is not supported (no fill-in-the-middle); omit it.");
+    if (const json* v = field(j, "best_of"); v && !(v->is_number() && v->get<double>() == 1))
+      unsupported("best_of", "must be 1 (or omitted).");
+  }
+}
+
 bool boolean(const json& object, const char* key, const std::string& param) {
   const json* v = field(object, key);
   if (!v) return false;
@@ -286,6 +311,7 @@ OpenAIRequest parse_request(Endpoint endpoint, std::string_view body) {
     invalid_value("n", "only n = 1 is supported, got " + std::to_string(*n) + ".");
   r.stream = boolean(j, "stream", "stream");
   r.ignore_eos = boolean(j, "ignore_eos", "ignore_eos");
+  reject_unsupported(endpoint, j);
   if (const json* options = field(j, "stream_options")) {
     if (!options->is_object()) invalid_type("stream_options", "an object", *options);
     r.include_usage = boolean(*options, "include_usage", "stream_options.include_usage");

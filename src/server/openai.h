@@ -16,6 +16,10 @@
 //   logit_bias            {"<token id>": number in [-100, 100]}, <= 1024 entries
 //   stream                bool;  stream_options.include_usage bool;  n must be 1
 //   ignore_eos            bool (llama.cpp's extension: end-of-generation tokens are never sampled)
+// Not supported yet, and a 400 (code unsupported_parameter) when asked for, since a response
+// without them would be silently wrong: chat logprobs true / top_logprobs > 0; completions
+// logprobs (any non-null), echo true, a non-empty suffix, best_of != 1. tools, tool_choice,
+// response_format and user are accepted and ignored.
 // null counts as absent for every optional field; unknown fields are ignored (clients send
 // extras). Numbers must be finite (JSON has no NaN; 1e999 parses to infinity and is rejected);
 // integral fields also accept integral floats like 64.0. Strings must be valid UTF-8 (the JSON

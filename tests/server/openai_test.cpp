@@ -52,6 +52,25 @@ TEST(OpenAIRequest, ChatFieldsMapToTheJob) {
   EXPECT_FLOAT_EQ(job.sampling.logit_bias[0].bias, -100.0f);
 }
 
+// The unsupported fields in their "off" forms are accepted, as clients send them by default.
+TEST(OpenAIRequest, UnsupportedFieldsSwitchedOffAreAccepted) {
+  EXPECT_NO_THROW(parse_request(Endpoint::ChatCompletions,
+                                R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": false,
+                                    "top_logprobs": 0})"));
+  EXPECT_NO_THROW(parse_request(Endpoint::ChatCompletions,
+                                R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": null})"));
+  EXPECT_NO_THROW(parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": null, "echo": false,
+                                                           "suffix": "", "best_of": 1})"));
+  try {
+    parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "x", "echo": true})");
+    ADD_FAILURE() << "no error";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.status, 400);
+    EXPECT_EQ(e.code, "unsupported_parameter");
+    EXPECT_EQ(e.param, "echo");
+  }
+}
+
 TEST(OpenAIRequest, DefaultsFillWhatTheRequestLeavesOut) {
   OpenAIRequest r = parse_request(Endpoint::Completions, R"({"model": "m", "prompt": ["hi"], "temperature": null})");
   EXPECT_EQ(r.prompt, "hi");
@@ -100,6 +119,12 @@ TEST(OpenAIRequest, InvalidRequestsNameTheField) {
       {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"-1": 1}})", "logit_bias"},
       {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": 1}})", "stream_options.include_usage"},
       {Endpoint::Completions, R"({"model": "m", "prompt": "x", "ignore_eos": "yes"})", "ignore_eos"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": true})", "logprobs"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 3})", "top_logprobs"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": 0})", "logprobs"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "echo": true})", "echo"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "suffix": "}"})", "suffix"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "best_of": 2})", "best_of"},
       {Endpoint::Completions, R"({"model": "m"})", "prompt"},
       {Endpoint::Completions, R"({"model": "m", "prompt": ["a", "b"]})", "prompt"},
       {Endpoint::Completions, R"({"model": "m", "prompt": [1, 2, 3]})", "prompt"},
