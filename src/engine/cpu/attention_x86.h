@@ -254,93 +254,143 @@ inline __m512 hadd16(const __m512* v) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(x0, x1, 0x88), _mm512_shuffle_f32x4(x0, x1, 0xDD));
 }
 
+// The vector width the blocked walk runs at: 16 floats with AVX-512 (masked tails).
+struct Vec512 {
+  using V = __m512;
+  static constexpr int W = 16;
+  using Ops = Avx512Ops;
+  static V zero() { return _mm512_setzero_ps(); }
+  static V set1(float x) { return _mm512_set1_ps(x); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V hadd(const V* v) { return hadd16(v); }
+  static void store_first(float* p, V v, int64_t count) { _mm512_mask_storeu_ps(p, tail_mask(count), v); }
+  static const float* load_row(DType t, const uint8_t* src, float* tmp, int64_t n) { return load_row_avx512(t, src, tmp, n); }
+};
+#endif
+
+// r[i] = sum of the 8 lanes of v[i], for i < 8: three rounds of vhaddps, then the two 128-bit
+// halves added (9 instructions for 8 dot products).
+inline __m256 hadd8(const __m256* v) {
+  const __m256 t0 = _mm256_hadd_ps(v[0], v[1]), t1 = _mm256_hadd_ps(v[2], v[3]);
+  const __m256 t2 = _mm256_hadd_ps(v[4], v[5]), t3 = _mm256_hadd_ps(v[6], v[7]);
+  const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);  // [v0..v3 | v0..v3], [v4..v7 | v4..v7]
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+// 8 floats with AVX2 (tails through a small buffer).
+struct Vec256 {
+  using V = __m256;
+  static constexpr int W = 8;
+  using Ops = Avx2Ops;
+  static V zero() { return _mm256_setzero_ps(); }
+  static V set1(float x) { return _mm256_set1_ps(x); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V hadd(const V* v) { return hadd8(v); }
+  static void store_first(float* p, V v, int64_t count) {
+    alignas(32) float buf[8];
+    _mm256_store_ps(buf, v);
+    std::copy(buf, buf + std::min<int64_t>(count, 8), p);
+  }
+  static const float* load_row(DType t, const uint8_t* src, float* tmp, int64_t n) { return load_row_avx2(t, src, tmp, n); }
+};
+
 // Rows [j0, j0 + m) of a cache run as floats, row r at dst + r * d.
+template <class VT>
 inline void load_block(DType t, const uint8_t* base, int64_t stride, int64_t j0, int64_t m, int64_t d, float* dst) {
   for (int64_t r = 0; r < m; ++r) {
     const uint8_t* src = base + (j0 + r) * stride;
     if (t == DType::F32)
       std::memcpy(dst + r * d, src, d * sizeof(float));
     else
-      load_row_avx512(t, src, dst + r * d, d);
+      VT::load_row(t, src, dst + r * d, d);
   }
 }
 
-// out[0 .. 16 * CN) += sum_p w[p] * rows[p * ld + 0 .. 16 * CN), p < m; accumulators in registers.
-template <int CN>
+// out[0 .. W * CN) += sum_p w[p] * rows[p * ld + 0 .. W * CN), p < m; accumulators in registers.
+template <class VT, int CN>
 inline void weighted_rows(const float* w, const float* rows, int64_t ld, int64_t m, float* out) {
-  __m512 acc[CN];
-  for (int c = 0; c < CN; ++c) acc[c] = _mm512_loadu_ps(out + 16 * c);
+  typename VT::V acc[CN];
+  for (int c = 0; c < CN; ++c) acc[c] = VT::load(out + VT::W * c);
   for (int64_t p = 0; p < m; ++p) {
-    const __m512 wp = _mm512_set1_ps(w[p]);
-    for (int c = 0; c < CN; ++c) acc[c] = _mm512_fmadd_ps(wp, _mm512_loadu_ps(rows + p * ld + 16 * c), acc[c]);
+    const typename VT::V wp = VT::set1(w[p]);
+    for (int c = 0; c < CN; ++c) acc[c] = VT::fma(wp, VT::load(rows + p * ld + VT::W * c), acc[c]);
   }
-  for (int c = 0; c < CN; ++c) _mm512_storeu_ps(out + 16 * c, acc[c]);
+  for (int c = 0; c < CN; ++c) VT::store(out + VT::W * c, acc[c]);
 }
 
+template <class VT>
 inline void weighted_rows_n(int cn, const float* w, const float* rows, int64_t ld, int64_t m, float* out) {
   switch (cn) {
-    case 1: return weighted_rows<1>(w, rows, ld, m, out);
-    case 2: return weighted_rows<2>(w, rows, ld, m, out);
-    case 3: return weighted_rows<3>(w, rows, ld, m, out);
-    case 4: return weighted_rows<4>(w, rows, ld, m, out);
-    case 5: return weighted_rows<5>(w, rows, ld, m, out);
-    case 6: return weighted_rows<6>(w, rows, ld, m, out);
-    case 7: return weighted_rows<7>(w, rows, ld, m, out);
-    default: return weighted_rows<8>(w, rows, ld, m, out);
+    case 1: return weighted_rows<VT, 1>(w, rows, ld, m, out);
+    case 2: return weighted_rows<VT, 2>(w, rows, ld, m, out);
+    case 3: return weighted_rows<VT, 3>(w, rows, ld, m, out);
+    case 4: return weighted_rows<VT, 4>(w, rows, ld, m, out);
+    case 5: return weighted_rows<VT, 5>(w, rows, ld, m, out);
+    case 6: return weighted_rows<VT, 6>(w, rows, ld, m, out);
+    case 7: return weighted_rows<VT, 7>(w, rows, ld, m, out);
+    default: return weighted_rows<VT, 8>(w, rows, ld, m, out);
   }
 }
 
 // The blocked walk for head dims that are whole vectors: kAttendBlock positions of K (then V)
-// converted to float once for the whole group; scores 16 positions at a time per query (16 dot
-// partials reduced together by hadd16); the V sums with the output in registers, 128 dims at a
-// time. Other head dims take the row-at-a-time walk (attention_impl.h).
-void attend_group_avx512(const AttendArgs& a) {
+// converted to float once for the whole group; scores W positions at a time per query (W dot
+// partials reduced together by VT::hadd); the V sums with the output in registers, 8 vectors of
+// dims at a time. Other head dims take the row-at-a-time walk (attention_impl.h).
+template <class VT>
+void attend_group_blocked(const AttendArgs& a) {
+  using V = typename VT::V;
+  constexpr int W = VT::W;
   const int64_t n = a.n_pos, dk = a.dk, dv = a.dv, group = a.group;
-  if (dk % 16 != 0 || dv % 16 != 0) return attend_group<Avx512Ops>(a);
-  const int64_t nk = dk / 16, nv = dv / 16;
-  const __m512 vscale = _mm512_set1_ps(a.scale);
+  if (dk % W != 0 || dv % W != 0) return attend_group<typename VT::Ops>(a);
+  const int64_t nk = dk / W, nv = dv / W;
+  const V vscale = VT::set1(a.scale);
   for (int64_t j0 = 0; j0 < n; j0 += kAttendBlock) {
     const int64_t m = std::min(kAttendBlock, n - j0);
-    load_block(a.tk, a.k, a.k_stride, j0, m, dk, a.row);
+    load_block<VT>(a.tk, a.k, a.k_stride, j0, m, dk, a.row);
     for (int64_t g = 0; g < group; ++g) {
       const float* qg = a.q + g * dk;
-      for (int64_t p0 = 0; p0 < m; p0 += 16) {
-        __m512 part[16];
-        for (int p = 0; p < 16; ++p) {
-          __m512 acc = _mm512_setzero_ps();
+      for (int64_t p0 = 0; p0 < m; p0 += W) {
+        V part[W];
+        for (int p = 0; p < W; ++p) {
+          V acc = VT::zero();
           if (p0 + p < m) {
             const float* kr = a.row + (p0 + p) * dk;
-            for (int64_t c = 0; c < nk; ++c) acc = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), _mm512_loadu_ps(kr + 16 * c), acc);
+            for (int64_t c = 0; c < nk; ++c) acc = VT::fma(VT::load(qg + W * c), VT::load(kr + W * c), acc);
           }
           part[p] = acc;
         }
-        _mm512_mask_storeu_ps(a.scores + g * n + j0 + p0, tail_mask(m - p0), _mm512_mul_ps(vscale, hadd16(part)));
+        VT::store_first(a.scores + g * n + j0 + p0, VT::mul(vscale, VT::hadd(part)), m - p0);
       }
     }
   }
   for (int64_t g = 0; g < group; ++g) {
     float* s = a.scores + g * n;
-    a.sums[g] = Avx512Ops::exp_sum(s, n, Avx512Ops::max(s, n));
+    a.sums[g] = VT::Ops::exp_sum(s, n, VT::Ops::max(s, n));
     std::fill(a.out + g * dv, a.out + (g + 1) * dv, 0.0f);
   }
   for (int64_t j0 = 0; j0 < n; j0 += kAttendBlock) {
     const int64_t m = std::min(kAttendBlock, n - j0);
-    load_block(a.tv, a.v, a.v_stride, j0, m, dv, a.row);
+    load_block<VT>(a.tv, a.v, a.v_stride, j0, m, dv, a.row);
     for (int64_t g = 0; g < group; ++g)
       for (int64_t c0 = 0; c0 < nv; c0 += 8)
-        weighted_rows_n(static_cast<int>(std::min<int64_t>(8, nv - c0)), a.scores + g * n + j0, a.row + 16 * c0, dv, m,
-                        a.out + g * dv + 16 * c0);
+        weighted_rows_n<VT>(static_cast<int>(std::min<int64_t>(8, nv - c0)), a.scores + g * n + j0, a.row + W * c0, dv, m,
+                            a.out + g * dv + W * c0);
   }
-  for (int64_t g = 0; g < group; ++g) Avx512Ops::scale(a.out + g * dv, 1.0f / a.sums[g], dv);
+  for (int64_t g = 0; g < group; ++g) VT::Ops::scale(a.out + g * dv, 1.0f / a.sums[g], dv);
 }
 
 }  // namespace
 
-inline AttentionKernels attention_kernels() { return {attend_group_avx512, store_row}; }
+#if defined(__AVX512F__)
+inline AttentionKernels attention_kernels() { return {attend_group_blocked<Vec512>, store_row}; }
 #else
-}  // namespace
-
-inline AttentionKernels attention_kernels() { return {attend_group<Avx2Ops>, store_row}; }
+inline AttentionKernels attention_kernels() { return {attend_group_blocked<Vec256>, store_row}; }
 #endif
 
 }  // namespace velocity::engine::cpu::VELOCITY_X86_NS
