@@ -30,7 +30,7 @@ AttentionKernels pick_kernels() {
 }
 }  // namespace
 
-KvCache::KvCache(const StepShape& shape, int n_threads) : shape_(shape) {
+KvCache::KvCache(const StepShape& shape, int n_threads) : shape_(shape), kernels_(pick_kernels()) {
   for (auto [type, dim, which] : {std::tuple{shape.cache_type_k, shape.head_dim_k, "K"},
                                   std::tuple{shape.cache_type_v, shape.head_dim_v, "V"}}) {
     if (!cache_type_ok(type))
@@ -69,7 +69,7 @@ void KvCache::attend(ThreadPool& pool, const AttentionParams& p, const int32_t* 
   VELOCITY_CHECK(p.layer >= 0 && p.layer < shape_.n_layer);
   const DType tk = shape_.cache_type_k, tv = shape_.cache_type_v;
 
-  const AttentionKernels kernels = pick_kernels();
+  const AttentionKernels& kernels = kernels_;
   VELOCITY_CHECK(n_head == shape_.n_head && n_kv == shape_.n_head_kv);
 
   // 1. Store this step's K and V rows (every token's before any token reads).

@@ -17,6 +17,7 @@
 #include "core/dtype.h"
 #include "core/thread_pool.h"
 #include "engine/backend.h"
+#include "engine/cpu/attention_kernels.h"
 
 namespace velocity::engine::cpu {
 
@@ -37,6 +38,7 @@ class KvCache {
   uint8_t* v_row(int64_t layer, int64_t slot, int64_t pos, int64_t head);
 
   StepShape shape_;
+  AttentionKernels kernels_;  // for the ISA in use when the cache was made
   int64_t k_row_bytes_ = 0, v_row_bytes_ = 0;
   std::vector<uint8_t> k_, v_;
   // Per thread scratch (AttendArgs): scores [group * n_ctx], rows [kAttendBlock * max(Dh, Dhv)],

@@ -1,6 +1,6 @@
 // The x86 attention primitives (attention_impl.h), compiled twice: attention_avx2.cpp (8 floats a
 // vector, scalar tails) and attention_avx512.cpp (16 floats, masked tails). The including file
-// defines VELOCITY_X86_NS. exp comes from vec_math_x86.h.
+// defines VELOCITY_X86_NS. exp and the horizontal sums come from vec_math_x86.h.
 #pragma once
 
 #include <immintrin.h>
@@ -87,19 +87,6 @@ void store_row(DType t, const float* x, uint8_t* dst, int64_t n) {
     default:
       quantize_row(t, x, dst, n);
   }
-}
-
-inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-inline float hmax256(__m256 v) {
-  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 struct Avx2Ops {

@@ -10,7 +10,6 @@
 
 #include "core/error.h"
 #include "core/quant.h"
-#include "engine/cpu/elementwise.h"
 
 namespace velocity::engine::cpu {
 
@@ -31,7 +30,7 @@ void for_rows(ThreadPool& pool, int64_t n_rows, int64_t n_cols, F&& fn) {
 
 void CpuBackend::FreeDeleter::operator()(void* p) const { std::free(p); }
 
-CpuBackend::CpuBackend(int n_threads) : pool_(n_threads) {}
+CpuBackend::CpuBackend(int n_threads) : pool_(n_threads), silu_mul_(elementwise_kernels().silu_mul) {}
 CpuBackend::~CpuBackend() = default;
 
 void* CpuBackend::alloc_bytes(size_t n) {
@@ -243,9 +242,8 @@ void CpuBackend::attention(const AttentionParams& p, const Act& q, const Act& k,
 void CpuBackend::swiglu(const Act& gate, const Act& up, Act& out) {
   VELOCITY_CHECK(gate.n_cols == up.n_cols && gate.n_rows == up.n_rows && out.n_cols == gate.n_cols);
   out.n_rows = gate.n_rows;
-  const SiluMulFn silu_mul = elementwise_kernels().silu_mul;
   for_rows(pool_, gate.n_rows, gate.n_cols, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) silu_mul(gate.row(t), up.row(t), out.row(t), gate.n_cols);
+    for (int64_t t = begin; t < end; ++t) silu_mul_(gate.row(t), up.row(t), out.row(t), gate.n_cols);
   });
 }
 

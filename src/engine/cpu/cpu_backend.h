@@ -10,6 +10,7 @@
 #include "core/thread_pool.h"
 #include "engine/backend.h"
 #include "engine/cpu/attention.h"
+#include "engine/cpu/elementwise.h"
 #include "engine/cpu/matmul.h"
 
 namespace velocity::engine::cpu {
@@ -52,6 +53,7 @@ class CpuBackend final : public Backend {
   void* alloc_bytes(size_t n);
 
   ThreadPool pool_;
+  SiluMulFn silu_mul_;  // elementwise kernel of the ISA in use at construction
   std::unique_ptr<Matmul> matmul_;
   std::unique_ptr<KvCache> kv_;
   std::vector<std::unique_ptr<void, FreeDeleter>> buffers_;  // every allocation, freed together

@@ -31,6 +31,7 @@
 
 #include "core/fp16.h"
 #include "engine/cpu/matmul_kernels.h"
+#include "engine/cpu/vec_math_x86.h"
 
 #ifndef VELOCITY_X86_NS
 #error "define VELOCITY_X86_NS before including matmul_x86.h"
@@ -47,12 +48,6 @@ constexpr int kTileK = 8;  // K-quant tile: AVX-512VL has 32 ymm registers
 constexpr int kTileK = kTile;
 #endif
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 inline int hsum_i32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
@@ -170,7 +165,7 @@ void rows_plain(const MatmulArgs& a, int64_t r0, int64_t r1) {
       i += 8;
     }
     for (int t = 0; t < T; ++t) {
-      float sum = hsum(_mm256_add_ps(acc0[t], acc1[t]));
+      float sum = hsum256(_mm256_add_ps(acc0[t], acc1[t]));
       for (int64_t j = i; j < n; ++j) sum += Load::one(row, j) * x[t][j];
       a.y[(t0 + t) * a.ldy + r] = sum;
     }
@@ -265,7 +260,7 @@ void rows_q32(const MatmulArgs& a, int64_t r0, int64_t r1) {
       step(ib + 1, acc1);
     }
     if (ib < nb) step(ib, acc0);
-    for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.ldy + r] = hsum(_mm256_add_ps(acc0[t], acc1[t]));
+    for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.ldy + r] = hsum256(_mm256_add_ps(acc0[t], acc1[t]));
   });
 }
 
@@ -313,7 +308,7 @@ void rows_q32_512(const MatmulArgs& a, int64_t r0, int64_t r1) {
         const __m256 p = _mm256_cvtepi32_ps(udot(_mm256_sign_epi8(w_tail, w_tail), q));
         even = _mm256_fmadd_ps(p, _mm256_mul_ps(_mm256_set1_ps(dw_tail), _mm256_broadcast_ss(act[t].d + ib)), even);
       }
-      a.y[(t0 + t) * a.ldy + r] = hsum(_mm256_add_ps(even, odd));
+      a.y[(t0 + t) * a.ldy + r] = hsum256(_mm256_add_ps(even, odd));
     }
   });
 }
@@ -369,7 +364,7 @@ void rows_q4_k(const MatmulArgs& a, int64_t r0, int64_t r1) {
         acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins)), _mm256_mul_ps(_mm256_set1_ps(dmin), da), acc[t]);
       }
     }
-    for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.ldy + r] = hsum(acc[t]);
+    for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.ldy + r] = hsum256(acc[t]);
   });
 }
 
@@ -419,7 +414,7 @@ void rows_q6_k(const MatmulArgs& a, int64_t r0, int64_t r1) {
                                  _mm256_mul_ps(_mm256_set1_ps(d), _mm256_broadcast_ss(act[t].d + ib)), acc[t]);
       }
     }
-    for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.ldy + r] = hsum(acc[t]);
+    for (int t = 0; t < T; ++t) a.y[(t0 + t) * a.ldy + r] = hsum256(acc[t]);
   });
 }
 

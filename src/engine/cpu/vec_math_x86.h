@@ -1,4 +1,4 @@
-// Vector math for the x86 kernels (attention_x86.h, elementwise_x86.h). Internal linkage inside
+// Vector math for the x86 kernels (matmul_x86.h, attention_x86.h, elementwise_x86.h). Internal linkage inside
 // the including file's VELOCITY_X86_NS namespace: each ISA build must get its own copy (an inline
 // function shared by an AVX2 and an AVX-512 file could be linked to the AVX-512 code).
 //
@@ -21,6 +21,20 @@ constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2Hi = 0.693359375f;          // ln 2 split so n * kLn2Hi is exact for |n| < 2^9
 constexpr float kLn2Lo = -2.12194440e-4f;
 constexpr float kExpLo = -87.0f, kExpHi = 88.0f;
+
+// The sum (max) of the 8 lanes.
+inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline float hmax256(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
 
 // e^r for |r| <= ln2/2, degree-7 Taylor in Horner form.
 template <class V, class Fma, class Set>
