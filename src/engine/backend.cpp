@@ -17,6 +17,33 @@ Act& rows(Act& a, int64_t n_rows) {
 }
 }  // namespace
 
+void Backend::check_batch(const Batch& batch) {
+  const int64_t n = batch.size();
+  if (n == 0) fail("forward: empty batch");
+  if (n > shape_.max_tokens) fail("forward: batch of {} tokens exceeds the maximum of {}", n, shape_.max_tokens);
+  if (static_cast<int64_t>(batch.positions.size()) != n || static_cast<int64_t>(batch.seq_ids.size()) != n ||
+      static_cast<int64_t>(batch.outputs.size()) != n)
+    fail("forward: batch arrays differ in length");
+  int64_t n_out = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t tok = batch.tokens[i], pos = batch.positions[i], seq = batch.seq_ids[i];
+    if (tok < 0 || tok >= shape_.n_vocab)
+      fail("forward: token {} at batch index {} is outside the vocabulary [0, {})", tok, i, shape_.n_vocab);
+    if (seq < 0 || seq >= shape_.n_slots)
+      fail("forward: sequence id {} at batch index {} is outside [0, {})", seq, i, shape_.n_slots);
+    if (pos < 0 || pos >= shape_.n_ctx)
+      fail("forward: position {} at batch index {} exceeds the context length of {} tokens", pos, i, shape_.n_ctx);
+    const Output o = batch.outputs[i];
+    if (o != Output::None && o != Output::Logits && o != Output::Token)
+      fail("forward: output kind {} at batch index {} is not one of none, logits, token", static_cast<int>(o), i);
+    n_out += o != Output::None;
+  }
+  if (n_out > shape_.max_logits)
+    fail("forward: {} tokens want outputs; the model was loaded for at most {} per step", n_out, shape_.max_logits);
+  step_tokens_ = n;
+  step_outputs_ = n_out;
+}
+
 void Backend::reserve_blocks() {
   const StepShape& s = shape_;
   const int64_t t = s.max_tokens;
@@ -35,8 +62,10 @@ void Backend::reserve_blocks() {
     scratch_.router = alloc(t, s.n_expert);
     scratch_.route = alloc_route(t, s.n_expert_used);
   }
-  scratch_.logits_in = alloc(s.max_logits, s.n_embd);
-  scratch_.logits = alloc(s.max_logits, s.n_vocab);
+  if (s.has_output) {
+    scratch_.logits_in = alloc(s.max_logits, s.n_embd);
+    scratch_.logits = alloc(s.max_logits, s.n_vocab);
+  }
 }
 
 void Backend::attention_block(const AttentionLayer& layer, const AttentionParams& p, Act& x) {
@@ -87,10 +116,19 @@ void Backend::moe_block(const MoeLayer& layer, const MoeParams& p, float eps, Ac
 
 void Backend::output_block(const Weight& norm, const Weight& head, float eps, const Act& x) {
   BlockScratch& s = scratch_;
-  select_logit_rows(x, rows(s.logits_in, step_logits_));
-  if (step_logits_ == 0) return;
+  select_output_rows(x, rows(s.logits_in, step_outputs_));
+  if (step_outputs_ == 0) return;
   rms_norm(s.logits_in, norm, eps, s.logits_in);
-  matmul(head, s.logits_in, rows(s.logits, step_logits_));
+  matmul(head, s.logits_in, rows(s.logits, step_outputs_));
+}
+
+}  // namespace velocity::engine
+
+namespace velocity::engine {
+
+std::unique_ptr<Backend> make_backend(Device device, int n_threads) {
+  if (device.is_cpu()) return make_cpu_backend(n_threads, device.index);
+  return make_cuda_backend(device.index);
 }
 
 }  // namespace velocity::engine

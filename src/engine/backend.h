@@ -1,14 +1,20 @@
-// The Backend interface: device memory, primitive ops and the blocks a transformer is built from.
+// The Backend interface: one device's memory, primitive ops and the blocks a transformer is built
+// from.
 //
 // Designed for the GPU from the first CPU line (../shared/DESIGN.md):
 //   - reserve() allocates everything a step touches (activations, scratch, KV cache, logits)
 //     from the model's shape and the slot count; a step allocates nothing.
-//   - A step is begin_step(batch), then blocks, then read_logits(). Inside a step no op needs a
-//     host decision: MoE routing is an op (moe_route) whose result stays in backend memory and is
-//     consumed in place by moe_experts.
+//   - A step is begin_step(batch), then blocks (inside run_step), then read_output(). Inside a
+//     step no op needs a host decision: MoE routing is an op (moe_route) whose result stays in
+//     backend memory and is consumed in place by moe_experts; the step's inputs (ids,
+//     positions, sequences) sit in fixed buffers filled by begin_step. So a backend may record
+//     a step's ops once per step shape and replay them (CUDA graphs).
 //   - Blocks (attention, dense FFN, MoE, output head) are virtual with a reference composition of
 //     primitive ops (backend.cpp), which every backend shares for testing; a backend overrides a
-//     block to fuse inside it (the CUDA one will), the model files never change.
+//     block to fuse inside it, the model files never change.
+//   - Several backends can hold one model (a placement maps each tensor to a device): each
+//     backend holds the KV cache of the layers it runs, and the residual stream moves between
+//     them with write/read at a layer boundary (model/forward.h).
 //
 // Shapes: T = tokens in the step, D = n_embd, H/Hkv = query/KV heads, Dh = head dim.
 #pragma once
@@ -17,9 +23,12 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "core/dtype.h"
+#include "core/function_ref.h"
 #include "engine/batch.h"
+#include "engine/device.h"
 #include "engine/tensor.h"
 
 namespace velocity::engine {
@@ -35,8 +44,8 @@ struct RopeParams {
   int32_t n_rot = 0;              // leading dims of each head that rotate (<= head dim, even)
   float freq_base = 10000.0f;     // theta
   float freq_scale = 1.0f;        // linear position scaling (1 / factor)
-  const float* freq_factors = nullptr;  // [n_rot / 2] divisors of the frequencies (llama 3
-                                        // "rope_freqs"), host memory, or nullptr
+  Weight freq_factors;            // F32 [n_rot / 2] divisors of the frequencies (llama 3
+                                  // "rope_freqs") on the layer's device, or absent
 };
 
 // Everything reserve() sizes. Zero means "not used by this model".
@@ -57,8 +66,14 @@ struct StepShape {
   // KV cache
   int64_t n_slots = 1;       // sequences held at once (seq ids 0..n_slots-1)
   int64_t n_ctx = 0;         // positions per sequence
-  DType cache_type_k = DType::F16;  // F32, F16, Q8_0 or Q4_0
+  DType cache_type_k = DType::F16;  // F32, F16, Q8_0 or Q4_0 (CPU); see Backend::supports_cache_type
   DType cache_type_v = DType::F16;
+  // The layers whose KV cache this backend holds (the layers it runs); empty: all n_layer.
+  std::vector<int32_t> kv_layers;
+  // What this backend's part of the step needs: the embedding (first device) and the output
+  // head with its logits buffer (last device).
+  bool has_embedding = true;
+  bool has_output = true;
 };
 
 struct AttentionLayer {
@@ -69,7 +84,7 @@ struct AttentionLayer {
 };
 
 struct AttentionParams {
-  int32_t layer = 0;           // index into the KV cache
+  int32_t layer = 0;           // global layer index (the KV cache of this layer)
   int64_t n_head = 0;
   int64_t n_head_kv = 0;
   int64_t head_dim_k = 0;
@@ -109,26 +124,52 @@ struct MoeRoute {
 class Backend {
  public:
   virtual ~Backend() = default;
-  virtual std::string name() const = 0;
+  virtual std::string name() const = 0;  // "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
+  virtual Device device() const = 0;
+  // Whether attention can use a KV cache of this type (K and V are asked separately).
+  virtual bool supports_cache_type(DType type) const = 0;
 
   // --- Memory (at load) ---------------------------------------------------------------------
-  // A weight from bytes in host memory (e.g. the mmap'd file). The backend may keep the pointer
-  // (CPU: zero copy) or copy it to device memory; `bytes` must outlive the backend if it keeps it.
-  // Throws when the type is one the backend cannot compute with.
-  virtual Weight upload(std::string name, DType type, std::span<const int64_t> shape, const uint8_t* bytes) = 0;
-  // Allocates activations, scratch, the KV cache and the logits buffer for `shape`.
+  // A weight from bytes in host memory (the mmap'd file). The backend may keep the pointer (CPU:
+  // zero copy) or copy it to device memory; `bytes` and the text `name` views must outlive the
+  // backend. Throws when the type is one the backend cannot compute with.
+  virtual Weight upload(std::string_view name, DType type, std::span<const int64_t> shape, const uint8_t* bytes) = 0;
+  // Allocates activations, scratch, the KV cache of shape.kv_layers and the logits buffer.
   virtual void reserve(const StepShape& shape) = 0;
   const StepShape& shape() const { return shape_; }
   // An activation buffer of [capacity, n_cols] (also used by the reference blocks for scratch).
   virtual Act alloc(int64_t capacity, int64_t n_cols) = 0;
 
+  // --- Moving data (in stream order: after every op issued before, before every op after) ---
+  // dst rows [0, n_rows) = src [n_rows, dst.n_cols] (host memory); sets dst.n_rows. `src` may
+  // be reused when this returns.
+  virtual void write(Act& dst, const float* src, int64_t n_rows) = 0;
+  // dst [src.n_rows, src.n_cols] (host memory) = src, once every op issued before has run.
+  virtual void read(const Act& src, float* dst) = 0;
+  // Waits for every op issued so far. A device fault (engine::DeviceFault) surfaces here, in
+  // read() or in read_output().
+  virtual void synchronize() = 0;
+
+  // --- KV cache sequences ---------------------------------------------------------------------
+  // Positions [0, n_positions) of sequence src become those of dst, in every layer held here
+  // (prefix sharing). The cache does not track which positions are filled, so clearing or
+  // truncating a sequence needs no call: later steps overwrite positions (engine/batch.h).
+  virtual void seq_copy(int32_t src_seq, int32_t dst_seq, int64_t n_positions) = 0;
+
   // --- A step --------------------------------------------------------------------------------
-  // Validates and uploads the batch (ids, positions, seq ids, logit rows). Throws velocity::Error
-  // on a batch larger than max_tokens, more than max_logits logit rows, a token id outside the vocabulary, a seq id outside
-  // [0, n_slots) or a position outside [0, n_ctx) (the message says the context length).
+  // Validates the batch and fills the step's input buffers (ids, positions, seq ids, output
+  // rows). Throws velocity::Error on a batch larger than max_tokens, more than max_logits
+  // output rows, a token id outside the vocabulary, a seq id outside [0, n_slots) or a position
+  // outside [0, n_ctx) (the message says the context length).
   virtual void begin_step(const Batch& batch) = 0;
-  // Copies the logits of the step's output rows into `out` [n_logits * n_vocab] (host memory).
-  virtual void read_logits(std::span<float> out) = 0;
+  // Runs `ops`, which issues every op of this step on this backend (embed .. output_block). A
+  // backend may record the ops once per step shape and replay the recording on later steps of
+  // that shape (CUDA graphs), so `ops` must issue the same calls for the same batch size and
+  // must not depend on values the step computes. The CPU backend just calls it.
+  virtual void run_step(FunctionRef<void()> ops) { ops(); }
+  // The step's outputs (engine/batch.h), once the step has run; host memory valid until the
+  // next step.
+  virtual StepOutput read_output() = 0;
 
   // --- Primitive ops (on the current step's tokens) --------------------------------------------
   // out[t] = table[token t] (dequantised); out: [T, D]
@@ -157,8 +198,8 @@ class Backend {
   virtual void moe_route(const Act& router_logits, const MoeParams& p, MoeRoute& route) = 0;
   // out[t] = sum_j route.weights[t, j] * down_e(silu(gate_e x[t]) * up_e x[t]), e = route.ids[t, j]
   virtual void moe_experts(const MoeRoute& route, const MoeLayer& layer, const Act& x, Act& out) = 0;
-  // out = the rows of x whose token wants logits, in batch order
-  virtual void select_logit_rows(const Act& x, Act& out) = 0;
+  // out = the rows of x whose token has an output, in batch order
+  virtual void select_output_rows(const Act& x, Act& out) = 0;
 
   // --- Blocks (reference composition in backend.cpp; override to fuse) --------------------------
   // x += attention(rms_norm(x))
@@ -167,8 +208,11 @@ class Backend {
   virtual void ffn_block(const FfnLayer& layer, float eps, Act& x);
   // x += moe(rms_norm(x))
   virtual void moe_block(const MoeLayer& layer, const MoeParams& p, float eps, Act& x);
-  // logits = head(rms_norm(x)) for the rows that want logits; kept for read_logits()
+  // logits = head(rms_norm(x)) for the output rows; kept for read_output()
   virtual void output_block(const Weight& norm, const Weight& head, float eps, const Act& x);
+
+  // For tests: the logits of the last step's output rows, [n_outputs, n_vocab] on the device.
+  const Act& logits() const { return scratch_.logits; }
 
  protected:
   // Scratch for the reference blocks; allocated by reserve_blocks() from shape_.
@@ -184,15 +228,26 @@ class Backend {
   void reserve_blocks();
   virtual MoeRoute alloc_route(int64_t max_tokens, int64_t k) = 0;
   int64_t step_tokens() const { return step_tokens_; }
-  int64_t step_logits() const { return step_logits_; }
+  int64_t step_outputs() const { return step_outputs_; }
+  // Checks a batch against shape_ (the messages begin_step promises); sets step_tokens_ and
+  // step_outputs_.
+  void check_batch(const Batch& batch);
 
   StepShape shape_;
   BlockScratch scratch_;
-  int64_t step_tokens_ = 0;  // set by begin_step
-  int64_t step_logits_ = 0;
+  int64_t step_tokens_ = 0;   // set by begin_step
+  int64_t step_outputs_ = 0;
 };
 
 // The CPU backend (engine/cpu). n_threads <= 0: one per online core.
 std::unique_ptr<Backend> make_cpu_backend(int n_threads = 0);
+std::unique_ptr<Backend> make_cpu_backend(int n_threads, int32_t index);  // "cpu:N", for tests
+// The CUDA backend on GPU `index` (engine/cuda); throws Error when this build has no CUDA or the
+// GPU is absent.
+std::unique_ptr<Backend> make_cuda_backend(int index);
+// Number of CUDA GPUs this process can use (0 without CUDA support or a driver).
+int cuda_device_count();
+// The backend for `device`.
+std::unique_ptr<Backend> make_backend(Device device, int n_threads = 0);
 
 }  // namespace velocity::engine

@@ -9,6 +9,7 @@
 
 #include "engine/backend.h"
 #include "model/config.h"
+#include "model/forward.h"
 #include "model/hparams.h"
 #include "model/weights.h"
 
@@ -22,8 +23,9 @@ class Architecture {
   virtual void read_config(const Hparams& hparams, Config& config) = 0;
   // Takes the per-layer tensors.
   virtual void load(Weights& weights, const Config& config) = 0;
-  // x [T, D] (the embedded tokens) -> x after the last layer, before the output norm.
-  virtual void forward(engine::Backend& backend, engine::Act& x) = 0;
+  // pass.x() [T, D] (the embedded tokens) -> x after the last layer, before the output norm;
+  // each layer runs on pass.layer(il).
+  virtual void forward(ForwardPass& pass) = 0;
 };
 
 // The architecture for general.architecture; Error listing the supported ones otherwise.
@@ -35,6 +37,7 @@ struct DecoderLayer {
   engine::AttentionLayer attn;
   engine::FfnLayer ffn;   // dense layers
   engine::MoeLayer moe;   // MoE layers (moe.router present)
+  engine::Weight rope_freqs;  // llama 3 frequency factors on the layer's device, or absent
 };
 
 struct DecoderOptions {
@@ -47,9 +50,8 @@ void refuse_rope_scaling(const Hparams& h);
 // Loads the attention tensors of layer il and either the dense FFN or (n_expert > 0) the MoE one.
 DecoderLayer load_decoder_layer(Weights& w, const Config& c, int64_t il, const DecoderOptions& options);
 // Attention block parameters of layer il.
-engine::AttentionParams attention_params(const Config& c, int64_t il, const float* rope_freq_factors);
+engine::AttentionParams attention_params(const Config& c, const DecoderLayer& l, int64_t il);
 // Runs every layer: attention block then FFN or MoE block.
-void decoder_forward(engine::Backend& b, const Config& c, const std::vector<DecoderLayer>& layers,
-                     const float* rope_freq_factors, engine::Act& x);
+void decoder_forward(ForwardPass& pass, const Config& c, const std::vector<DecoderLayer>& layers);
 
 }  // namespace velocity::model

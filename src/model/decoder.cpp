@@ -31,6 +31,7 @@ DecoderLayer load_decoder_layer(Weights& w, const Config& c, int64_t il, const D
     a.q_norm = w.get(name("attn_q_norm.weight"), {c.head_dim_k});
     a.k_norm = w.get(name("attn_k_norm.weight"), {c.head_dim_k});
   }
+  if (c.has_rope_freqs) l.rope_freqs = w.on_device("rope_freqs.weight", {c.n_rot / 2}, w.layer_device(il));
   if (c.n_expert > 0) {
     engine::MoeLayer& m = l.moe;
     const int64_t e = c.n_expert, f = c.n_ff_expert;
@@ -58,7 +59,7 @@ void refuse_rope_scaling(const Hparams& h) {
     fail("{}: {}.rope.scaling.type \"{}\" is not supported yet", h.file().shards().at(0).path, h.arch(), *type);
 }
 
-engine::AttentionParams attention_params(const Config& c, int64_t il, const float* rope_freq_factors) {
+engine::AttentionParams attention_params(const Config& c, const DecoderLayer& l, int64_t il) {
   engine::AttentionParams p;
   p.layer = static_cast<int32_t>(il);
   p.n_head = c.n_head;
@@ -70,23 +71,23 @@ engine::AttentionParams attention_params(const Config& c, int64_t il, const floa
   p.rope.n_rot = static_cast<int32_t>(c.n_rot);
   p.rope.freq_base = c.rope_freq_base;
   p.rope.freq_scale = c.rope_freq_scale;
-  p.rope.freq_factors = rope_freq_factors;
+  p.rope.freq_factors = l.rope_freqs;
   return p;
 }
 
-void decoder_forward(engine::Backend& b, const Config& c, const std::vector<DecoderLayer>& layers,
-                     const float* rope_freq_factors, engine::Act& x) {
+void decoder_forward(ForwardPass& pass, const Config& c, const std::vector<DecoderLayer>& layers) {
   engine::MoeParams moe;
   moe.n_expert = c.n_expert;
   moe.n_expert_used = c.n_expert_used;
   moe.normalize_weights = c.moe_norm_weights;
   for (size_t il = 0; il < layers.size(); ++il) {
     const DecoderLayer& l = layers[il];
-    b.attention_block(l.attn, attention_params(c, static_cast<int64_t>(il), rope_freq_factors), x);
+    engine::Backend& b = pass.layer(static_cast<int64_t>(il));
+    b.attention_block(l.attn, attention_params(c, l, static_cast<int64_t>(il)), pass.x());
     if (l.moe.router.present())
-      b.moe_block(l.moe, moe, c.rms_eps, x);
+      b.moe_block(l.moe, moe, c.rms_eps, pass.x());
     else
-      b.ffn_block(l.ffn, c.rms_eps, x);
+      b.ffn_block(l.ffn, c.rms_eps, pass.x());
   }
 }
 

@@ -30,17 +30,13 @@ class Llama final : public Architecture {
 
   void load(Weights& w, const Config& c) override {
     config_ = c;
-    rope_freqs_ = w.host_f32("rope_freqs.weight", c.n_rot / 2);
     for (int64_t il = 0; il < c.n_layer; ++il) layers_.push_back(load_decoder_layer(w, c, il, {}));
   }
 
-  void forward(engine::Backend& b, engine::Act& x) override {
-    decoder_forward(b, config_, layers_, rope_freqs_.empty() ? nullptr : rope_freqs_.data(), x);
-  }
+  void forward(ForwardPass& pass) override { decoder_forward(pass, config_, layers_); }
 
  private:
   Config config_;
-  std::vector<float> rope_freqs_;
   std::vector<DecoderLayer> layers_;
 };
 

@@ -83,60 +83,111 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   m->arch_->read_config(h, c);
   if (c.n_expert == 0 && c.n_ff == 0) fail("{}: {}.feed_forward_length is missing", path, arch);
 
-  if (options.device != "cpu")
-    fail("device \"{}\": this build has only the CPU backend (device = \"cpu\")", options.device);
   if (options.n_slots < 1) fail("n_slots must be at least 1 (got {})", options.n_slots);
   if (options.max_batch < 1) fail("max_batch must be at least 1 (got {})", options.max_batch);
   if (options.n_ctx < 0) fail("context length must not be negative (got {})", options.n_ctx);
   m->n_ctx_ = options.n_ctx > 0 ? options.n_ctx : std::min<int64_t>(c.n_ctx_train, 4096);
   m->n_slots_ = options.n_slots;
   m->max_batch_ = options.max_batch;
-  m->backend_ = engine::make_cpu_backend(options.n_threads);
 
-  Weights w(file, *m->backend_);
+  // One backend per device of the placement; the embedding goes with the first layer and the
+  // head with the last, so a single-device model never crosses devices.
+  Placement& placement = m->placement_;
+  placement = options.placement;
+  if (!placement.layers.empty() && static_cast<int64_t>(placement.layers.size()) != c.n_layer)
+    fail("{}: the placement names devices for {} layers but the model has {}", path, placement.layers.size(), c.n_layer);
+  const engine::Device first = placement.layer(0), last = placement.layer(c.n_layer - 1);
+  placement.overrides.insert(placement.overrides.begin(), {TensorOverride{"^token_embd\\.", first},
+                                                           TensorOverride{"^output(_norm)?\\.", last}});
+  std::vector<engine::Backend*> backends;
+  for (const engine::Device& d : placement.devices()) {
+    m->backends_.push_back(engine::make_backend(d, options.n_threads));
+    backends.push_back(m->backends_.back().get());
+  }
+  auto backend_of = [&](engine::Device d) -> engine::Backend* {
+    for (engine::Backend* b : backends)
+      if (b->device() == d) return b;
+    return nullptr;
+  };
+  m->embed_backend_ = backend_of(first);
+  m->output_backend_ = backend_of(last);
+  for (engine::Backend* b : backends) {
+    if (!b->supports_cache_type(options.cache_type_k) || !b->supports_cache_type(options.cache_type_v))
+      fail("KV cache types k={} v={}: the {} backend does not support them", dtype_name(options.cache_type_k),
+           dtype_name(options.cache_type_v), b->name());
+  }
+
+  Weights w(file, placement, backends);
   m->weights_ = std::make_unique<ModelWeights>();
   ModelWeights& mw = *m->weights_;
   mw.token_embd = w.get("token_embd.weight", {c.n_embd, c.n_vocab});
   mw.output_norm = w.get("output_norm.weight", {c.n_embd});
-  mw.output = c.tied_output ? mw.token_embd : w.get("output.weight", {c.n_embd, c.n_vocab});
+  mw.output = c.tied_output ? (first == last ? mw.token_embd : w.on_device("token_embd.weight", {c.n_embd, c.n_vocab}, last))
+                            : w.get("output.weight", {c.n_embd, c.n_vocab});
   w.count_bytes(mw.output);
   m->arch_->load(w, c);
   w.check_all_used();
   m->bytes_per_token_ = w.bytes_per_token();
 
-  engine::StepShape s;
-  s.max_tokens = options.max_batch;
-  s.max_logits = options.max_logits > 0 ? std::min(options.max_logits, options.max_batch) : options.max_batch;
-  s.n_embd = c.n_embd;
-  s.n_vocab = c.n_vocab;
-  s.n_layer = c.n_layer;
-  s.n_head = c.n_head;
-  s.n_head_kv = c.n_head_kv;
-  s.head_dim_k = c.head_dim_k;
-  s.head_dim_v = c.head_dim_v;
-  s.n_ff = c.n_ff;
-  s.n_expert = c.n_expert;
-  s.n_expert_used = c.n_expert_used;
-  s.n_ff_expert = c.n_ff_expert;
-  s.n_slots = options.n_slots;
-  s.n_ctx = m->n_ctx_;
-  s.cache_type_k = options.cache_type_k;
-  s.cache_type_v = options.cache_type_v;
-  m->backend_->reserve(s);
-  m->x_ = m->backend_->alloc(s.max_tokens, c.n_embd);
-  m->logits_.resize(static_cast<size_t>(s.max_logits * c.n_vocab));
+  std::vector<engine::Backend*> layer_backends;
+  std::vector<engine::Act> residuals;
+  for (int64_t il = 0; il < c.n_layer; ++il) layer_backends.push_back(backend_of(placement.layer(il)));
+  for (engine::Backend* b : backends) {
+    engine::StepShape s;
+    s.max_tokens = options.max_batch;
+    s.max_logits = options.max_logits > 0 ? std::min(options.max_logits, options.max_batch) : options.max_batch;
+    s.n_embd = c.n_embd;
+    s.n_vocab = c.n_vocab;
+    s.n_layer = c.n_layer;
+    s.n_head = c.n_head;
+    s.n_head_kv = c.n_head_kv;
+    s.head_dim_k = c.head_dim_k;
+    s.head_dim_v = c.head_dim_v;
+    s.n_ff = c.n_ff;
+    s.n_expert = c.n_expert;
+    s.n_expert_used = c.n_expert_used;
+    s.n_ff_expert = c.n_ff_expert;
+    s.n_slots = options.n_slots;
+    s.n_ctx = m->n_ctx_;
+    s.cache_type_k = options.cache_type_k;
+    s.cache_type_v = options.cache_type_v;
+    for (int64_t il = 0; il < c.n_layer; ++il)
+      if (layer_backends[il] == b) s.kv_layers.push_back(static_cast<int32_t>(il));
+    if (s.kv_layers.empty()) s.n_layer = 0;  // holds no layer: no KV cache
+    s.has_embedding = b == m->embed_backend_;
+    s.has_output = b == m->output_backend_;
+    b->reserve(s);
+    residuals.push_back(b->alloc(s.max_tokens, c.n_embd));
+  }
+  if (backends.size() > 1) m->staging_.resize(static_cast<size_t>(options.max_batch * c.n_embd));
+  m->pass_ = std::make_unique<ForwardPass>(std::move(layer_backends), std::move(backends), std::move(residuals),
+                                           &m->staging_);
   return m;
 }
 
+void Model::run_ops() {
+  ForwardPass& pass = *pass_;
+  pass.begin(*embed_backend_);
+  embed_backend_->embed(weights_->token_embd, pass.x());
+  arch_->forward(pass);
+  engine::Backend& out = pass.to(*output_backend_);
+  out.output_block(weights_->output_norm, weights_->output, config_.rms_eps, pass.x());
+}
+
+engine::StepOutput Model::step(const engine::Batch& batch) {
+  for (auto& b : backends_) b->begin_step(batch);
+  if (backends_.size() == 1)
+    backends_.front()->run_step([this] { run_ops(); });
+  else
+    run_ops();
+  return output_backend_->read_output();
+}
+
 std::span<const float> Model::forward(const engine::Batch& batch) {
-  engine::Backend& b = *backend_;
-  b.begin_step(batch);
-  b.embed(weights_->token_embd, x_);
-  arch_->forward(b, x_);
-  b.output_block(weights_->output_norm, weights_->output, config_.rms_eps, x_);
-  const size_t n = static_cast<size_t>(batch.n_logits() * config_.n_vocab);
-  b.read_logits(std::span<float>(logits_.data(), n));
-  return {logits_.data(), n};
+  for (engine::Output o : batch.outputs)
+    if (o == engine::Output::Token) fail("forward: the batch asks for tokens; use step()");
+  const engine::StepOutput out = step(batch);
+  return {out.logits, static_cast<size_t>(out.n_rows * out.n_vocab)};
 }
 
 }  // namespace velocity::model

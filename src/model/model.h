@@ -1,9 +1,11 @@
-// A loaded model: its config, its weights on a backend, its KV cache, and forward().
+// A loaded model: its config, its weights on one or more backends (the placement), their KV
+// caches, and a step.
 //
 //   auto model = Model::load("m.gguf", {.n_ctx = 4096, .n_slots = 4});
 //   engine::Batch batch;
 //   for (int i = 0; i < n; ++i) batch.add(ids[i], i, /*seq*/ 0, /*logits*/ i == n - 1);
 //   std::span<const float> logits = model->forward(batch);   // [1, n_vocab]
+//   engine::StepOutput out = model->step(batch);              // logits rows and/or argmax tokens
 #pragma once
 
 #include <cstdint>
@@ -17,6 +19,8 @@
 #include "engine/batch.h"
 #include "gguf/file.h"
 #include "model/config.h"
+#include "model/forward.h"
+#include "model/placement.h"
 
 namespace velocity::model {
 
@@ -29,7 +33,7 @@ struct LoadOptions {
   DType cache_type_k = DType::F16;  // F32, F16, Q8_0, Q4_0
   DType cache_type_v = DType::F16;
   int n_threads = 0;          // CPU threads; 0: one per online core
-  std::string device = "cpu";
+  Placement placement;        // which device holds each tensor (default: all on the CPU)
 };
 
 class Architecture;
@@ -44,13 +48,19 @@ class Model {
 
   const Config& config() const { return config_; }
   const gguf::File& file() const { return *file_; }
-  engine::Backend& backend() { return *backend_; }
+  // The backend of the first layer (the only one unless the placement spans devices).
+  engine::Backend& backend() { return *backends_.front(); }
+  const std::vector<std::unique_ptr<engine::Backend>>& backends() const { return backends_; }
+  const Placement& placement() const { return placement_; }
   int64_t n_ctx() const { return n_ctx_; }
   int64_t n_slots() const { return n_slots_; }
   int64_t max_batch() const { return max_batch_; }
 
-  // One step (see engine/batch.h). Returns the logits [batch.n_logits(), n_vocab], valid until
-  // the next forward(). Throws velocity::Error for an invalid batch (positions past n_ctx, ...).
+  // One step (see engine/batch.h); the outputs stay valid until the next step. Throws
+  // velocity::Error for an invalid batch (positions past n_ctx, ...), engine::DeviceFault when
+  // a device failed.
+  engine::StepOutput step(const engine::Batch& batch);
+  // step() for a batch whose outputs are all logits: the logits [batch.n_outputs(), n_vocab].
   std::span<const float> forward(const engine::Batch& batch);
 
   // Bytes of weights one decode token reads (all dense weights, the used experts' share of the
@@ -59,13 +69,18 @@ class Model {
 
  private:
   Model() = default;
+  void run_ops();
+
   std::unique_ptr<gguf::File> file_;  // the weights point into its mapping
   Config config_;
-  std::unique_ptr<engine::Backend> backend_;
+  Placement placement_;
+  std::vector<std::unique_ptr<engine::Backend>> backends_;  // [0]: the default device's
+  engine::Backend* embed_backend_ = nullptr;   // holds token_embd (the first layer's device)
+  engine::Backend* output_backend_ = nullptr;  // holds the output head (the last layer's device)
   std::unique_ptr<Architecture> arch_;
   std::unique_ptr<ModelWeights> weights_;
-  engine::Act x_;                 // [max_batch, D] the residual stream
-  std::vector<float> logits_;     // [max_batch, n_vocab] host copy
+  std::vector<float> staging_;    // [max_batch, D] host copy of the residual between devices
+  std::unique_ptr<ForwardPass> pass_;
   uint64_t bytes_per_token_ = 0;
   int64_t n_ctx_ = 0, n_slots_ = 0, max_batch_ = 0;
 };

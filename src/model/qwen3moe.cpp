@@ -29,7 +29,7 @@ class Qwen3Moe final : public Architecture {
     for (int64_t il = 0; il < c.n_layer; ++il) layers_.push_back(load_decoder_layer(w, c, il, {.qk_norm = true}));
   }
 
-  void forward(engine::Backend& b, engine::Act& x) override { decoder_forward(b, config_, layers_, nullptr, x); }
+  void forward(ForwardPass& pass) override { decoder_forward(pass, config_, layers_); }
 
  private:
   Config config_;

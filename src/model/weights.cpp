@@ -6,44 +6,57 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/quant.h"
 
 namespace velocity::model {
 
 std::string Weights::layer(int64_t il, const char* suffix) { return fmt::format("blk.{}.{}", il, suffix); }
 
-engine::Weight Weights::take(const gguf::TensorInfo& t, std::initializer_list<int64_t> shape) {
+engine::Backend& Weights::backend(engine::Device device) const {
+  for (engine::Backend* b : backends_)
+    if (b->device() == device) return *b;
+  fail("{}: the placement uses device {}, which has no backend", file_.shards().at(0).path, device.to_string());
+}
+
+engine::Weight Weights::take(const gguf::TensorInfo& t, std::initializer_list<int64_t> shape, engine::Device device) {
   const std::vector<int64_t> expected(shape);
   if (t.shape != expected)
     fail("{}: tensor {}: expected shape [{}], found [{}]", file_.shards().at(0).path, t.name, fmt::join(expected, ", "),
          fmt::join(t.shape, ", "));
   if (!t.data) fail("{}: tensor {} has no data (a header-only file cannot be run)", file_.shards().at(0).path, t.name);
+  const int64_t il = tensor_layer(t.name);
+  if (il >= 0 && device != placement_.layer(il))
+    fail("{}: the placement puts tensor {} on {} but layer {} runs on {}: a layer's tensors share its device", file_.shards().at(0).path,
+         t.name, device.to_string(), il, placement_.layer(il).to_string());
   used_.insert(t.name);
-  return backend_.upload(t.name, t.type, t.shape, t.data);
+  return backend(device).upload(t.name, t.type, t.shape, t.data);
 }
 
 engine::Weight Weights::get(const std::string& name, std::initializer_list<int64_t> shape) {
   const gguf::TensorInfo* t = file_.find_tensor(name);
   if (!t) fail("{}: tensor {} is missing", file_.shards().at(0).path, name);
-  return take(*t, shape);
+  return take(*t, shape, placement_.of(name));
 }
 
 engine::Weight Weights::optional(const std::string& name, std::initializer_list<int64_t> shape) {
   const gguf::TensorInfo* t = file_.find_tensor(name);
-  return t ? take(*t, shape) : engine::Weight{};
+  return t ? take(*t, shape, placement_.of(name)) : engine::Weight{};
 }
 
-std::vector<float> Weights::host_f32(const std::string& name, int64_t n) {
+engine::Weight Weights::on_device(const std::string& name, std::initializer_list<int64_t> shape, engine::Device device) {
+  const std::string key = name + "@" + device.to_string();
+  for (const auto& [k, w] : shared_)
+    if (k == key) return w;
   const gguf::TensorInfo* t = file_.find_tensor(name);
-  if (!t) return {};
-  if (t->shape != std::vector<int64_t>{n})
-    fail("{}: tensor {}: expected shape [{}], found [{}]", file_.shards().at(0).path, name, n, fmt::join(t->shape, ", "));
-  if (!dtype_info(t->type).has_reference || !t->data)
-    fail("{}: tensor {}: type {} cannot be read", file_.shards().at(0).path, name, dtype_name(t->type));
-  std::vector<float> out(static_cast<size_t>(n));
-  dequantize_row(t->type, t->data, out.data(), n);
-  used_.insert(name);
-  return out;
+  if (!t) fail("{}: tensor {} is missing", file_.shards().at(0).path, name);
+  const std::vector<int64_t> expected(shape);
+  if (t->shape != expected)
+    fail("{}: tensor {}: expected shape [{}], found [{}]", file_.shards().at(0).path, t->name, fmt::join(expected, ", "),
+         fmt::join(t->shape, ", "));
+  if (!t->data) fail("{}: tensor {} has no data (a header-only file cannot be run)", file_.shards().at(0).path, t->name);
+  used_.insert(t->name);
+  engine::Weight w = backend(device).upload(t->name, t->type, t->shape, t->data);
+  shared_.emplace_back(key, w);
+  return w;
 }
 
 void Weights::check_all_used() const {

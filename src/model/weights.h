@@ -1,6 +1,7 @@
 // Looks up a model's tensors by name, checks each shape against what the architecture expects
-// (Error: "<file>: tensor <name>: expected shape [..], found [..]") and places it on the backend.
-// Counts the bytes a decode token reads, for bandwidth bounds.
+// (Error: "<file>: tensor <name>: expected shape [..], found [..]") and uploads it to the backend
+// of the device the placement gives it. Counts the bytes a decode token reads, for bandwidth
+// bounds.
 #pragma once
 
 #include <cstdint>
@@ -11,19 +12,25 @@
 
 #include "engine/backend.h"
 #include "gguf/file.h"
+#include "model/placement.h"
 
 namespace velocity::model {
 
 class Weights {
  public:
-  Weights(const gguf::File& file, engine::Backend& backend) : file_(file), backend_(backend) {}
+  // backends: one for each device of the placement.
+  Weights(const gguf::File& file, const Placement& placement, std::vector<engine::Backend*> backends)
+      : file_(file), placement_(placement), backends_(std::move(backends)) {}
 
   // A tensor that must exist, with this shape (GGUF order).
   engine::Weight get(const std::string& name, std::initializer_list<int64_t> shape);
   // A tensor that may be absent (returns an absent Weight); when present its shape must match.
   engine::Weight optional(const std::string& name, std::initializer_list<int64_t> shape);
-  // A small tensor the host reads (rope frequency factors), as F32 [n]; empty when absent.
-  std::vector<float> host_f32(const std::string& name, int64_t n);
+  // A tensor several layers read (rope frequency factors): one copy on each device asked for.
+  engine::Weight on_device(const std::string& name, std::initializer_list<int64_t> shape, engine::Device device);
+  // The device of layer il (its attention and KV cache).
+  engine::Device layer_device(int64_t il) const { return placement_.layer(il); }
+  engine::Backend& backend(engine::Device device) const;
   // Per-layer name: "blk.<il>.<suffix>".
   static std::string layer(int64_t il, const char* suffix);
 
@@ -40,10 +47,12 @@ class Weights {
   uint64_t bytes_per_token() const { return static_cast<uint64_t>(bytes_per_token_); }
 
  private:
-  engine::Weight take(const gguf::TensorInfo& t, std::initializer_list<int64_t> shape);
+  engine::Weight take(const gguf::TensorInfo& t, std::initializer_list<int64_t> shape, engine::Device device);
   const gguf::File& file_;
-  engine::Backend& backend_;
+  const Placement& placement_;
+  std::vector<engine::Backend*> backends_;
   std::set<std::string> used_;
+  std::vector<std::pair<std::string, engine::Weight>> shared_;  // on_device copies
   double bytes_per_token_ = 0;
 };
 

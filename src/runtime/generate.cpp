@@ -62,19 +62,28 @@ std::vector<uint8_t> end_of_generation_tokens(const tokenizer::Vocab& vocab) {
   return eog;
 }
 
-std::span<const float> prefill(model::Model& model, engine::Batch& batch, std::span<const int32_t> tokens,
-                               int32_t seq_id, int32_t start_pos, bool want_logits) {
+engine::StepOutput prefill(model::Model& model, engine::Batch& batch, std::span<const int32_t> tokens,
+                           int32_t seq_id, int32_t start_pos, engine::Output last) {
   VELOCITY_CHECK(!tokens.empty(), "prefill of no tokens");
   const int64_t chunk = std::max<int64_t>(1, model.max_batch());
-  std::span<const float> logits;
+  engine::StepOutput out;
   for (size_t begin = 0; begin < tokens.size(); begin += (size_t)chunk) {
     const size_t end = std::min(tokens.size(), begin + (size_t)chunk);
     batch.clear();
     for (size_t i = begin; i < end; ++i)
-      batch.add(tokens[i], start_pos + (int32_t)i, seq_id, want_logits && i + 1 == tokens.size());
-    logits = model.forward(batch);
+      batch.add(tokens[i], start_pos + (int32_t)i, seq_id, i + 1 == tokens.size() ? last : engine::Output::None);
+    out = model.step(batch);
   }
-  return want_logits ? logits : std::span<const float>();
+  return out;
+}
+
+int32_t sample_row(Sampler& sampler, const engine::StepOutput& out, int64_t row, engine::Output kind) {
+  VELOCITY_CHECK(row >= 0 && row < out.n_rows, "output row {} of {}", row, out.n_rows);
+  if (kind != engine::Output::Token) return sampler.sample(out.row(row));
+  const int32_t token = out.tokens[row];
+  if (token < 0 || token >= sampler.n_vocab())
+    fail("sampling: the logits hold NaN or +inf, or every token is -inf (the model computed no argmax)");
+  return token;
 }
 
 Generator::Generator(model::Model& model, const tokenizer::Tokenizer& tokenizer)
@@ -82,7 +91,7 @@ Generator::Generator(model::Model& model, const tokenizer::Tokenizer& tokenizer)
   batch_.tokens.reserve((size_t)std::max<int64_t>(1, model.max_batch()));
   batch_.positions.reserve(batch_.tokens.capacity());
   batch_.seq_ids.reserve(batch_.tokens.capacity());
-  batch_.logits.reserve(batch_.tokens.capacity());
+  batch_.outputs.reserve(batch_.tokens.capacity());
 }
 
 GenerationResult Generator::generate(std::span<const int32_t> prompt, Sampler& sampler,
@@ -121,7 +130,8 @@ GenerationResult Generator::generate(std::span<const int32_t> prompt, Sampler& s
   };
 
   const Clock::time_point prompt_start = Clock::now();
-  std::span<const float> logits = prefill(model_, batch_, prompt, options.seq_id, 0);
+  const engine::Output output = output_for(sampler);
+  engine::StepOutput out = prefill(model_, batch_, prompt, options.seq_id, 0, output);
   result.prompt_ms = ms_since(prompt_start);
 
   const Clock::time_point decode_start = Clock::now();
@@ -139,7 +149,7 @@ GenerationResult Generator::generate(std::span<const int32_t> prompt, Sampler& s
       result.finish = FinishReason::ContextFull;
       break;
     }
-    const int32_t token = sampler.sample(logits);
+    const int32_t token = sample_row(sampler, out, 0, output);
     sampler.accept(token);
     result.tokens.push_back(token);
     ++result.n_generated;
@@ -161,8 +171,8 @@ GenerationResult Generator::generate(std::span<const int32_t> prompt, Sampler& s
       break;
     }
     batch_.clear();
-    batch_.add(token, (int32_t)pos, options.seq_id, true);
-    logits = model_.forward(batch_);
+    batch_.add(token, (int32_t)pos, options.seq_id, output);
+    out = model_.step(batch_);
     ++result.n_decode_steps;
     ++pos;
   }
@@ -198,8 +208,11 @@ BatchedResult generate_batched(model::Model& model, std::span<const std::vector<
   BatchedResult result;
   result.tokens.resize(n_seq);
   for (auto& t : result.tokens) t.reserve((size_t)std::max<int64_t>(0, n_predict));
+  std::vector<engine::Output> kinds(n_seq);
+  for (size_t s = 0; s < n_seq; ++s) kinds[s] = output_for(samplers[s]);
   std::vector<float> last_logits(n_seq * (size_t)n_vocab);  // [n_seq, n_vocab] of the prompts' last tokens
-  std::vector<int32_t> logit_owner;                          // sequence of each logits row of a step
+  std::vector<int32_t> last_token(n_seq, -1);               // or their argmax (Output::Token)
+  std::vector<int32_t> logit_owner;                          // sequence of each output row of a step
   logit_owner.reserve(n_seq);
   engine::Batch batch;
   const int64_t max_batch = model.max_batch();
@@ -208,17 +221,21 @@ BatchedResult generate_batched(model::Model& model, std::span<const std::vector<
   const Clock::time_point prompt_start = Clock::now();
   auto flush = [&] {
     if (batch.size() == 0) return;
-    const std::span<const float> logits = model.forward(batch);
-    for (size_t r = 0; r < logit_owner.size(); ++r)
-      std::memcpy(&last_logits[(size_t)logit_owner[r] * (size_t)n_vocab], &logits[r * (size_t)n_vocab],
-                  (size_t)n_vocab * sizeof(float));
+    const engine::StepOutput out = model.step(batch);
+    for (size_t r = 0; r < logit_owner.size(); ++r) {
+      const size_t s = (size_t)logit_owner[r];
+      if (kinds[s] == engine::Output::Token)
+        last_token[s] = out.tokens[r];
+      else
+        std::memcpy(&last_logits[s * (size_t)n_vocab], out.row((int64_t)r).data(), (size_t)n_vocab * sizeof(float));
+    }
     batch.clear();
     logit_owner.clear();
   };
   for (size_t s = 0; s < n_seq; ++s) {
     for (size_t i = 0; i < prompts[s].size(); ++i) {
       const bool last = i + 1 == prompts[s].size();
-      batch.add(prompts[s][i], (int32_t)i, (int32_t)s, last);
+      batch.add(prompts[s][i], (int32_t)i, (int32_t)s, last ? kinds[s] : engine::Output::None);
       if (last) logit_owner.push_back((int32_t)s);
       if (batch.size() == max_batch) flush();
     }
@@ -231,26 +248,33 @@ BatchedResult generate_batched(model::Model& model, std::span<const std::vector<
   std::vector<int64_t> pos(n_seq);
   std::vector<int32_t> row(n_seq, -1);  // logits row of each sequence in the last step; -1: prefill's
   for (size_t s = 0; s < n_seq; ++s) pos[s] = (int64_t)prompts[s].size();
-  std::span<const float> step_logits;
+  engine::StepOutput step_out;
   for (;;) {
     batch.clear();
     for (size_t s = 0; s < n_seq; ++s) {
       if ((int64_t)result.tokens[s].size() >= n_predict || pos[s] >= n_ctx) continue;
-      const std::span<const float> logits =
-          row[s] < 0 ? std::span<const float>(&last_logits[s * (size_t)n_vocab], (size_t)n_vocab)
-                     : step_logits.subspan((size_t)row[s] * (size_t)n_vocab, (size_t)n_vocab);
-      const int32_t token = samplers[s].sample(logits);
+      int32_t token = -1;
+      if (row[s] >= 0) {
+        token = sample_row(samplers[s], step_out, row[s], kinds[s]);
+      } else if (kinds[s] == engine::Output::Token) {
+        engine::StepOutput prompt_out;
+        prompt_out.n_rows = 1;
+        prompt_out.tokens = &last_token[s];
+        token = sample_row(samplers[s], prompt_out, 0, kinds[s]);
+      } else {
+        token = samplers[s].sample(std::span<const float>(&last_logits[s * (size_t)n_vocab], (size_t)n_vocab));
+      }
       samplers[s].accept(token);
       result.tokens[s].push_back(token);
       ++result.n_generated;
       if ((int64_t)result.tokens[s].size() < n_predict && pos[s] + 1 < n_ctx) {
         row[s] = (int32_t)batch.size();
-        batch.add(token, (int32_t)pos[s], (int32_t)s, true);
+        batch.add(token, (int32_t)pos[s], (int32_t)s, kinds[s]);
       }
       ++pos[s];
     }
     if (batch.size() == 0) break;
-    step_logits = model.forward(batch);
+    step_out = model.step(batch);
     ++result.n_decode_steps;
   }
   result.decode_ms = ms_since(decode_start);

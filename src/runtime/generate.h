@@ -87,10 +87,20 @@ using TextCallback = std::function<void(std::string_view text)>;
 std::vector<uint8_t> end_of_generation_tokens(const tokenizer::Vocab& vocab);
 
 // Prefills `tokens` into sequence `seq_id` at positions [start_pos, start_pos + n), in chunks of
-// model.max_batch() tokens; logits only for the last token. Returns them ([n_vocab], valid until
-// the next forward), or an empty span when `want_logits` is false. `batch` is scratch (reused).
-std::span<const float> prefill(model::Model& model, engine::Batch& batch, std::span<const int32_t> tokens,
-                               int32_t seq_id, int32_t start_pos, bool want_logits = true);
+// model.max_batch() tokens; the last token's output is `last` (none, its logits or its argmax).
+// Returns the last step's outputs (valid until the next step). `batch` is scratch (reused).
+engine::StepOutput prefill(model::Model& model, engine::Batch& batch, std::span<const int32_t> tokens,
+                           int32_t seq_id, int32_t start_pos, engine::Output last = engine::Output::Logits);
+
+// What a sequence sampled by `sampler` asks of a step: its argmax token when that is all the
+// sampler would compute (Sampler::is_argmax), its logits otherwise.
+inline engine::Output output_for(const Sampler& sampler) {
+  return sampler.is_argmax() ? engine::Output::Token : engine::Output::Logits;
+}
+// The token of output row `row` of a step: the argmax the model computed (Output::Token rows),
+// or the sampler's pick from the row's logits. Throws velocity::Error as Sampler::sample does
+// (a NaN or +inf logit, every token -inf).
+int32_t sample_row(Sampler& sampler, const engine::StepOutput& out, int64_t row, engine::Output kind);
 
 class Generator {
  public:

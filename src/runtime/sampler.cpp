@@ -125,6 +125,12 @@ void Sampler::apply_bias_and_penalties(std::span<float> logits) const {
   }
 }
 
+bool Sampler::is_argmax() const {
+  const SamplingParams& p = params_;
+  return p.temperature == 0.0f && p.logit_bias.empty() && (p.repeat_penalty == 1.0f || p.repeat_last_n == 0) &&
+         p.presence_penalty == 0.0f && p.frequency_penalty == 0.0f;
+}
+
 int32_t Sampler::sample(std::span<const float> logits) {
   if (logits.size() != static_cast<size_t>(n_vocab_)) {
     fail("sampling: got {} logits, expected n_vocab = {}", logits.size(), n_vocab_);

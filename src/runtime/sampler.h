@@ -76,6 +76,11 @@ class Sampler {
   const SamplingParams& params() const { return params_; }
   int32_t n_vocab() const { return n_vocab_; }
 
+  // True when sample() is the argmax of the raw logits (greedy with no logit bias and no
+  // penalties): the model can then compute the token where the logits are (engine::Output::Token)
+  // instead of copying them out.
+  bool is_argmax() const;
+
  private:
   struct Candidate {
     float logit;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <iostream>
 #include <limits>
 #include <optional>
 
@@ -85,6 +86,7 @@ std::shared_ptr<RequestHandle> Scheduler::submit(Request request) {
   job->request = std::move(request);
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    if (!failure_.empty()) throw NotAccepting("the device failed: " + failure_);
     if (!accepting_) throw NotAccepting("the server is shutting down");
     if (static_cast<int64_t>(queue_.size()) >= options_.max_queue)
       throw QueueFull(fmt::format("the queue is full ({} requests waiting)", queue_.size()));
@@ -228,6 +230,39 @@ void Scheduler::emit(Slot& s, int32_t token) {
   s.pending = token;
 }
 
+// A device fault: every request fails, nothing new is accepted; failure() says why.
+void Scheduler::fail_device(const std::string& what) {
+  std::deque<std::shared_ptr<Job>> queued;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    accepting_ = false;
+    failure_ = what;
+    queued.swap(queue_);
+  }
+  std::cerr << fmt::format("velocity: the device failed; this model stops serving: {}\n", what);
+  const std::string message = "the device failed: " + what;
+  for (Slot& s : slots_) {
+    kv_tokens_ -= static_cast<int64_t>(s.cached.size());
+    s.cached.clear();
+    if (s.job) finish(s, StopReason::Error, message);
+  }
+  for (auto& j : queued) {
+    RequestResult r;
+    r.reason = StopReason::Error;
+    r.error = message;
+    r.n_prompt = static_cast<int64_t>(j->request.prompt.size());
+    auto on_done = std::move(j->request.on_done);
+    j->request.on_text = nullptr;
+    j->request.on_prompt_processed = nullptr;
+    on_done(r);
+  }
+}
+
+std::string Scheduler::failure() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return failure_;
+}
+
 // One forward pass over every active slot. Returns false when there was nothing to do.
 bool Scheduler::step() {
   const auto now = Clock::now();
@@ -243,7 +278,7 @@ bool Scheduler::step() {
   for (size_t i = 0; i < slots_.size(); ++i) {
     Slot& s = slots_[i];
     if (!s.job || s.pending < 0 || budget == 0) continue;
-    batch_.add(s.pending, static_cast<int32_t>(s.cached.size()), static_cast<int32_t>(i), true);
+    batch_.add(s.pending, static_cast<int32_t>(s.cached.size()), static_cast<int32_t>(i), output_for(*s.job->sampler));
     s.cached.push_back(s.pending);
     ++kv_tokens_;
     s.pending = -1;
@@ -263,7 +298,8 @@ bool Scheduler::step() {
     const size_t n = std::min<size_t>(prompt.size() - s.n_prompt_done, static_cast<size_t>(budget));
     for (size_t k = 0; k < n; ++k) {
       const bool last = s.n_prompt_done + 1 == prompt.size();
-      batch_.add(prompt[s.n_prompt_done], static_cast<int32_t>(s.cached.size()), static_cast<int32_t>(i), last);
+      batch_.add(prompt[s.n_prompt_done], static_cast<int32_t>(s.cached.size()), static_cast<int32_t>(i),
+                 last ? output_for(*s.job->sampler) : engine::Output::None);
       s.cached.push_back(prompt[s.n_prompt_done]);
       ++s.n_prompt_done;
       ++kv_tokens_;
@@ -274,9 +310,13 @@ bool Scheduler::step() {
   if (batch_.size() == 0) return false;
   if (options_.on_batch) options_.on_batch(batch_);
 
-  std::span<const float> logits;
+  engine::StepOutput out;
   try {
-    logits = model_.forward(batch_);
+    out = model_.step(batch_);
+  } catch (const engine::DeviceFault& e) {
+    // Nothing the device computes can be trusted now: fail everything and stop serving.
+    fail_device(e.what());
+    return true;
   } catch (const std::exception& e) {
     // Every sequence in this batch is now in an unknown state: fail them, drop their caches.
     for (Slot& s : slots_) {
@@ -287,7 +327,6 @@ bool Scheduler::step() {
     }
     return true;
   }
-  const int64_t n_vocab = model_.config().n_vocab;
   for (size_t r = 0; r < batch_slot_.size(); ++r) {
     Slot& s = slots_[batch_slot_[r]];
     if (!s.job) continue;
@@ -304,7 +343,7 @@ bool Scheduler::step() {
     }
     int32_t token = -1;
     try {
-      token = s.job->sampler->sample(logits.subspan(r * n_vocab, n_vocab));
+      token = sample_row(*s.job->sampler, out, static_cast<int64_t>(r), output_for(*s.job->sampler));
     } catch (const std::exception& e) {
       finish(s, StopReason::Error, e.what());
       continue;

@@ -119,6 +119,9 @@ class Scheduler {
   std::shared_ptr<RequestHandle> submit(Request request);
 
   SchedulerStats stats() const;
+  // Why the scheduler stopped serving after a device fault (engine::DeviceFault): every request
+  // then failed and submit() throws NotAccepting. Empty while healthy.
+  std::string failure() const;
 
   // Stops accepting; lets queued and running requests finish for up to grace_ms, then cancels
   // the rest; returns after every on_done has run and the thread has exited. Idempotent.
@@ -132,6 +135,7 @@ class Scheduler {
   bool step();
   void finish(Slot& slot, StopReason reason, std::string error = {});
   void emit(Slot& slot, int32_t token);
+  void fail_device(const std::string& what);
 
   model::Model& model_;
   const tokenizer::Tokenizer& tokenizer_;
@@ -142,6 +146,7 @@ class Scheduler {
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> queue_;
   bool accepting_ = true;
+  std::string failure_;  // set by a device fault
   bool exit_ = false;
   std::atomic<int64_t> busy_{0}, kv_tokens_{0};
 

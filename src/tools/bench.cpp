@@ -176,7 +176,7 @@ BenchReport run_bench(const BenchOptions& options) {
   auto fill_depth = [&](int64_t depth, int64_t n_seq) {
     if (depth == 0) return;
     const std::vector<int32_t> ids = draw(depth);
-    for (int64_t s = 0; s < n_seq; ++s) runtime::prefill(*model, batch, ids, (int32_t)s, 0, /*want_logits=*/false);
+    for (int64_t s = 0; s < n_seq; ++s) runtime::prefill(*model, batch, ids, (int32_t)s, 0, engine::Output::None);
   };
 
   auto finish = [&](BenchTest& t, double tokens_per_run, double flops) {
@@ -225,8 +225,10 @@ BenchReport run_bench(const BenchOptions& options) {
           const Clock::time_point start = Clock::now();
           for (int64_t i = 0; i < n; ++i) {
             batch.clear();
-            for (int64_t s = 0; s < b; ++s) batch.add(ids[(size_t)(i * b + s)], (int32_t)(depth + i), (int32_t)s, true);
-            model->forward(batch);
+            // Greedy serving's output: the argmax token of each row (no logits copied out).
+            for (int64_t s = 0; s < b; ++s)
+              batch.add(ids[(size_t)(i * b + s)], (int32_t)(depth + i), (int32_t)s, engine::Output::Token);
+            model->step(batch);
           }
           const double ms = ms_since(start);
           if (run >= 0) t.samples_ms.push_back(ms);

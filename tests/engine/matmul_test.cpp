@@ -66,7 +66,7 @@ TestWeight make_weight(DType type, int64_t n_in, int64_t n_out, std::mt19937& rn
   t.w.type = type;
   t.w.n_in = n_in;
   t.w.n_out = n_out;
-  t.w.row_bytes = dtype_row_bytes(type, n_in);
+  t.w.row_bytes = t.w.stride = dtype_row_bytes(type, n_in);
   t.bytes.resize((size_t)(t.w.row_bytes * n_out));
   t.dequant.resize((size_t)(n_in * n_out));
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -226,7 +226,8 @@ TEST(Matmul, PackedMatchesReference) {
       for (int64_t n_in : dtype_block_size(type) == 256 ? std::vector<int64_t>{256, 2816} : std::vector<int64_t>{256, 2880, 96})
         for (int64_t n_out : {16, 67, 45}) {
           const TestWeight packed = packed_copy(make_weight(type, n_in, n_out, rng));
-          ASSERT_NE(packed.w.row_bytes, dtype_row_bytes(type, n_in));
+          ASSERT_EQ(packed.w.layout, WeightLayout::CpuPacked);
+          ASSERT_NE(packed.w.stride, dtype_row_bytes(type, n_in));
           for (int64_t n_tokens : {1, 2, 3, 5, 8, 17}) {
             const int64_t ldx = n_in + 5;
             const std::vector<float> x = make_acts(n_tokens, ldx, rng);
@@ -291,7 +292,7 @@ TEST(Matmul, RejectsBadArguments) {
   EXPECT_FALSE(matmul_supports(DType::IQ2_XXS));
   EXPECT_THROW(mm.run(unsupported, x.data(), 256, 1, y.data(), 4), Error);
   Weight bad_row = tw.w;
-  bad_row.row_bytes += 1;
+  bad_row.stride += 1;
   EXPECT_THROW(mm.run(bad_row, x.data(), 256, 1, y.data(), 4), Error);
   mm.run(tw.w, x.data(), 256, 2, y.data(), 4);  // and a good call still works afterwards
   EXPECT_TRUE(std::isfinite(y[0]));

@@ -119,7 +119,7 @@ void check_rope(RopeType type, const float* factors) {
   rp.n_rot = n_rot;
   rp.freq_base = 500.0f;
   rp.freq_scale = 0.5f;
-  rp.freq_factors = factors;
+  if (factors) rp.freq_factors = f.weight(std::vector<float>(factors, factors + n_rot / 2), {n_rot / 2});
   f.backend->rope(a, hd, rp);
   for (int t = 0; t < 4; ++t)
     for (int h = 0; h < n_heads; ++h) {

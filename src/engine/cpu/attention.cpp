@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "core/cpu_features.h"
@@ -15,10 +16,9 @@
 
 namespace velocity::engine::cpu {
 
+bool kv_cache_supports(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::Q8_0 || t == DType::Q4_0; }
+
 namespace {
-bool cache_type_ok(DType t) {
-  return t == DType::F32 || t == DType::F16 || t == DType::Q8_0 || t == DType::Q4_0;
-}
 
 AttentionKernels pick_kernels() {
 #if defined(__x86_64__)
@@ -33,21 +33,47 @@ AttentionKernels pick_kernels() {
 KvCache::KvCache(const StepShape& shape, int n_threads) : shape_(shape), kernels_(pick_kernels()) {
   for (auto [type, dim, which] : {std::tuple{shape.cache_type_k, shape.head_dim_k, "K"},
                                   std::tuple{shape.cache_type_v, shape.head_dim_v, "V"}}) {
-    if (!cache_type_ok(type))
+    if (!kv_cache_supports(type))
       fail("KV cache: type {} for {} is not supported (use f32, f16, q8_0 or q4_0)", dtype_name(type), which);
     if (dim % dtype_block_size(type) != 0)
       fail("KV cache: {} head dim {} is not a multiple of the {} block size {}", which, dim, dtype_name(type),
            dtype_block_size(type));
   }
   VELOCITY_CHECK(shape.n_ctx > 0 && shape.n_slots > 0);
+  local_.assign(static_cast<size_t>(shape.n_layer), -1);
+  if (shape.kv_layers.empty()) {
+    for (int64_t il = 0; il < shape.n_layer; ++il) local_[il] = static_cast<int32_t>(n_held_++);
+  } else {
+    for (int32_t il : shape.kv_layers) {
+      VELOCITY_CHECK(il >= 0 && il < shape.n_layer && local_[il] < 0, "KV layer {} of {}", il, shape.n_layer);
+      local_[il] = static_cast<int32_t>(n_held_++);
+    }
+  }
   k_row_bytes_ = dtype_row_bytes(shape.cache_type_k, shape.head_dim_k);
   v_row_bytes_ = dtype_row_bytes(shape.cache_type_v, shape.head_dim_v);
-  const int64_t rows = shape.n_layer * shape.n_slots * shape.n_ctx * shape.n_head_kv;
+  const int64_t rows = n_held_ * shape.n_slots * shape.n_ctx * shape.n_head_kv;
   k_.resize(static_cast<size_t>(rows * k_row_bytes_));
   v_.resize(static_cast<size_t>(rows * v_row_bytes_));
   VELOCITY_CHECK(shape.n_head > 0 && shape.n_head_kv > 0 && shape.n_head % shape.n_head_kv == 0);
   const int64_t group = shape.n_head / shape.n_head_kv;
   scratch_.assign(n_threads, std::vector<float>(group * shape.n_ctx + kAttendBlock * std::max(shape.head_dim_k, shape.head_dim_v) + group));
+}
+
+int64_t KvCache::local_layer(int64_t layer) const {
+  VELOCITY_CHECK(layer >= 0 && layer < shape_.n_layer && local_[layer] >= 0, "layer {} has no KV cache on this backend",
+                 layer);
+  return local_[layer];
+}
+
+void KvCache::copy_sequence(int32_t src, int32_t dst, int64_t n_positions) {
+  VELOCITY_CHECK(src >= 0 && src < shape_.n_slots && dst >= 0 && dst < shape_.n_slots && n_positions >= 0 &&
+                 n_positions <= shape_.n_ctx);
+  if (src == dst || n_positions == 0) return;
+  for (int64_t l = 0; l < n_held_; ++l)
+    for (int64_t h = 0; h < shape_.n_head_kv; ++h) {
+      std::memcpy(k_row(l, dst, 0, h), k_row(l, src, 0, h), static_cast<size_t>(n_positions * k_row_bytes_));
+      std::memcpy(v_row(l, dst, 0, h), v_row(l, src, 0, h), static_cast<size_t>(n_positions * v_row_bytes_));
+    }
 }
 
 uint8_t* KvCache::k_row(int64_t layer, int64_t slot, int64_t pos, int64_t head) {
@@ -66,7 +92,7 @@ void KvCache::attend(ThreadPool& pool, const AttentionParams& p, const int32_t* 
   const int64_t dk = p.head_dim_k, dv = p.head_dim_v;
   const int64_t n_kv = p.n_head_kv, n_head = p.n_head;
   VELOCITY_CHECK(n_head % n_kv == 0 && dk == shape_.head_dim_k && dv == shape_.head_dim_v);
-  VELOCITY_CHECK(p.layer >= 0 && p.layer < shape_.n_layer);
+  const int64_t layer = local_layer(p.layer);
   const DType tk = shape_.cache_type_k, tv = shape_.cache_type_v;
 
   const AttentionKernels& kernels = kernels_;
@@ -76,8 +102,8 @@ void KvCache::attend(ThreadPool& pool, const AttentionParams& p, const int32_t* 
   pool.parallel_for(n_tokens * n_kv, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t t = i / n_kv, h = i % n_kv;
-      kernels.store_row(tk, k.row(t) + h * dk, k_row(p.layer, seq_ids[t], positions[t], h), dk);
-      kernels.store_row(tv, v.row(t) + h * dv, v_row(p.layer, seq_ids[t], positions[t], h), dv);
+      kernels.store_row(tk, k.row(t) + h * dk, k_row(layer, seq_ids[t], positions[t], h), dk);
+      kernels.store_row(tv, v.row(t) + h * dv, v_row(layer, seq_ids[t], positions[t], h), dv);
     }
   });
 
@@ -102,8 +128,8 @@ void KvCache::attend(ThreadPool& pool, const AttentionParams& p, const int32_t* 
     for (int64_t i = ith; i < n_tokens * n_kv; i += nth) {
       const int64_t t = i / n_kv, hk = i % n_kv;
       a.n_pos = positions[t] + 1;
-      a.k = k_row(p.layer, seq_ids[t], 0, hk);
-      a.v = v_row(p.layer, seq_ids[t], 0, hk);
+      a.k = k_row(layer, seq_ids[t], 0, hk);
+      a.v = v_row(layer, seq_ids[t], 0, hk);
       a.q = q.row(t) + hk * group * dk;
       a.out = out.row(t) + hk * group * dv;
       kernels.attend(a);

@@ -21,12 +21,19 @@
 
 namespace velocity::engine::cpu {
 
+// Cache element types the CPU attention reads: F32, F16, Q8_0, Q4_0.
+bool kv_cache_supports(DType type);
+
 class KvCache {
  public:
-  // Throws when a quantised cache type does not divide the head dim into whole blocks.
+  // The layers of shape.kv_layers (all when empty). Throws when a cache type is not supported or
+  // does not divide the head dim into whole blocks.
   KvCache(const StepShape& shape, int n_threads);
 
   uint64_t bytes() const { return k_.size() + v_.size(); }
+
+  // Positions [0, n_positions) of slot src copied to slot dst in every layer held.
+  void copy_sequence(int32_t src, int32_t dst, int64_t n_positions);
 
   // Writes rows of k [T, Hkv*Dh] / v [T, Hkv*Dhv] at each token's (slot, position), then computes
   // out [T, H*Dhv] = softmax(q k^T * scale) v per head over [0, position] of the token's slot.
@@ -37,7 +44,12 @@ class KvCache {
   uint8_t* k_row(int64_t layer, int64_t slot, int64_t pos, int64_t head);
   uint8_t* v_row(int64_t layer, int64_t slot, int64_t pos, int64_t head);
 
+  // Global layer -> index among the layers held (-1: not held here).
+  int64_t local_layer(int64_t layer) const;
+
   StepShape shape_;
+  std::vector<int32_t> local_;  // [n_layer]
+  int64_t n_held_ = 0;
   AttentionKernels kernels_;  // for the ISA in use when the cache was made
   int64_t k_row_bytes_ = 0, v_row_bytes_ = 0;
   std::vector<uint8_t> k_, v_;

@@ -30,7 +30,8 @@ void for_rows(ThreadPool& pool, int64_t n_rows, int64_t n_cols, F&& fn) {
 
 void CpuBackend::FreeDeleter::operator()(void* p) const { std::free(p); }
 
-CpuBackend::CpuBackend(int n_threads) : pool_(n_threads), silu_mul_(elementwise_kernels().silu_mul) {}
+CpuBackend::CpuBackend(int n_threads, int32_t index)
+    : index_(index), pool_(n_threads), silu_mul_(elementwise_kernels().silu_mul) {}
 CpuBackend::~CpuBackend() = default;
 
 void* CpuBackend::alloc_bytes(size_t n) {
@@ -42,24 +43,27 @@ void* CpuBackend::alloc_bytes(size_t n) {
   return p;
 }
 
-Weight CpuBackend::upload(std::string name, DType type, std::span<const int64_t> shape, const uint8_t* bytes) {
+bool CpuBackend::supports_cache_type(DType type) const { return kv_cache_supports(type); }
+
+Weight CpuBackend::upload(std::string_view name, DType type, std::span<const int64_t> shape, const uint8_t* bytes) {
   if (shape.empty() || shape.size() > 3) fail("{}: {} dimensions; the engine takes 1 to 3", name, shape.size());
   Weight w;
-  w.name = std::move(name);
+  w.name = name;
   w.type = type;
   w.n_in = shape[0];
   w.n_out = shape.size() > 1 ? shape[1] : 1;
   w.n_mat = shape.size() > 2 ? shape[2] : 1;
+  w.device = device();
   if (!dtype_info(type).has_reference)
     fail("{}: weight type {} is not supported by the CPU backend", w.name, dtype_name(type));
-  w.row_bytes = dtype_row_bytes(type, w.n_in);
+  w.row_bytes = w.stride = dtype_row_bytes(type, w.n_in);
   w.data = bytes;
   if (shape.size() == 1 && type != DType::F32) {
     // Norm weights and biases are used as F32 vectors.
     auto* f = static_cast<float*>(alloc_bytes(static_cast<size_t>(w.n_in) * sizeof(float)));
     dequantize_row(type, bytes, f, w.n_in);
     w.type = DType::F32;
-    w.row_bytes = w.n_in * 4;
+    w.row_bytes = w.stride = w.n_in * 4;
     w.data = reinterpret_cast<const uint8_t*>(f);
   } else if (shape.size() > 1 && !matmul_supports(type)) {
     fail("{}: weight type {} has no CPU matmul kernel", w.name, dtype_name(type));
@@ -76,7 +80,23 @@ Act CpuBackend::alloc(int64_t capacity, int64_t n_cols) {
   a.data = static_cast<float*>(alloc_bytes(static_cast<size_t>(capacity * n_cols) * sizeof(float)));
   a.capacity = capacity;
   a.n_cols = n_cols;
+  a.device = device();
   return a;
+}
+
+void CpuBackend::write(Act& dst, const float* src, int64_t n_rows) {
+  VELOCITY_CHECK(n_rows >= 0 && n_rows <= dst.capacity);
+  dst.n_rows = n_rows;
+  std::memcpy(dst.data, src, static_cast<size_t>(n_rows * dst.n_cols) * sizeof(float));
+}
+
+void CpuBackend::read(const Act& src, float* dst) {
+  std::memcpy(dst, src.data, static_cast<size_t>(src.n_rows * src.n_cols) * sizeof(float));
+}
+
+void CpuBackend::seq_copy(int32_t src_seq, int32_t dst_seq, int64_t n_positions) {
+  VELOCITY_CHECK(kv_ != nullptr);
+  kv_->copy_sequence(src_seq, dst_seq, n_positions);
 }
 
 MoeRoute CpuBackend::alloc_route(int64_t max_tokens, int64_t k) {
@@ -92,12 +112,14 @@ void CpuBackend::reserve(const StepShape& shape) {
   shape_ = shape;
   const int64_t max_in = std::max({shape.n_embd, shape.n_head * shape.head_dim_v, shape.n_ff, shape.n_ff_expert});
   matmul_ = std::make_unique<Matmul>(pool_, shape.max_tokens, max_in);
-  kv_ = std::make_unique<KvCache>(shape, pool_.size());
+  if (shape.n_layer > 0) kv_ = std::make_unique<KvCache>(shape, pool_.size());
   reserve_blocks();
   tokens_.reserve(shape.max_tokens);
   positions_.reserve(shape.max_tokens);
   seq_ids_.reserve(shape.max_tokens);
-  logit_rows_.reserve(shape.max_tokens);
+  output_rows_.reserve(shape.max_tokens);
+  outputs_.reserve(shape.max_tokens);
+  output_tokens_.assign(shape.max_logits, -1);
   if (shape.n_expert > 0) {
     route_probs_.resize(shape.n_expert);
     expert_tokens_.resize(shape.max_tokens);
@@ -110,40 +132,31 @@ void CpuBackend::reserve(const StepShape& shape) {
 }
 
 void CpuBackend::begin_step(const Batch& batch) {
-  const int64_t n = batch.size();
-  if (n == 0) fail("forward: empty batch");
-  if (n > shape_.max_tokens) fail("forward: batch of {} tokens exceeds the maximum of {}", n, shape_.max_tokens);
-  if (static_cast<int64_t>(batch.positions.size()) != n || static_cast<int64_t>(batch.seq_ids.size()) != n ||
-      static_cast<int64_t>(batch.logits.size()) != n)
-    fail("forward: batch arrays differ in length");
-  tokens_.clear();
-  positions_.clear();
-  seq_ids_.clear();
-  logit_rows_.clear();
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t tok = batch.tokens[i], pos = batch.positions[i], seq = batch.seq_ids[i];
-    if (tok < 0 || tok >= shape_.n_vocab)
-      fail("forward: token {} at batch index {} is outside the vocabulary [0, {})", tok, i, shape_.n_vocab);
-    if (seq < 0 || seq >= shape_.n_slots)
-      fail("forward: sequence id {} at batch index {} is outside [0, {})", seq, i, shape_.n_slots);
-    if (pos < 0 || pos >= shape_.n_ctx)
-      fail("forward: position {} at batch index {} exceeds the context length of {} tokens", pos, i, shape_.n_ctx);
-    tokens_.push_back(tok);
-    positions_.push_back(pos);
-    seq_ids_.push_back(seq);
-    if (batch.logits[i]) logit_rows_.push_back(static_cast<int32_t>(i));
+  check_batch(batch);
+  tokens_.assign(batch.tokens.begin(), batch.tokens.end());
+  positions_.assign(batch.positions.begin(), batch.positions.end());
+  seq_ids_.assign(batch.seq_ids.begin(), batch.seq_ids.end());
+  output_rows_.clear();
+  outputs_.clear();
+  for (int64_t i = 0; i < batch.size(); ++i) {
+    if (batch.outputs[i] == Output::None) continue;
+    output_rows_.push_back(static_cast<int32_t>(i));
+    outputs_.push_back(batch.outputs[i]);
   }
-  step_tokens_ = n;
-  step_logits_ = static_cast<int64_t>(logit_rows_.size());
-  if (step_logits_ > shape_.max_logits)
-    fail("forward: {} tokens want logits; the model was loaded for at most {} per step", step_logits_,
-         shape_.max_logits);
 }
 
-void CpuBackend::read_logits(std::span<float> out) {
-  const size_t n = static_cast<size_t>(step_logits_ * shape_.n_vocab);
-  VELOCITY_CHECK(out.size() >= n);
-  std::memcpy(out.data(), scratch_.logits.data, n * sizeof(float));
+StepOutput CpuBackend::read_output() {
+  StepOutput out;
+  out.n_rows = step_outputs_;
+  out.n_vocab = shape_.n_vocab;
+  out.logits = scratch_.logits.data;
+  out.tokens = output_tokens_.data();
+  for (int64_t j = 0; j < step_outputs_; ++j) {
+    if (outputs_[j] != Output::Token) continue;
+    const float* row = scratch_.logits.row(j);
+    output_tokens_[j] = static_cast<int32_t>(std::max_element(row, row + shape_.n_vocab) - row);
+  }
+  return out;
 }
 
 void CpuBackend::embed(const Weight& table, Act& out) {
@@ -210,13 +223,16 @@ void CpuBackend::add_bias(Act& y, const Weight& b) {
 void CpuBackend::rope(Act& x, int64_t head_dim, const RopeParams& rope) {
   VELOCITY_CHECK(x.n_cols % head_dim == 0 && rope.n_rot % 2 == 0 && rope.n_rot <= head_dim);
   const int64_t n_heads = x.n_cols / head_dim, half = rope.n_rot / 2;
+  VELOCITY_CHECK(!rope.freq_factors.present() ||
+                 (rope.freq_factors.type == DType::F32 && rope.freq_factors.n_in == half && rope.freq_factors.device == device()));
+  const auto* factors = reinterpret_cast<const float*>(rope.freq_factors.data);
   for_rows(pool_, x.n_rows, x.n_cols, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const double pos = static_cast<double>(positions_[t]) * rope.freq_scale;
       for (int64_t i = 0; i < half; ++i) {
         // theta_i = pos * base^(-2i / n_rot) / factor_i, in double: positions reach 10^5.
         double theta = pos * std::pow(static_cast<double>(rope.freq_base), -2.0 * i / rope.n_rot);
-        if (rope.freq_factors) theta /= rope.freq_factors[i];
+        if (factors) theta /= factors[i];
         const float c = static_cast<float>(std::cos(theta)), s = static_cast<float>(std::sin(theta));
         for (int64_t h = 0; h < n_heads; ++h) {
           float* xh = x.row(t) + h * head_dim;
@@ -310,15 +326,18 @@ void CpuBackend::moe_experts(const MoeRoute& route, const MoeLayer& layer, const
   }
 }
 
-void CpuBackend::select_logit_rows(const Act& x, Act& out) {
+void CpuBackend::select_output_rows(const Act& x, Act& out) {
   VELOCITY_CHECK(out.n_cols == x.n_cols);
-  out.n_rows = step_logits_;
-  for (int64_t i = 0; i < step_logits_; ++i)
-    std::memcpy(out.row(i), x.row(logit_rows_[i]), static_cast<size_t>(x.n_cols) * sizeof(float));
+  out.n_rows = step_outputs_;
+  for (int64_t i = 0; i < step_outputs_; ++i)
+    std::memcpy(out.row(i), x.row(output_rows_[i]), static_cast<size_t>(x.n_cols) * sizeof(float));
 }
 
 }  // namespace velocity::engine::cpu
 
 namespace velocity::engine {
 std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<cpu::CpuBackend>(n_threads); }
+std::unique_ptr<Backend> make_cpu_backend(int n_threads, int32_t index) {
+  return std::make_unique<cpu::CpuBackend>(n_threads, index);
+}
 }  // namespace velocity::engine

@@ -17,18 +17,27 @@ namespace velocity::engine::cpu {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int n_threads);
+  // index: 0, or N > 0 for the extra CPU backends ("cpu:N") that tests of the cross-device
+  // paths place layers on.
+  explicit CpuBackend(int n_threads, int32_t index = 0);
   ~CpuBackend() override;
 
-  std::string name() const override { return "cpu"; }
+  std::string name() const override { return device().to_string(); }
+  Device device() const override { return Device{Device::Kind::Cpu, index_}; }
+  bool supports_cache_type(DType type) const override;
   ThreadPool& pool() { return pool_; }
 
-  Weight upload(std::string name, DType type, std::span<const int64_t> shape, const uint8_t* bytes) override;
+  Weight upload(std::string_view name, DType type, std::span<const int64_t> shape, const uint8_t* bytes) override;
   void reserve(const StepShape& shape) override;
   Act alloc(int64_t capacity, int64_t n_cols) override;
 
+  void write(Act& dst, const float* src, int64_t n_rows) override;
+  void read(const Act& src, float* dst) override;
+  void synchronize() override {}
+  void seq_copy(int32_t src_seq, int32_t dst_seq, int64_t n_positions) override;
+
   void begin_step(const Batch& batch) override;
-  void read_logits(std::span<float> out) override;
+  StepOutput read_output() override;
 
   void embed(const Weight& table, Act& out) override;
   void rms_norm(const Act& x, const Weight& w, float eps, Act& out) override;
@@ -41,7 +50,7 @@ class CpuBackend final : public Backend {
   void add(Act& x, const Act& y) override;
   void moe_route(const Act& router_logits, const MoeParams& p, MoeRoute& route) override;
   void moe_experts(const MoeRoute& route, const MoeLayer& layer, const Act& x, Act& out) override;
-  void select_logit_rows(const Act& x, Act& out) override;
+  void select_output_rows(const Act& x, Act& out) override;
 
  protected:
   MoeRoute alloc_route(int64_t max_tokens, int64_t k) override;
@@ -52,13 +61,16 @@ class CpuBackend final : public Backend {
   };
   void* alloc_bytes(size_t n);
 
+  int32_t index_ = 0;
   ThreadPool pool_;
   SiluMulFn silu_mul_;  // elementwise kernel of the ISA in use at construction
   std::unique_ptr<Matmul> matmul_;
   std::unique_ptr<KvCache> kv_;
   std::vector<std::unique_ptr<void, FreeDeleter>> buffers_;  // every allocation, freed together
   // The current step (begin_step).
-  std::vector<int32_t> tokens_, positions_, seq_ids_, logit_rows_;
+  std::vector<int32_t> tokens_, positions_, seq_ids_, output_rows_;
+  std::vector<Output> outputs_;          // [output row] what the row wants
+  std::vector<int32_t> output_tokens_;   // [output row] argmax of Token rows
   // MoE scratch: tokens routed to one expert and their rows.
   std::vector<double> route_probs_;  // [E]
   std::vector<int32_t> expert_tokens_;

@@ -58,7 +58,7 @@ int64_t chunk_rows(int64_t n_out, int64_t row_bytes, int n_threads) {
   return std::max<int64_t>(1, std::min(by_bytes, by_balance));
 }
 
-bool is_packed(const Weight& w) { return has_packed_layout(w.type) && w.row_bytes == packed_row_bytes(w.type, w.n_in); }
+bool is_packed(const Weight& w) { return w.layout == WeightLayout::CpuPacked; }
 
 }  // namespace
 
@@ -113,20 +113,22 @@ void pack_q6_k_tile(const uint8_t* src, int64_t row_bytes, int64_t nsb, uint8_t*
 }  // namespace
 
 Weight pack_weight(const Weight& w, uint8_t* dst) {
-  VELOCITY_CHECK(has_packed_layout(w.type) && w.row_bytes == dtype_row_bytes(w.type, w.n_in) && w.n_in % dtype_block_size(w.type) == 0,
+  VELOCITY_CHECK(has_packed_layout(w.type) && w.layout == WeightLayout::Gguf && w.stride == w.row_bytes &&
+                     w.row_bytes == dtype_row_bytes(w.type, w.n_in) && w.n_in % dtype_block_size(w.type) == 0,
                  "pack_weight: '{}' ({}, {} bytes a row) has no packed layout", w.name, dtype_name(w.type), w.row_bytes);
   Weight p = w;
-  p.row_bytes = packed_row_bytes(w.type, w.n_in);
+  p.layout = WeightLayout::CpuPacked;
+  p.stride = packed_row_bytes(w.type, w.n_in);
   p.data = dst;
   const int64_t nb = w.n_in / 32, n_full = w.n_out / kPackRows * kPackRows;
   const int64_t block_bytes = w.row_bytes / nb, quant_bytes = packed_quant_bytes(w.type), scale_bytes = packed_scale_bytes(w.type);
   const int64_t head = block_bytes - quant_bytes / kPackRows;  // the scale's bytes at the start of a GGUF block
-  const int64_t tile_bytes = kPackRows * p.row_bytes;
+  const int64_t tile_bytes = kPackRows * p.stride;
   for (int64_t m = 0; m < w.n_mat; ++m) {
     const uint8_t* src = w.data + m * w.n_out * w.row_bytes;
-    uint8_t* out = dst + m * w.n_out * p.row_bytes;
+    uint8_t* out = dst + m * w.n_out * p.stride;
     for (int64_t r0 = 0; r0 < n_full; r0 += kPackRows) {
-      uint8_t* tile = out + r0 * p.row_bytes;
+      uint8_t* tile = out + r0 * p.stride;
       if (w.type == DType::Q4_K || w.type == DType::Q6_K) {
         const int64_t nsb = w.n_in / 256;
         const int64_t used = (w.type == DType::Q4_K ? kPackedQ4KBytes : kPackedQ6KBytes) * nsb;
@@ -150,8 +152,8 @@ Weight pack_weight(const Weight& w, uint8_t* dst) {
       std::memset(scales + scale_bytes * nb, 0, (size_t)(tile_bytes - (quant_bytes + scale_bytes) * nb));
     }
     for (int64_t r = n_full; r < w.n_out; ++r) {
-      std::memcpy(out + r * p.row_bytes, src + r * w.row_bytes, (size_t)w.row_bytes);
-      std::memset(out + r * p.row_bytes + w.row_bytes, 0, (size_t)(p.row_bytes - w.row_bytes));
+      std::memcpy(out + r * p.stride, src + r * w.row_bytes, (size_t)w.row_bytes);
+      std::memset(out + r * p.stride + w.row_bytes, 0, (size_t)(p.stride - w.row_bytes));
     }
   }
   return p;
@@ -160,12 +162,12 @@ Weight pack_weight(const Weight& w, uint8_t* dst) {
 void dequantize_weight_row(const Weight& w, int64_t r, float* out) {
   VELOCITY_CHECK(r >= 0 && r < w.n_out * w.n_mat, "row {} of '{}' ({} rows)", r, w.name, w.n_out * w.n_mat);
   const int64_t m = r / w.n_out, i = r % w.n_out;
-  const uint8_t* matrix = w.data + m * w.n_out * w.row_bytes;
+  const uint8_t* matrix = w.data + m * w.n_out * w.stride;
   if (!is_packed(w) || i >= w.n_out / kPackRows * kPackRows) {
-    dequantize_row(w.type, matrix + i * w.row_bytes, out, w.n_in);
+    dequantize_row(w.type, matrix + i * w.stride, out, w.n_in);
     return;
   }
-  const uint8_t* tile = matrix + (i / kPackRows) * kPackRows * w.row_bytes;
+  const uint8_t* tile = matrix + (i / kPackRows) * kPackRows * w.stride;
   const int64_t nb = w.n_in / 32;
   const int lane = (int)(i % kPackRows);
   if (w.type == DType::Q6_K) {
@@ -227,7 +229,8 @@ void Matmul::run(const Weight& w, const float* x, int64_t ldx, int64_t n_tokens,
   const int64_t block = dtype_block_size(w.type);
   if (w.n_in <= 0 || w.n_in % block != 0) fail("matmul: weight '{}' has {} inputs, not a multiple of {}'s block of {}", w.name, w.n_in, dtype_name(w.type), block);
   const bool packed = is_packed(w);
-  if (!packed && w.row_bytes != dtype_row_bytes(w.type, w.n_in)) fail("matmul: weight '{}' has {} bytes per row, expected {}", w.name, w.row_bytes, dtype_row_bytes(w.type, w.n_in));
+  if (w.layout == WeightLayout::Cuda) fail("matmul: weight '{}' is in the CUDA layout; the CPU backend cannot read it", w.name);
+  if (!packed && w.stride != dtype_row_bytes(w.type, w.n_in)) fail("matmul: weight '{}' has {} bytes per row, expected {}", w.name, w.stride, dtype_row_bytes(w.type, w.n_in));
   VELOCITY_CHECK(w.data != nullptr && x != nullptr && y != nullptr, "matmul on '{}' with a null pointer", w.name);
   VELOCITY_CHECK(ldx >= w.n_in && ldy >= w.n_out, "matmul on '{}': ldx {} < n_in {} or ldy {} < n_out {}", w.name, ldx, w.n_in, ldy, w.n_out);
   if (n_tokens == 0 || w.n_out == 0) return;
@@ -238,7 +241,7 @@ void Matmul::run(const Weight& w, const float* x, int64_t ldx, int64_t n_tokens,
 
   MatmulArgs args;
   args.w = w.data;
-  args.row_bytes = w.row_bytes;
+  args.row_bytes = w.stride;
   args.n_in = w.n_in;
   args.x = x;
   args.ldx = ldx;
@@ -267,7 +270,7 @@ void Matmul::run(const Weight& w, const float* x, int64_t ldx, int64_t n_tokens,
 
   std::atomic<int64_t> next{0};
   if (!packed) {
-    const int64_t chunk = chunk_rows(w.n_out, w.row_bytes, nth);
+    const int64_t chunk = chunk_rows(w.n_out, w.stride, nth);
     const int64_t n_chunks = (w.n_out + chunk - 1) / chunk;
     const RowsKernel rows = kernels.rows;
     const int64_t n_out = w.n_out;
@@ -279,10 +282,10 @@ void Matmul::run(const Weight& w, const float* x, int64_t ldx, int64_t n_tokens,
   }
   // Packed: chunks of whole tiles, then (chunk n_chunks) the tail rows in GGUF layout.
   const int64_t n_tiles = w.n_out / kPackRows, n_full = n_tiles * kPackRows;
-  const int64_t chunk = chunk_rows(n_tiles, kPackRows * w.row_bytes, nth) * kPackRows;
+  const int64_t chunk = chunk_rows(n_tiles, kPackRows * w.stride, nth) * kPackRows;
   const int64_t n_chunks = (n_full + chunk - 1) / chunk;
   MatmulArgs tail = args;
-  tail.w = w.data + n_full * w.row_bytes;
+  tail.w = w.data + n_full * w.stride;
   tail.y = y + n_full;
   const RowsKernel rows = kernels.rows, packed_rows = kernels.packed_rows;
   const int64_t n_tail = w.n_out - n_full;

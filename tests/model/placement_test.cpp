@@ -1,0 +1,116 @@
+// A model placed over several backends computes what it computes on one: the residual stream
+// crosses devices at layer boundaries (model/forward.h), each backend holds the KV cache of its
+// layers. Two CPU backends ("cpu" and "cpu:1") run the same kernels, so the logits must be equal
+// bit for bit; the GPU tests do the same with cuda:0 against the CPU.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "model/model.h"
+#include "tools/synth.h"
+
+namespace velocity::model {
+namespace {
+
+std::string synth_model(const std::string& arch, const std::string& type) {
+  const auto dir = std::filesystem::temp_directory_path() / ("velocity-placement-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / (arch + "-" + type + ".gguf")).string();
+  if (!std::filesystem::exists(path)) {
+    tools::SynthOptions o;
+    o.arch = arch;
+    o.type = type;
+    o.output = path;
+    tools::synth(o);
+  }
+  return path;
+}
+
+std::vector<float> run_steps(Model& m, int n_prompt, int n_decode) {
+  const int64_t n_vocab = m.config().n_vocab;
+  std::vector<float> all;
+  engine::Batch b;
+  for (int s = 0; s < 2; ++s)  // two sequences in one batch
+    for (int i = 0; i < n_prompt; ++i)
+      b.add(static_cast<int32_t>((i * 31 + s * 7 + 3) % n_vocab), i, s, i + 1 == n_prompt);
+  auto logits = m.forward(b);
+  all.insert(all.end(), logits.begin(), logits.end());
+  for (int t = 0; t < n_decode; ++t) {
+    b.clear();
+    for (int s = 0; s < 2; ++s) b.add(static_cast<int32_t>((t * 13 + s) % n_vocab), n_prompt + t, s, true);
+    logits = m.forward(b);
+    all.insert(all.end(), logits.begin(), logits.end());
+  }
+  return all;
+}
+
+class PlacementTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
+
+TEST_P(PlacementTest, LayerSplitOverTwoBackendsEqualsOne) {
+  const auto& [arch, type] = GetParam();
+  const std::string path = synth_model(arch, type);
+  LoadOptions one{.n_ctx = 32, .n_slots = 2, .max_batch = 16, .n_threads = 1};
+  auto single = Model::load(path, one);
+  const int64_t n_layer = single->config().n_layer;
+  ASSERT_GE(n_layer, 2);
+
+  LoadOptions split = one;
+  split.placement.layers.assign(static_cast<size_t>(n_layer), engine::Device::cpu());
+  for (int64_t il = n_layer / 2; il < n_layer; ++il) split.placement.layers[il] = engine::Device{engine::Device::Kind::Cpu, 1};
+  auto two = Model::load(path, split);
+  ASSERT_EQ(two->backends().size(), 2u);
+  EXPECT_EQ(two->placement().to_string(),
+            fmt::format("layers 0-{} cpu, {}-{} cpu:1, /^token_embd\\./ cpu, /^output(_norm)?\\./ cpu:1",
+                        n_layer / 2 - 1, n_layer / 2, n_layer - 1));
+
+  const std::vector<float> a = run_steps(*single, 5, 4), b = run_steps(*two, 5, 4);
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+
+  // Alternating layers: a crossing at every layer boundary.
+  LoadOptions alternate = one;
+  for (int64_t il = 0; il < n_layer; ++il)
+    alternate.placement.layers.push_back(engine::Device{engine::Device::Kind::Cpu, static_cast<int32_t>(il % 2)});
+  auto zigzag = Model::load(path, alternate);
+  const std::vector<float> c = run_steps(*zigzag, 5, 4);
+  EXPECT_EQ(0, std::memcmp(a.data(), c.data(), a.size() * sizeof(float)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, PlacementTest,
+                         ::testing::Values(std::tuple{"llama", "Q8_0"}, std::tuple{"qwen3moe", "Q4_K_M"},
+                                           std::tuple{"qwen2", "F16"}));
+
+TEST(Placement, TensorsOfOneLayerMustShareItsDevice) {
+  const std::string path = synth_model("llama", "Q8_0");
+  LoadOptions o{.n_ctx = 32, .n_slots = 1, .max_batch = 16, .n_threads = 1};
+  o.placement.overrides.push_back({"blk\\.0\\.ffn_up", engine::Device{engine::Device::Kind::Cpu, 1}});
+  try {
+    Model::load(path, o);
+    FAIL() << "a layer split across devices loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blk.0.ffn_up.weight on cpu:1 but layer 0 runs on cpu"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Placement, WrongLayerCountIsAnError) {
+  const std::string path = synth_model("llama", "Q8_0");
+  LoadOptions o{.n_ctx = 32, .n_slots = 1, .max_batch = 16, .n_threads = 1};
+  o.placement.layers = {engine::Device::cpu()};
+  EXPECT_THROW(Model::load(path, o), Error);
+}
+
+TEST(Placement, TensorLayerOfNames) {
+  EXPECT_EQ(tensor_layer("blk.12.attn_q.weight"), 12);
+  EXPECT_EQ(tensor_layer("blk.x.attn_q.weight"), -1);
+  EXPECT_EQ(tensor_layer("blk.3"), -1);
+  EXPECT_EQ(tensor_layer("output.weight"), -1);
+}
+
+}  // namespace
+}  // namespace velocity::model
