@@ -40,12 +40,22 @@ void Backend::check_batch(const Batch& batch) {
   }
   if (n_out > shape_.max_logits)
     fail("forward: {} tokens want outputs; the model was loaded for at most {} per step", n_out, shape_.max_logits);
+  if (batch.n_decode < 0 || batch.n_decode > n) fail("forward: n_decode {} outside [0, {}]", batch.n_decode, n);
+  if (batch.n_decode > 0) {
+    // Each decode token is its sequence's only token in the step.
+    seq_count_.assign(static_cast<size_t>(shape_.n_slots), 0);
+    for (int64_t i = 0; i < n; ++i) ++seq_count_[batch.seq_ids[i]];
+    for (int64_t i = 0; i < batch.n_decode; ++i)
+      if (seq_count_[batch.seq_ids[i]] != 1)
+        fail("forward: decode token {} shares sequence {} with other tokens of the step", i, batch.seq_ids[i]);
+  }
   step_tokens_ = n;
   step_outputs_ = n_out;
 }
 
 void Backend::reserve_blocks() {
   const StepShape& s = shape_;
+  seq_count_.reserve(static_cast<size_t>(s.n_slots));
   const int64_t t = s.max_tokens;
   scratch_.norm = alloc(t, s.n_embd);
   scratch_.proj = alloc(t, s.n_embd);

@@ -26,12 +26,21 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/error.h"
 #include "core/function_ref.h"
 #include "engine/batch.h"
 #include "engine/device.h"
 #include "engine/tensor.h"
 
 namespace velocity::engine {
+
+// A device stopped working (a sticky CUDA error: illegal address, ECC, lost device): nothing
+// computed on it can be trusted any more, so the model that runs there stops serving (its
+// requests end with an error, /health reports it) while other models carry on.
+class DeviceFault : public Error {
+ public:
+  using Error::Error;
+};
 
 enum class RopeType {
   None,    // no rotary embedding
@@ -237,6 +246,9 @@ class Backend {
   BlockScratch scratch_;
   int64_t step_tokens_ = 0;   // set by begin_step
   int64_t step_outputs_ = 0;
+
+ private:
+  std::vector<int32_t> seq_count_;  // check_batch scratch, [n_slots]
 };
 
 // The CPU backend (engine/cpu). n_threads <= 0: one per online core.

@@ -27,6 +27,12 @@ struct Batch {
   std::vector<int32_t> positions;
   std::vector<int32_t> seq_ids;
   std::vector<Output> outputs;
+  // The first n_decode tokens are decode tokens: each is its sequence's only token in the batch,
+  // the one sampled from the previous step. A GPU runs them through its small-batch kernels and
+  // the rest (prompt tokens) through its tensor-core ones; each kind computes a token's result
+  // the same way whatever else shares the step, so greedy outputs do not depend on batching.
+  // 0 (the default) treats every token as a prompt token, which is always correct.
+  int64_t n_decode = 0;
 
   int64_t size() const { return static_cast<int64_t>(tokens.size()); }
   int64_t n_outputs() const {
@@ -39,6 +45,7 @@ struct Batch {
     positions.clear();
     seq_ids.clear();
     outputs.clear();
+    n_decode = 0;
   }
   void add(int32_t token, int32_t position, int32_t seq_id, Output output) {
     tokens.push_back(token);

@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include "core/error.h"
+
 namespace velocity::engine {
 
 std::string Device::to_string() const {

@@ -1,12 +1,12 @@
 // Where memory lives and ops run: the host CPU or one CUDA GPU. Tensors carry their device, a
 // model's placement maps tensor names to devices, and every Backend computes on one device.
+// (Light on purpose: the CUDA kernels include it through engine/tensor.h, and nvcc's front end
+// is kept away from fmt and other heavy headers.)
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <string_view>
-
-#include "core/error.h"
 
 namespace velocity::engine {
 
@@ -25,14 +25,6 @@ struct Device {
   static Device parse(std::string_view text);
 
   friend bool operator==(const Device&, const Device&) = default;
-};
-
-// A device stopped working (a sticky CUDA error: illegal address, ECC, lost device): nothing
-// computed on it can be trusted any more, so the model that runs there stops serving (its
-// requests end with an error, /health reports it) while other models carry on.
-class DeviceFault : public Error {
- public:
-  using Error::Error;
 };
 
 }  // namespace velocity::engine

@@ -172,6 +172,7 @@ GenerationResult Generator::generate(std::span<const int32_t> prompt, Sampler& s
     }
     batch_.clear();
     batch_.add(token, (int32_t)pos, options.seq_id, output);
+    batch_.n_decode = 1;
     out = model_.step(batch_);
     ++result.n_decode_steps;
     ++pos;
@@ -274,6 +275,7 @@ BatchedResult generate_batched(model::Model& model, std::span<const std::vector<
       ++pos[s];
     }
     if (batch.size() == 0) break;
+    batch.n_decode = batch.size();
     step_out = model.step(batch);
     ++result.n_decode_steps;
   }

@@ -285,6 +285,7 @@ bool Scheduler::step() {
     batch_slot_.push_back(static_cast<int32_t>(i));
     --budget;
   }
+  batch_.n_decode = batch_.size();  // decoding slots first, one token each
   if (batch_.size() > 0) budget = std::min(budget, options_.prefill_chunk);
   for (size_t i = 0; i < slots_.size() && budget > 0; ++i) {
     Slot& s = slots_[i];

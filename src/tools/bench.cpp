@@ -228,6 +228,7 @@ BenchReport run_bench(const BenchOptions& options) {
             // Greedy serving's output: the argmax token of each row (no logits copied out).
             for (int64_t s = 0; s < b; ++s)
               batch.add(ids[(size_t)(i * b + s)], (int32_t)(depth + i), (int32_t)s, engine::Output::Token);
+            batch.n_decode = b;
             model->step(batch);
           }
           const double ms = ms_since(start);

@@ -13,6 +13,8 @@
 // The measured errors behind every bound are in tests/reference/README.md.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 #include <unistd.h>
 
 #include <algorithm>
@@ -114,9 +116,17 @@ std::string converted(const Reference& r, DType type) {
   return out;
 }
 
+// The device under test: VELOCITY_TEST_DEVICE (e.g. cuda:0 on the GPU machine), the CPU when
+// unset. The bounds are the same on every device.
+engine::Device test_device() {
+  const char* env = std::getenv("VELOCITY_TEST_DEVICE");
+  return env && *env ? engine::Device::parse(env) : engine::Device::cpu();
+}
+
 LoadOptions options(int64_t n_ctx = 128, int64_t n_slots = 1, DType cache_k = DType::F32,
                     DType cache_v = DType::F32) {
   LoadOptions o;
+  o.placement.device = test_device();
   o.n_ctx = n_ctx;
   o.n_slots = n_slots;
   o.max_batch = 128;
