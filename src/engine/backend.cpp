@@ -53,6 +53,24 @@ void Backend::check_batch(const Batch& batch) {
   step_outputs_ = n_out;
 }
 
+uint64_t Backend::kv_cache_bytes(const StepShape& s) {
+  const int64_t layers = s.kv_layers.empty() ? s.n_layer : static_cast<int64_t>(s.kv_layers.size());
+  if (layers == 0 || s.n_layer == 0) return 0;
+  return static_cast<uint64_t>(layers * s.n_slots * s.n_ctx * s.n_head_kv) *
+         static_cast<uint64_t>(dtype_row_bytes(s.cache_type_k, s.head_dim_k) + dtype_row_bytes(s.cache_type_v, s.head_dim_v));
+}
+
+uint64_t Backend::block_scratch_bytes(const StepShape& s) {
+  const int64_t t = s.max_tokens;
+  int64_t floats = 2 * t * s.n_embd + t * s.n_head * s.head_dim_k + t * s.n_head_kv * (s.head_dim_k + s.head_dim_v) +
+                   t * s.n_head * s.head_dim_v;
+  const int64_t n_ff = std::max(s.n_ff, s.n_ff_expert);
+  if (n_ff > 0) floats += 2 * t * n_ff;
+  if (s.n_expert > 0) floats += t * s.n_expert + 2 * t * s.n_expert_used;  // router logits, route ids + weights
+  if (s.has_output) floats += s.max_logits * (s.n_embd + s.n_vocab);
+  return static_cast<uint64_t>(floats) * 4;
+}
+
 void Backend::reserve_blocks() {
   const StepShape& s = shape_;
   seq_count_.reserve(static_cast<size_t>(s.n_slots));

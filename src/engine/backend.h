@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -145,6 +146,14 @@ class Backend {
   virtual Weight upload(std::string_view name, DType type, std::span<const int64_t> shape, const uint8_t* bytes) = 0;
   // Allocates activations, scratch, the KV cache of shape.kv_layers and the logits buffer.
   virtual void reserve(const StepShape& shape) = 0;
+  // For the check before loading (Model::load): device memory a weight takes once uploaded, what
+  // reserve(shape) allocates, and what is free now. A backend on host memory answers 0 / 0 /
+  // nothing (its weights stay in the file's mapping; the OS pages them).
+  virtual uint64_t weight_bytes(DType /*type*/, std::span<const int64_t> /*shape*/) const { return 0; }
+  virtual uint64_t reserve_bytes(const StepShape& /*shape*/) const { return 0; }
+  virtual std::optional<uint64_t> free_bytes() const { return std::nullopt; }
+  // Bytes of the KV cache reserve(shape) allocates (part of reserve_bytes).
+  static uint64_t kv_cache_bytes(const StepShape& shape);
   const StepShape& shape() const { return shape_; }
   // An activation buffer of [capacity, n_cols] (also used by the reference blocks for scratch).
   virtual Act alloc(int64_t capacity, int64_t n_cols) = 0;
@@ -235,6 +244,8 @@ class Backend {
   // Called by reserve() implementations once shape_ is set: allocates BlockScratch through alloc()
   // and route storage through alloc_route().
   void reserve_blocks();
+  // Bytes reserve_blocks() allocates for `shape` (activations, routes, logits).
+  static uint64_t block_scratch_bytes(const StepShape& shape);
   virtual MoeRoute alloc_route(int64_t max_tokens, int64_t k) = 0;
   int64_t step_tokens() const { return step_tokens_; }
   int64_t step_outputs() const { return step_outputs_; }

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "model/architecture.h"
+#include "model/memory_check.h"
 
 namespace velocity::model {
 
@@ -117,21 +118,10 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
            dtype_name(options.cache_type_v), b->name());
   }
 
-  Weights w(file, placement, backends);
-  m->weights_ = std::make_unique<ModelWeights>();
-  ModelWeights& mw = *m->weights_;
-  mw.token_embd = w.get("token_embd.weight", {c.n_embd, c.n_vocab});
-  mw.output_norm = w.get("output_norm.weight", {c.n_embd});
-  mw.output = c.tied_output ? (first == last ? mw.token_embd : w.on_device("token_embd.weight", {c.n_embd, c.n_vocab}, last))
-                            : w.get("output.weight", {c.n_embd, c.n_vocab});
-  w.count_bytes(mw.output);
-  m->arch_->load(w, c);
-  w.check_all_used();
-  m->bytes_per_token_ = w.bytes_per_token();
-
+  // Each backend's step shape: the KV cache of its layers, the embedding and the head where they are.
   std::vector<engine::Backend*> layer_backends;
-  std::vector<engine::Act> residuals;
   for (int64_t il = 0; il < c.n_layer; ++il) layer_backends.push_back(backend_of(placement.layer(il)));
+  std::vector<DeviceNeed> needs;
   for (engine::Backend* b : backends) {
     engine::StepShape s;
     s.max_tokens = options.max_batch;
@@ -156,8 +146,29 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     if (s.kv_layers.empty()) s.n_layer = 0;  // holds no layer: no KV cache
     s.has_embedding = b == m->embed_backend_;
     s.has_output = b == m->output_backend_;
-    b->reserve(s);
-    residuals.push_back(b->alloc(s.max_tokens, c.n_embd));
+    DeviceNeed need{b, std::move(s), {}};
+    if (c.tied_output && first != last && b == m->output_backend_) need.extra.push_back("token_embd.weight");
+    needs.push_back(std::move(need));
+  }
+  // Before anything is uploaded: a GPU without room stops the load here, with what would fit.
+  check_device_memory(file, placement, needs);
+
+  Weights w(file, placement, backends);
+  m->weights_ = std::make_unique<ModelWeights>();
+  ModelWeights& mw = *m->weights_;
+  mw.token_embd = w.get("token_embd.weight", {c.n_embd, c.n_vocab});
+  mw.output_norm = w.get("output_norm.weight", {c.n_embd});
+  mw.output = c.tied_output ? (first == last ? mw.token_embd : w.on_device("token_embd.weight", {c.n_embd, c.n_vocab}, last))
+                            : w.get("output.weight", {c.n_embd, c.n_vocab});
+  w.count_bytes(mw.output);
+  m->arch_->load(w, c);
+  w.check_all_used();
+  m->bytes_per_token_ = w.bytes_per_token();
+
+  std::vector<engine::Act> residuals;
+  for (DeviceNeed& need : needs) {
+    need.backend->reserve(need.shape);
+    residuals.push_back(need.backend->alloc(need.shape.max_tokens, c.n_embd));
   }
   if (backends.size() > 1) m->staging_.resize(static_cast<size_t>(options.max_batch * c.n_embd));
   m->pass_ = std::make_unique<ForwardPass>(std::move(layer_backends), std::move(backends), std::move(residuals),
