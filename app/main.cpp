@@ -192,7 +192,7 @@ struct BenchArgs {
   uint64_t bandwidth_mib = 1024;
 };
 
-const std::vector<std::string> kCacheTypes = {"f32", "f16", "q8_0", "q4_0"};
+const std::vector<std::string> kCacheTypes = {"f32", "f16", "q8_0", "q4_0", "q4_1", "q5_1"};
 
 CLI::App* add_run(CLI::App& app, RunArgs& args) {
   CLI::App* cmd = app.add_subcommand("run", "Generate text from one prompt, streamed to the terminal");
@@ -222,6 +222,7 @@ CLI::App* add_run(CLI::App& app, RunArgs& args) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a GPU is present)");
   cmd->add_option("--cache-type-k", args.cache_type_k, "KV cache type of K")->capture_default_str()
       ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
   cmd->add_option("--cache-type-v", args.cache_type_v, "KV cache type of V")->capture_default_str()
@@ -250,6 +251,8 @@ CLI::App* add_bench(CLI::App& app, BenchArgs& args) {
       ->check(CLI::IsMember({"md", "json", "csv"}));
   CLI::Option* threads = cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  CLI::Option* device =
+      cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a GPU is present)");
   CLI::Option* type_k = cmd->add_option("--cache-type-k", args.cache_type_k, "KV cache type of K")->capture_default_str()
       ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
   CLI::Option* type_v = cmd->add_option("--cache-type-v", args.cache_type_v, "KV cache type of V")->capture_default_str()
@@ -260,7 +263,7 @@ CLI::App* add_bench(CLI::App& app, BenchArgs& args) {
   // Server mode (tools/bench_server.h).
   CLI::Option* url = cmd->add_option("--url", s.url, "Benchmark a running server instead: http://host:port");
   url->excludes(repetitions)->excludes(depth)->excludes(batch)->excludes(threads)->excludes(type_k)->excludes(type_v)
-      ->excludes(bandwidth);
+      ->excludes(bandwidth)->excludes(device);
   cmd->add_option("--api-key", s.api_key, "With --url: API key (Authorization: Bearer)")->needs(url);
   cmd->add_option("--concurrency", s.concurrency, "With --url: concurrent clients per level, comma-separated")
       ->delimiter(',')->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1024}))->needs(url);
@@ -285,7 +288,8 @@ CLI::App* add_serve(CLI::App& app, ServeArgs& args) {
   cmd->add_option("--config", f.config_file, "TOML config: a [server] table and one [[model]] table per model");
   cmd->add_option("-m,--model", f.model_path, "GGUF model (one model; excludes --config)");
   cmd->add_option("--name", f.model_name, "Model name clients send (default: the file name)");
-  cmd->add_option("--device", f.device, "Where the model runs: cpu (cuda:N once the CUDA backend exists)")->capture_default_str();
+  cmd->add_option("--device", f.device, "Where the model runs: auto (cuda:0 when a GPU is present, else cpu), cpu, cuda:N")
+      ->capture_default_str();
   cmd->add_option("-c,--ctx", f.ctx, "Context length per slot");
   cmd->add_option("--slots", f.slots, "Sequences decoded together (parallel requests)");
   cmd->add_option("--prefill-chunk", f.prefill_chunk,
@@ -300,6 +304,13 @@ CLI::App* add_serve(CLI::App& app, ServeArgs& args) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_option("--api-key-file", f.api_key_file, "File of API keys, one per line");
   cmd->add_flag("--allow-no-key-public", f.allow_no_key_public, "Allow a non-loopback address without API keys");
+  cmd->add_option("--allowed-host", f.allowed_hosts,
+                  "Without API keys, also answer requests whose Host header is NAME (repeatable; \"*\": any). "
+                  "IP addresses, localhost and the bound host are always answered")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_option("--cors-origin", f.cors_origins,
+                  "Let web pages of ORIGIN (http://host:port) call the API from a browser (repeatable; \"*\": any)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_option("--temp", f.temperature, "Default temperature");
   cmd->add_option("--top-k", f.top_k, "Default top-k");
   cmd->add_option("--top-p", f.top_p, "Default top-p");
@@ -373,6 +384,7 @@ CLI::App* add_perplexity(CLI::App& app, PerplexityArgs& args) {
   cmd->add_option("--kl-base", o.kl_base_path, "Base GGUF model (same vocabulary): report KL(base || model) and top-token agreement");
   cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a GPU is present)");
   cmd->add_flag("--json", args.json, "Print the result as JSON");
   return cmd;
 }
@@ -428,6 +440,10 @@ int main(int argc, char** argv) {
     std::cout.flush();
     std::fprintf(stderr, "velocity: error: %s\n", e.what());
     return 1;
+  } catch (const velocity::InternalError& e) {  // a failed VELOCITY_CHECK
+    std::cout.flush();
+    std::fprintf(stderr, "velocity: internal error: %s (a bug; please report it)\n", e.what());
+    return 70;  // EX_SOFTWARE
   } catch (const std::exception& e) {  // a bug or resource exhaustion: still a message, not an abort
     std::cout.flush();
     std::fprintf(stderr, "velocity: error: %s\n", e.what());

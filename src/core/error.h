@@ -16,6 +16,21 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A broken invariant (VELOCITY_CHECK): a bug in velocity, not something the user did. Not a
+// velocity::Error, so code that turns user errors into messages or 4xx answers lets it pass:
+// the CLI reports it as an internal error, the server answers 500 and logs it.
+class InternalError : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
+// Work abandoned because its client went away or shutdown began (a cancel flag was set). Not a
+// velocity::Error: the handlers that turn errors into HTTP 400 must let it through.
+class Cancelled : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 template <class... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> format, Args&&... args) {
   throw Error(fmt::format(format, std::forward<Args>(args)...));
@@ -31,11 +46,12 @@ std::string check_message(fmt::format_string<Args...> format, Args&&... args) {
 
 }  // namespace velocity
 
-// Checks an invariant in every build type (never compiled out by NDEBUG).
+// Checks an invariant in every build type (never compiled out by NDEBUG); throws InternalError.
 #define VELOCITY_CHECK(cond, ...)                                                       \
   do {                                                                                  \
     if (!(cond)) {                                                                      \
-      ::velocity::fail("internal check failed at {}:{}: {}{}", __FILE__, __LINE__,      \
-                       #cond, ::velocity::detail::check_message(__VA_ARGS__));           \
+      throw ::velocity::InternalError(                                                  \
+          ::fmt::format("internal check failed at {}:{}: {}{}", __FILE__, __LINE__,     \
+                        #cond, ::velocity::detail::check_message(__VA_ARGS__)));        \
     }                                                                                   \
   } while (0)

@@ -154,6 +154,8 @@ void Backend::output_block(const Weight& norm, const Weight& head, float eps, co
 
 namespace velocity::engine {
 
+Device default_device() { return cuda_device_count() > 0 ? Device::cuda(0) : Device::cpu(); }
+
 std::unique_ptr<Backend> make_backend(Device device, int n_threads) {
   if (device.is_cpu()) return make_cpu_backend(n_threads, device.index);
   return make_cuda_backend(device.index);

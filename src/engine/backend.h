@@ -272,5 +272,12 @@ std::unique_ptr<Backend> make_cuda_backend(int index);
 int cuda_device_count();
 // The backend for `device`.
 std::unique_ptr<Backend> make_backend(Device device, int n_threads = 0);
+// The device a model runs on when none is named: cuda:0 when a CUDA GPU is present, else the CPU.
+Device default_device();
+// GPU ceilings for benchmarks (nothing for the CPU, or without CUDA): the device-to-device copy
+// rate over a buffer of `bytes` (bytes read + bytes written per second, best of a few runs), and
+// the dense BF16 tensor-core peak in FLOP/s from the SM count, the clock and the architecture.
+std::optional<double> measure_copy_bandwidth(Device device, uint64_t bytes);
+std::optional<double> tensor_peak_flops(Device device);
 
 }  // namespace velocity::engine

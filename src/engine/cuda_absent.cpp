@@ -10,6 +10,8 @@ std::unique_ptr<Backend> make_cuda_backend(int index) {
 }
 
 int cuda_device_count() { return 0; }
+std::optional<double> measure_copy_bandwidth(Device, uint64_t) { return std::nullopt; }
+std::optional<double> tensor_peak_flops(Device) { return std::nullopt; }
 
 }  // namespace velocity::engine
 #endif

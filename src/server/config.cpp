@@ -5,6 +5,7 @@
 
 #include <toml++/toml.h>
 
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <filesystem>
@@ -186,6 +187,26 @@ std::vector<std::string> read_key_file(const std::string& path) {
   return keys;
 }
 
+// A host name as allowed_hosts takes it: the name alone ("gpu-box.lan", "[fe80::1]"), no
+// scheme, port or path.
+bool valid_host_name(std::string_view h) {
+  if (h.empty() || h.find_first_of(" \t\r\n/\\@?#") != std::string_view::npos) return false;
+  if (h.front() == '[') return h.size() > 2 && h.back() == ']' && h.find(']') == h.size() - 1;
+  return h.find_first_of("[]:") == std::string_view::npos;
+}
+
+// An origin as browsers send it: scheme://host[:port], no path, no trailing slash.
+bool valid_origin(std::string_view o) {
+  const size_t sep = o.find("://");
+  if (sep == std::string_view::npos || sep == 0) return false;
+  for (size_t i = 0; i < sep; ++i) {
+    const char c = o[i];
+    if (!(std::isalnum((unsigned char)c) || c == '+' || c == '-' || c == '.')) return false;
+  }
+  std::string_view authority = o.substr(sep + 3);
+  return !authority.empty() && authority.find_first_of(" \t\r\n/\\@?#") == std::string_view::npos;
+}
+
 bool valid_cache_type(std::string_view t) {
   static const std::set<std::string_view> kTypes = {"f32", "f16", "bf16", "q8_0", "q4_0",
                                                     "q4_1", "q5_0", "q5_1", "iq4_nl"};
@@ -222,6 +243,16 @@ void validate_with(ServerConfig& config, const Locator& at) {
     }
     s.api_key_file.clear();  // read once
   }
+  for (const std::string& h : s.allowed_hosts)
+    if (h != "*" && !valid_host_name(h))
+      bad("server.allowed_hosts", fmt::format("'{}' is not a host name: give the name alone, without scheme or port "
+                                              "(\"gpu-box.lan\"), or \"*\" to accept any Host",
+                                              h));
+  for (const std::string& o : s.cors_origins)
+    if (o != "*" && o != "null" && !valid_origin(o))
+      bad("server.cors_origins", fmt::format("'{}' is not an origin: give scheme://host[:port] without a path "
+                                             "(\"http://localhost:3000\"), \"null\" or \"*\" for any",
+                                             o));
   if (!is_loopback_host(s.host) && s.api_keys.empty() && !s.allow_no_key_public) {
     bad("server.host", fmt::format("binding '{}' (not loopback) without any API key would expose the server to "
                                    "everyone; set api_keys or api_key_file, or allow_no_key_public = true",
@@ -273,10 +304,13 @@ void validate_with(ServerConfig& config, const Locator& at) {
 
 }  // namespace
 
-std::string DeviceSpec::to_string() const { return kind == Kind::Cpu ? "cpu" : fmt::format("cuda:{}", index); }
+std::string DeviceSpec::to_string() const {
+  return kind == Kind::Auto ? "auto" : kind == Kind::Cpu ? "cpu" : fmt::format("cuda:{}", index);
+}
 
 DeviceSpec parse_device(std::string_view text) {
-  if (text == "cpu") return {};
+  if (text == "auto") return {};
+  if (text == "cpu") return DeviceSpec{DeviceSpec::Kind::Cpu, 0};
   if (text.starts_with("cuda:")) {
     std::string_view digits = text.substr(5);
     int32_t index = -1;
@@ -285,7 +319,7 @@ DeviceSpec parse_device(std::string_view text) {
         index <= 1023 && (digits.size() == 1 || digits[0] != '0'))
       return DeviceSpec{DeviceSpec::Kind::Cuda, index};
   }
-  fail("device '{}' is not \"cpu\" or \"cuda:N\"", text);
+  fail("device '{}' is not \"auto\", \"cpu\" or \"cuda:N\"", text);
 }
 
 bool is_loopback_host(std::string_view host) {
@@ -326,14 +360,16 @@ ServerConfig parse_config(std::string_view toml_text, std::string_view source_na
     r.string("api_key_file", s.api_key_file);
     s.api_key_file = resolve(base_dir, s.api_key_file);
     r.boolean("allow_no_key_public", s.allow_no_key_public);
+    r.string_list("allowed_hosts", s.allowed_hosts);
+    r.string_list("cors_origins", s.cors_origins);
     r.integer("max_body_bytes", s.max_body_bytes);
     r.integer("max_queue", s.max_queue);
     r.number("header_timeout_s", s.header_timeout_s);
     r.number("request_timeout_s", s.request_timeout_s);
     r.number("shutdown_grace_s", s.shutdown_grace_s);
     r.number("keepalive_interval_s", s.keepalive_interval_s);
-    r.finish("host, port, threads, api_keys, api_key_file, allow_no_key_public, max_body_bytes, max_queue, "
-             "header_timeout_s, request_timeout_s, shutdown_grace_s, keepalive_interval_s");
+    r.finish("host, port, threads, api_keys, api_key_file, allow_no_key_public, allowed_hosts, cors_origins, "
+             "max_body_bytes, max_queue, header_timeout_s, request_timeout_s, shutdown_grace_s, keepalive_interval_s");
   }
   if (const toml::node* n = top.get("model")) {
     if (!n->is_array_of_tables()) fail("{}: model: expected [[model]] tables", position(source_name, n->source()));
@@ -344,7 +380,7 @@ ServerConfig parse_config(std::string_view toml_text, std::string_view source_na
       r.string("name", m.name);
       r.string("path", m.path);
       m.path = resolve(base_dir, m.path);
-      std::string device = "cpu";
+      std::string device = "auto";
       r.string("device", device);
       try {
         m.device = parse_device(device);
@@ -361,12 +397,13 @@ ServerConfig parse_config(std::string_view toml_text, std::string_view source_na
       r.string("chat_template", m.chat_template);
       r.string("chat_template_file", m.chat_template_file);
       m.chat_template_file = resolve(base_dir, m.chat_template_file);
+      r.boolean("parse_special_in_content", m.parse_special_in_content);
       if (const toml::table* st = r.subtable("sampling")) {
         TableReader sr(*st, r.full("sampling"), source_name, positions);
         read_sampling(sr, m.sampling);
       }
       r.finish("name, path, device, ctx, slots, prefill_chunk, max_queue, generation_timeout_s, cache_type_k, cache_type_v, chat_template, "
-               "chat_template_file, sampling");
+               "chat_template_file, parse_special_in_content, sampling");
       config.models.push_back(std::move(m));
     }
   }
@@ -397,6 +434,7 @@ ServerConfig config_from_flags(const ServeFlags& flags) {
   static const std::map<std::string, std::string> kFlag = {
       {"server.host", "--host"},          {"server.port", "--port"},
       {"server.api_keys", "--api-key"},   {"server.api_key_file", "--api-key-file"},
+      {"server.allowed_hosts", "--allowed-host"}, {"server.cors_origins", "--cors-origin"},
       {"model", "--model"},               {"model[0].path", "--model"},
       {"model[0].name", "--name"},        {"model[0].ctx", "--ctx"},
       {"model[0].slots", "--slots"},      {"model[0].prefill_chunk", "--prefill-chunk"},
@@ -408,7 +446,7 @@ ServerConfig config_from_flags(const ServeFlags& flags) {
   bool model_flags = !flags.model_path.empty() || !flags.model_name.empty() || flags.ctx || flags.slots || flags.prefill_chunk ||
                      !flags.cache_type_k.empty() || !flags.cache_type_v.empty() || !flags.chat_template_file.empty() ||
                      flags.temperature || flags.top_p || flags.min_p || flags.repeat_penalty || flags.top_k ||
-                     flags.seed || flags.device != "cpu";
+                     flags.seed || flags.device != "auto";
   ServerConfig config;
   if (!flags.config_file.empty()) {
     if (model_flags) fail("command line: give either --config or --model and its options, not both");
@@ -446,6 +484,8 @@ ServerConfig config_from_flags(const ServeFlags& flags) {
   for (const std::string& key : flags.api_keys) s.api_keys.push_back(key);
   if (!flags.api_key_file.empty()) s.api_key_file = flags.api_key_file;
   if (flags.allow_no_key_public) s.allow_no_key_public = true;
+  s.allowed_hosts.insert(s.allowed_hosts.end(), flags.allowed_hosts.begin(), flags.allowed_hosts.end());
+  s.cors_origins.insert(s.cors_origins.end(), flags.cors_origins.begin(), flags.cors_origins.end());
   validate_with(config, [](const std::string& key) {
     auto it = kFlag.find(key);
     return it == kFlag.end() ? std::string("command line") : "command line (" + it->second + ")";

@@ -4,6 +4,8 @@
 //   [server]
 //   host = "0.0.0.0"            port = 8080
 //   api_keys = ["sk-..."]       # or api_key_file = "keys.txt" (one key per line, # comments)
+//   allowed_hosts = ["gpu-box.lan"]           # Host names served without a key (see below)
+//   cors_origins = ["http://localhost:3000"]  # browser pages of other origins allowed to call
 //   [[model]]
 //   name = "qwen3-8b"           path = "/models/qwen3-8b-q4_k_m.gguf"
 //   device = "cuda:0"           ctx = 8192    slots = 4
@@ -14,7 +16,10 @@
 // duplicate model names and missing paths throw velocity::Error naming "file:line:column", the
 // key and what was expected. Whether a device exists is checked later, by the engine at load.
 // Security default: a non-loopback host without any API key is an error unless
-// allow_no_key_public = true says so explicitly.
+// allow_no_key_public = true says so explicitly. Without keys, requests must name the server in
+// their Host header by IP address, "localhost", the bound host or one of allowed_hosts (against
+// DNS rebinding); with or without keys, a browser's cross-origin request (an Origin header) is
+// refused unless its origin is listed in cors_origins (README.md, "Security").
 #pragma once
 
 #include <cstdint>
@@ -39,13 +44,14 @@ struct SamplingDefaults {
   int64_t max_tokens = -1;          // used when the request gives none; -1 = until the context is full
 };
 
-// A compute device as written in the config: "cpu" or "cuda:N".
+// A compute device as written in the config: "auto" (the default: cuda:0 when a GPU is present,
+// else the CPU), "cpu" or "cuda:N".
 struct DeviceSpec {
-  enum class Kind { Cpu, Cuda } kind = Kind::Cpu;
-  int32_t index = 0;  // N of "cuda:N"; 0 for the CPU
+  enum class Kind { Auto, Cpu, Cuda } kind = Kind::Auto;
+  int32_t index = 0;  // N of "cuda:N"; 0 otherwise
   std::string to_string() const;
 };
-// Parses "cpu" / "cuda:N" (N a decimal in [0, 1023]); throws velocity::Error otherwise.
+// Parses "auto" / "cpu" / "cuda:N" (N a decimal in [0, 1023]); throws velocity::Error otherwise.
 DeviceSpec parse_device(std::string_view text);
 
 struct ModelEntry {
@@ -63,6 +69,10 @@ struct ModelEntry {
   std::string cache_type_v = "f16";
   std::string chat_template;          // inline Jinja source overriding the GGUF's; "" = the GGUF's
   std::string chat_template_file;     // or a file holding it (read at load); at most one of the two
+  // Control-token text inside message content ("<|eot_id|>") becomes control tokens, so a user
+  // can forge turns and roles (llama.cpp's and transformers' behaviour). Off by default: content
+  // is tokenised as plain text and only the template's own markers are control tokens.
+  bool parse_special_in_content = false;
   SamplingDefaults sampling;
 };
 
@@ -73,6 +83,10 @@ struct ServerSettings {
   std::vector<std::string> api_keys;  // accepted `Authorization: Bearer <key>`; empty = no auth
   std::string api_key_file;           // more keys, one per line (read by load/validate into api_keys)
   bool allow_no_key_public = false;   // permit a non-loopback host without keys
+  std::vector<std::string> allowed_hosts;  // more names accepted in the Host header when there is
+                                           // no key (name only, no port); "*" = any (no check)
+  std::vector<std::string> cors_origins;   // browser origins allowed to call the API from another
+                                           // origin ("http://localhost:3000"); "null"; "*" = any
   int64_t max_body_bytes = 1 << 20;   // request bodies above this get 413; [1 KiB, 1 GiB]
   int32_t max_queue = 64;             // default per-model queue limit; >= 0
   double header_timeout_s = 10;       // to receive a request's headers (and keep-alive idle time)
@@ -108,10 +122,12 @@ struct ServeFlags {
   std::vector<std::string> api_keys;       // --api-key (repeatable)
   std::string api_key_file;                // --api-key-file
   bool allow_no_key_public = false;        // --allow-no-key-public
+  std::vector<std::string> allowed_hosts;  // --allowed-host (repeatable; added to the config's)
+  std::vector<std::string> cors_origins;   // --cors-origin (repeatable; added to the config's)
   // Single model.
   std::string model_path;                  // --model
   std::string model_name;                  // --name (default: the file stem)
-  std::string device = "cpu";              // --device
+  std::string device = "auto";             // --device
   std::optional<int32_t> ctx;              // --ctx
   std::optional<int32_t> slots;            // --slots
   std::optional<int32_t> prefill_chunk;    // --prefill-chunk

@@ -1,11 +1,13 @@
 #include "server/engine_service.h"
 
 #include <fstream>
+#include <iostream>
 #include <random>
 #include <sstream>
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "tokenizer/chat_prompt.h"
 
 namespace velocity::server {
 
@@ -13,8 +15,9 @@ namespace {
 
 DType cache_type(const std::string& name, const char* which) {
   const auto t = dtype_from_name(name);
-  if (!t || (*t != DType::F32 && *t != DType::F16 && *t != DType::Q8_0 && *t != DType::Q4_0))
-    fail("{} \"{}\" is not supported by the CPU KV cache (f32, f16, q8_0, q4_0)", which, name);
+  if (!t || (*t != DType::F32 && *t != DType::F16 && *t != DType::Q8_0 && *t != DType::Q4_0 && *t != DType::Q4_1 &&
+             *t != DType::Q5_1))
+    fail("{} \"{}\" is not a KV cache type (f32, f16, q8_0, q4_0, q4_1, q5_1)", which, name);
   return *t;
 }
 
@@ -37,17 +40,59 @@ bool prompt_opens_think(const std::string& prompt) {
 struct JobRun {
   GenerationJob job;
   std::optional<tok::ReasoningParser> reasoning;
-  std::shared_ptr<runtime::RequestHandle> handle;
+  // on_accepted is delivered exactly once, before any callback from the scheduler thread: the
+  // preparation thread calls accept() after queueing the request, and every scheduler callback
+  // calls it first, so whichever thread comes first delivers it and the other waits for it.
+  std::once_flag accepted;
+  void accept() {
+    std::call_once(accepted, [this] {
+      if (job.on_accepted) job.on_accepted();
+    });
+  }
 };
+
+void log_internal_error(const std::string& model, const std::string& job_id, const char* what) {
+  std::cerr << fmt::format("velocity: internal error (a bug; please report it) in model '{}', request {}: {}\n", model,
+                           job_id, what);
+}
+
+}  // namespace
+
+struct EngineService::Preparing {
+  GenerationJob job;
+  std::atomic<bool> cancel{false};
+  std::mutex mutex;                                  // guards request
+  std::shared_ptr<runtime::RequestHandle> request;   // once queued in the scheduler
+};
+
+namespace {
 
 class Handle final : public JobHandle {
  public:
-  explicit Handle(std::shared_ptr<runtime::RequestHandle> h) : handle_(std::move(h)) {}
-  void cancel() override { handle_->cancel(); }
+  explicit Handle(std::shared_ptr<EngineService::Preparing> p) : p_(std::move(p)) {}
+  void cancel() override {
+    p_->cancel = true;
+    std::lock_guard lock(p_->mutex);
+    if (p_->request) p_->request->cancel();
+  }
 
  private:
-  std::shared_ptr<runtime::RequestHandle> handle_;
+  std::shared_ptr<EngineService::Preparing> p_;
 };
+
+Completion cancelled_completion() {
+  Completion c;
+  c.finish = FinishReason::Cancelled;
+  return c;
+}
+
+Completion rejected_completion(ApiError error) {
+  Completion c;
+  c.finish = FinishReason::Error;
+  c.error = error.what();
+  c.rejected = std::move(error);
+  return c;
+}
 
 }  // namespace
 
@@ -58,14 +103,15 @@ EngineService::EngineService(ModelEntry entry, int64_t max_queue, int n_threads)
 
 EngineService::~EngineService() {
   if (loader_.joinable()) loader_.join();
-  if (scheduler_) scheduler_->stop(0);
+  drain(0);
 }
 
 void EngineService::load() {
   try {
-    if (entry_.device.kind != DeviceSpec::Kind::Cpu)
-      fail("device \"{}\": this build has only the CPU backend (device = \"cpu\")", entry_.device.to_string());
     model::LoadOptions o;
+    o.placement.device = entry_.device.kind == DeviceSpec::Kind::Cuda  ? engine::Device::cuda(entry_.device.index)
+                         : entry_.device.kind == DeviceSpec::Kind::Cpu ? engine::Device::cpu()
+                                                                       : engine::default_device();
     o.n_ctx = entry_.ctx;
     o.n_slots = entry_.slots;
     o.max_batch = 512;
@@ -88,10 +134,15 @@ void EngineService::load() {
       template_.emplace(source);
       reasoning_ = reasoning_format(source);
     }
+    // A text of more bytes than n_ctx tokens can hold is refused before it is tokenised.
+    size_t longest = 1;
+    for (int32_t id = 0; id < tokenizer_->n_vocab(); ++id) longest = std::max(longest, tokenizer_->token_to_piece(id).size());
+    max_prompt_bytes_ = model_->n_ctx() * (int64_t)longest;
     runtime::SchedulerOptions so;
     so.max_queue = max_queue_;
     so.prefill_chunk = entry_.prefill_chunk;
     scheduler_ = std::make_unique<runtime::Scheduler>(*model_, *tokenizer_, std::move(so));
+    preparer_ = std::thread([this] { prepare_loop(); });
     std::lock_guard<std::mutex> lock(state_mutex_);
     message_ = "ready";
     state_ = State::Ready;
@@ -102,12 +153,23 @@ void EngineService::load() {
   }
 }
 
+std::string EngineService::device_name() const {
+  if (!model_) return entry_.device.to_string();
+  return model_->backends().size() == 1 ? model_->backend().name() : model_->placement().to_string();
+}
+
 bool EngineService::wait_loaded() {
   if (loader_.joinable()) loader_.join();
   return state_ == State::Ready;
 }
 
 ModelService::State EngineService::state(std::string* message) const {
+  if (state_ == State::Ready && scheduler_) {
+    if (std::string why = scheduler_->failure(); !why.empty()) {
+      if (message) *message = "the device failed: " + why;
+      return State::Failed;
+    }
+  }
   std::lock_guard<std::mutex> lock(state_mutex_);
   if (message) *message = state_ == State::Loading ? "loading " + entry_.path : message_;
   return state_;
@@ -115,69 +177,131 @@ ModelService::State EngineService::state(std::string* message) const {
 
 int64_t EngineService::n_ctx() const { return state_ == State::Ready || state_ == State::Draining ? model_->n_ctx() : 0; }
 
-std::string EngineService::render_chat(const GenerationJob& job) const {
-  if (!template_) throw ApiError::bad_request("model '" + entry_.name + "' has no chat template; use /v1/completions", "messages");
-  const tokenizer::Vocab& v = tokenizer_->vocab();
-  auto text = [&](int32_t id) { return id >= 0 && (size_t)id < v.tokens.size() ? v.tokens[(size_t)id] : std::string(); };
-  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
-  for (const ChatMessage& m : job.messages) {
-    nlohmann::ordered_json j = {{"role", m.role}, {"content", m.content}};
-    if (!m.name.empty()) j["name"] = m.name;
-    if (!m.tool_call_id.empty()) j["tool_call_id"] = m.tool_call_id;
-    if (!m.reasoning_content.empty()) j["reasoning_content"] = m.reasoning_content;
-    messages.push_back(std::move(j));
-  }
-  nlohmann::ordered_json context = {{"messages", std::move(messages)},
-                                    {"add_generation_prompt", true},
-                                    {"bos_token", text(v.bos)},
-                                    {"eos_token", text(v.eos)}};
-  try {
-    return template_->render(context);
-  } catch (const Error& e) {
-    throw ApiError::bad_request(std::string("the chat template failed: ") + e.what(), "messages", "template_error");
-  }
-}
-
-std::vector<int32_t> EngineService::prompt_tokens(const GenerationJob& job, std::string* rendered) const {
+std::vector<int32_t> EngineService::prompt_tokens(const GenerationJob& job, const std::atomic<bool>& cancel,
+                                                  std::string& rendered) const {
+  const char* param = job.is_chat ? "messages" : "prompt";
+  auto too_long = [&](size_t bytes) {
+    return ApiError::bad_request(fmt::format("the prompt is {} bytes long, more than the context of {} tokens can hold",
+                                             bytes, model_->n_ctx()),
+                                 param, "context_length_exceeded");
+  };
   std::vector<int32_t> ids;
   if (job.is_chat) {
-    const std::string text = render_chat(job);
-    ids = tokenizer_->encode(text, /*add_special=*/true, /*parse_special=*/true);
-    if (rendered) *rendered = text;
-    const int32_t bos = tokenizer_->vocab().bos;  // templates that write BOS themselves
+    if (!template_)
+      throw ApiError::bad_request("model '" + entry_.name + "' has no chat template; use /v1/completions", "messages");
+    const tokenizer::Vocab& v = tokenizer_->vocab();
+    auto text = [&](int32_t id) { return id >= 0 && (size_t)id < v.tokens.size() ? v.tokens[(size_t)id] : std::string(); };
+    nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+    for (const ChatMessage& m : job.messages) {
+      nlohmann::ordered_json j = {{"role", m.role}, {"content", m.content}};
+      if (!m.name.empty()) j["name"] = m.name;
+      if (!m.tool_call_id.empty()) j["tool_call_id"] = m.tool_call_id;
+      if (!m.reasoning_content.empty()) j["reasoning_content"] = m.reasoning_content;
+      messages.push_back(std::move(j));
+    }
+    nlohmann::ordered_json context = {{"messages", std::move(messages)},
+                                      {"add_generation_prompt", true},
+                                      {"bos_token", text(v.bos)},
+                                      {"eos_token", text(v.eos)}};
+    tokenizer::ChatPrompt prompt;
+    jinja::RenderControl control;
+    control.cancel = &cancel;
+    try {
+      prompt = tokenizer::render_chat_prompt(*template_, context, *tokenizer_, !entry_.parse_special_in_content, control);
+    } catch (const Error& e) {
+      throw ApiError::bad_request(std::string("the chat template failed: ") + e.what(), "messages", "template_error");
+    }
+    if ((int64_t)prompt.text.size() > max_prompt_bytes_) throw too_long(prompt.text.size());
+    tokenizer::EncodeOptions options;
+    options.add_special = true;
+    options.parse_special = true;
+    options.plain = prompt.plain;
+    options.cancel = &cancel;
+    ids = tokenizer_->encode(prompt.text, options);
+    rendered = std::move(prompt.text);
+    const int32_t bos = v.bos;  // templates that write BOS themselves
     if (ids.size() >= 2 && bos >= 0 && ids[0] == bos && ids[1] == bos) ids.erase(ids.begin());
   } else {
-    ids = tokenizer_->encode(job.prompt, /*add_special=*/true, /*parse_special=*/false);
+    if ((int64_t)job.prompt.size() > max_prompt_bytes_) throw too_long(job.prompt.size());
+    tokenizer::EncodeOptions options;
+    options.add_special = true;
+    options.parse_special = false;
+    options.cancel = &cancel;
+    ids = tokenizer_->encode(job.prompt, options);
   }
-  const char* param = job.is_chat ? "messages" : "prompt";
   if (ids.empty()) throw ApiError::bad_request("the prompt is empty", param);
   if ((int64_t)ids.size() >= model_->n_ctx())
     throw ApiError::bad_request(fmt::format("the prompt has {} tokens but the context holds {}", ids.size(),
                                             model_->n_ctx()),
                                 param, "context_length_exceeded");
-  return ids;
-}
-
-std::shared_ptr<JobHandle> EngineService::submit(GenerationJob job) {
-  const State s = state_;
-  if (s != State::Ready) {
-    std::string msg;
-    state(&msg);
-    throw ApiError::unavailable("model '" + entry_.name + "' is " + std::string(state_name(s)) + ": " + msg);
-  }
-  runtime::Request r;
-  std::string rendered;
-  {
-    // The tokenizer and template are used from many I/O threads; their cost is small next to a step.
-    static std::mutex prepare_mutex;
-    std::lock_guard<std::mutex> lock(prepare_mutex);
-    r.prompt = prompt_tokens(job, &rendered);
-  }
   for (const auto& b : job.sampling.logit_bias)
     if (b.token < 0 || b.token >= model_->config().n_vocab)
       throw ApiError::bad_request(fmt::format("logit_bias token {} is outside the vocabulary of {} tokens", b.token,
                                               model_->config().n_vocab),
                                   "logit_bias");
+  return ids;
+}
+
+std::shared_ptr<JobHandle> EngineService::submit(GenerationJob job) {
+  const State s = state();
+  if (s != State::Ready) {
+    std::string msg;
+    state(&msg);
+    throw ApiError::unavailable("model '" + entry_.name + "' is " + std::string(state_name(s)) + ": " + msg);
+  }
+  auto p = std::make_shared<Preparing>();
+  p->job = std::move(job);
+  {
+    std::lock_guard lock(prepare_mutex_);
+    if (prepare_stop_) throw ApiError::unavailable("model '" + entry_.name + "' is draining", "draining");
+    // Jobs waiting for preparation count against the same limit as jobs waiting for a slot.
+    if ((int64_t)preparing_.size() >= max_queue_) throw ApiError::queue_full(entry_.name);
+    preparing_.push_back(p);
+  }
+  prepare_cv_.notify_one();
+  return std::make_shared<Handle>(p);
+}
+
+void EngineService::prepare_loop() {
+  std::unique_lock lock(prepare_mutex_);
+  for (;;) {
+    prepare_cv_.wait(lock, [&] { return prepare_stop_ || !preparing_.empty(); });
+    if (prepare_stop_) break;
+    current_ = std::move(preparing_.front());
+    preparing_.pop_front();
+    std::shared_ptr<Preparing> p = current_;
+    lock.unlock();
+    prepare(p);
+    lock.lock();
+    current_.reset();
+  }
+  // Draining: whatever still waits is abandoned.
+  std::deque<std::shared_ptr<Preparing>> left = std::move(preparing_);
+  preparing_.clear();
+  lock.unlock();
+  for (auto& p : left) p->job.on_done(cancelled_completion());
+}
+
+void EngineService::prepare(const std::shared_ptr<Preparing>& p) {
+  GenerationJob& job = p->job;
+  runtime::Request r;
+  std::string rendered;
+  try {
+    if (p->cancel) throw Cancelled("cancelled before preparation");
+    r.prompt = prompt_tokens(job, p->cancel, rendered);
+  } catch (const Cancelled&) {
+    return job.on_done(cancelled_completion());
+  } catch (const ApiError& e) {
+    return job.on_done(rejected_completion(e));
+  } catch (const Error& e) {
+    return job.on_done(rejected_completion(ApiError::bad_request(e.what())));
+  } catch (const std::exception& e) {
+    log_internal_error(entry_.name, job.id, e.what());
+    Completion c;
+    c.finish = FinishReason::Error;
+    c.error = std::string("internal error: ") + e.what();
+    return job.on_done(c);
+  }
   r.sampling = job.sampling;
   r.max_tokens = job.max_tokens;
   r.stop = job.stop;
@@ -192,15 +316,18 @@ std::shared_ptr<JobHandle> EngineService::submit(GenerationJob job) {
     run->reasoning.emplace(reasoning_, reasoning_ == tok::ReasoningFormat::Think && prompt_opens_think(rendered));
   run->job = std::move(job);
   r.on_prompt_processed = [run](int64_t n_prompt, int64_t) {
+    run->accept();
     if (run->job.on_prompt_processed) run->job.on_prompt_processed(n_prompt);
   };
   r.on_text = [run](std::string_view text) {
+    run->accept();
     if (!run->job.on_delta) return;
     if (!run->reasoning) return run->job.on_delta(text, {});
     const tok::ReasoningDelta d = run->reasoning->push(text);
     if (!d.empty()) run->job.on_delta(d.content, d.reasoning);
   };
   r.on_done = [run](const runtime::RequestResult& res) {
+    run->accept();
     if (run->reasoning && run->job.on_delta) {
       const tok::ReasoningDelta d = run->reasoning->finish();
       if (!d.empty()) run->job.on_delta(d.content, d.reasoning);
@@ -227,15 +354,23 @@ std::shared_ptr<JobHandle> EngineService::submit(GenerationJob job) {
     run->job.on_prompt_processed = nullptr;
     on_done(c);
   };
+  std::shared_ptr<runtime::RequestHandle> handle;
   try {
-    return std::make_shared<Handle>(scheduler_->submit(std::move(r)));
+    handle = scheduler_->submit(std::move(r));
   } catch (const runtime::QueueFull&) {
-    throw ApiError::queue_full(entry_.name);
-  } catch (const runtime::NotAccepting&) {
-    throw ApiError::unavailable("model '" + entry_.name + "' is draining", "draining");
+    return run->job.on_done(rejected_completion(ApiError::queue_full(entry_.name)));
+  } catch (const runtime::NotAccepting& e) {
+    return run->job.on_done(rejected_completion(ApiError::unavailable("model '" + entry_.name + "': " + e.what(),
+                                                                      "model_not_ready")));
   } catch (const Error& e) {
-    throw ApiError::bad_request(e.what());
+    return run->job.on_done(rejected_completion(ApiError::bad_request(e.what())));
   }
+  {
+    std::lock_guard lock(p->mutex);
+    p->request = handle;
+  }
+  if (p->cancel) handle->cancel();  // cancelled while being queued: Handle::cancel saw no request yet
+  run->accept();
 }
 
 ServiceStats EngineService::stats() const {
@@ -251,6 +386,13 @@ ServiceStats EngineService::stats() const {
 
 void EngineService::drain(int64_t grace_ms) {
   if (loader_.joinable()) loader_.join();
+  {
+    std::lock_guard lock(prepare_mutex_);
+    prepare_stop_ = true;
+    if (current_) current_->cancel = true;  // abandon the render or tokenisation under way
+  }
+  prepare_cv_.notify_all();
+  if (preparer_.joinable()) preparer_.join();
   if (!scheduler_) return;
   {
     std::lock_guard<std::mutex> lock(state_mutex_);

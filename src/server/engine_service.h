@@ -1,8 +1,17 @@
 // EngineService: a ModelService over a real model — load (in the background), chat template,
 // tokenizer, reasoning split, and the runtime::Scheduler that batches the requests.
+//
+// Preparing a prompt (rendering the chat template, which comes from a downloaded GGUF and is
+// hostile input, and tokenising) runs on this model's own preparation thread, never on the
+// HTTP I/O threads and under no lock shared with other models. The template's work and output
+// are bounded (jinja::RenderOptions), and a job whose client disconnects (JobHandle::cancel) or
+// that is still being prepared when the service drains is abandoned mid-render or
+// mid-tokenisation (velocity::Cancelled).
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -35,16 +44,22 @@ class EngineService final : public ModelService {
 
   // Waits for the load to end; true when Ready.
   bool wait_loaded();
-  // Draining: no new jobs; running ones finish for up to grace_ms, then are cancelled.
+  // Where the model runs, e.g. "cuda:0 (NVIDIA H100 80GB HBM3)" (after the load).
+  std::string device_name() const;
+  // Draining: no new jobs; jobs being prepared are abandoned; running ones finish for up to
+  // grace_ms, then are cancelled.
   void drain(int64_t grace_ms);
 
-  // The prompt tokens a job would be run with (chat template applied; the rendered text goes to
-  // `rendered` when given); throws ApiError 400.
-  std::vector<int32_t> prompt_tokens(const GenerationJob& job, std::string* rendered = nullptr) const;
+  struct Preparing;  // a job between submit() and the scheduler (engine_service.cpp)
 
  private:
   void load();
-  std::string render_chat(const GenerationJob& job) const;
+  void prepare_loop();
+  void prepare(const std::shared_ptr<Preparing>& p);
+  // The prompt tokens of a job (chat template applied; the rendered text goes to `rendered`);
+  // throws ApiError 400, velocity::Cancelled when `cancel` is set.
+  std::vector<int32_t> prompt_tokens(const GenerationJob& job, const std::atomic<bool>& cancel,
+                                     std::string& rendered) const;
 
   ModelEntry entry_;
   int64_t max_queue_;
@@ -59,7 +74,16 @@ class EngineService final : public ModelService {
   std::optional<ChatTemplate> template_;
   tok::ReasoningFormat reasoning_ = tok::ReasoningFormat::None;
   std::unique_ptr<runtime::Scheduler> scheduler_;
+  int64_t max_prompt_bytes_ = 0;  // n_ctx x the longest token's bytes: a longer text cannot fit
   std::thread loader_;
+
+  // Preparation: jobs wait here for the preparation thread (started after the load).
+  std::mutex prepare_mutex_;
+  std::condition_variable prepare_cv_;
+  std::deque<std::shared_ptr<Preparing>> preparing_;
+  std::shared_ptr<Preparing> current_;  // being prepared now
+  bool prepare_stop_ = false;
+  std::thread preparer_;
 };
 
 }  // namespace velocity::server

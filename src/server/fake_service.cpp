@@ -37,9 +37,10 @@ struct FakeService::Core {
   bool stopping = false;
   State state = State::Ready;
   std::string state_message;
+  std::deque<std::shared_ptr<Job>> preparing;
   std::deque<std::shared_ptr<Job>> queued;
   std::vector<std::shared_ptr<Job>> active;
-  int64_t n_submitted = 0, n_cancelled = 0;
+  int64_t n_submitted = 0, n_accepted = 0, n_cancelled = 0, n_abandoned = 0;
   Clock::time_point last_cancel{};
   GenerationJob last_job;
 };
@@ -65,16 +66,19 @@ class FakeHandle final : public JobHandle {
 FakeService::FakeService(FakeServiceOptions options)
     : options_(std::move(options)), core_(std::make_shared<Core>()) {
   thread_ = std::thread([this] { run(); });
+  prepare_thread_ = std::thread([this] { prepare(); });
 }
 
 FakeService::~FakeService() {
   {
     std::lock_guard lock(core_->mutex);
     core_->stopping = true;
+    for (auto& job : core_->preparing) job->cancelled = true;
     for (auto& job : core_->queued) job->cancelled = true;
     for (auto& job : core_->active) job->cancelled = true;
     core_->cv.notify_all();
   }
+  prepare_thread_.join();
   thread_.join();
 }
 
@@ -92,49 +96,109 @@ void FakeService::set_state(State state, std::string message) {
 
 std::shared_ptr<JobHandle> FakeService::submit(GenerationJob job) {
   auto state = std::make_shared<Job>();
-  std::string input;
-  int64_t n_words = 0;
-  if (job.is_chat) {
-    for (const ChatMessage& m : job.messages) {
-      n_words += (int64_t)split_words(m.content).size();
-      if (m.role == "user") input = m.content;
-    }
-  } else {
-    input = job.prompt;
-    n_words = (int64_t)split_words(input).size();
-  }
-  state->prompt_tokens = n_words + 1;
-  if (state->prompt_tokens > options_.n_ctx)
-    throw ApiError::bad_request("the prompt has " + std::to_string(state->prompt_tokens) +
-                                    " tokens but the context of model '" + options_.name + "' holds " +
-                                    std::to_string(options_.n_ctx),
-                                job.is_chat ? "messages" : "prompt", "context_length_exceeded");
-  for (const runtime::LogitBias& b : job.sampling.logit_bias)
-    if (b.token >= kVocab)
-      throw ApiError::bad_request("logit_bias token id " + std::to_string(b.token) + " is not below the vocabulary size " +
-                                      std::to_string(kVocab),
-                                  "logit_bias", "invalid_value");
-  for (std::string& w : split_words(input)) {
-    if (w == "__forever__") state->forever = true;
-    else state->words.push_back(std::move(w));
-  }
-  state->stops = runtime::StopStrings(job.stop);
-
   std::lock_guard lock(core_->mutex);
   if (core_->state != State::Ready)
     throw ApiError::unavailable("model '" + options_.name + "' is " + std::string(state_name(core_->state)));
-  if (core_->active.size() >= (size_t)options_.n_slots && core_->queued.size() >= (size_t)options_.max_queue)
+  if (core_->preparing.size() + core_->queued.size() >= (size_t)options_.max_queue &&
+      core_->active.size() >= (size_t)options_.n_slots)
     throw ApiError::queue_full(options_.name);
   core_->n_submitted += 1;
   core_->last_job = job;
+  core_->last_job.on_accepted = nullptr;
   core_->last_job.on_prompt_processed = nullptr;
   core_->last_job.on_delta = nullptr;
   core_->last_job.on_done = nullptr;
   state->job = std::move(job);
   state->start_time = Clock::now();
-  core_->queued.push_back(state);
+  core_->preparing.push_back(state);
   core_->cv.notify_all();
   return std::make_shared<FakeHandle>(core_, state);
+}
+
+// The fake "template and tokeniser": waits prepare_delay (or until cancelled), then rejects or
+// accepts the job.
+void FakeService::prepare() {
+  std::unique_lock lock(core_->mutex);
+  for (;;) {
+    core_->cv.wait(lock, [&] { return core_->stopping || !core_->preparing.empty(); });
+    if (core_->preparing.empty()) break;  // stopping
+    std::shared_ptr<Job> state = core_->preparing.front();
+    Job& j = *state;
+    core_->cv.wait_for(lock, options_.prepare_delay, [&] { return j.cancelled.load() || core_->stopping; });
+    core_->preparing.pop_front();
+    if (j.cancelled || core_->stopping) {
+      core_->n_cancelled += 1;
+      core_->n_abandoned += 1;
+      lock.unlock();
+      Completion c;
+      c.finish = FinishReason::Cancelled;
+      j.job.on_done(c);
+      j.job = {};
+      lock.lock();
+      if (core_->preparing.empty() && core_->queued.empty() && core_->active.empty()) core_->idle_cv.notify_all();
+      continue;
+    }
+    lock.unlock();
+    GenerationJob& job = j.job;
+    std::string input;
+    int64_t n_words = 0;
+    if (job.is_chat) {
+      for (const ChatMessage& m : job.messages) {
+        n_words += (int64_t)split_words(m.content).size();
+        if (m.role == "user") input = m.content;
+      }
+    } else {
+      input = job.prompt;
+      n_words = (int64_t)split_words(input).size();
+    }
+    j.prompt_tokens = n_words + 1;
+    std::optional<ApiError> rejected;
+    if (j.prompt_tokens > options_.n_ctx)
+      rejected = ApiError::bad_request("the prompt has " + std::to_string(j.prompt_tokens) +
+                                           " tokens but the context of model '" + options_.name + "' holds " +
+                                           std::to_string(options_.n_ctx),
+                                       job.is_chat ? "messages" : "prompt", "context_length_exceeded");
+    for (const runtime::LogitBias& b : job.sampling.logit_bias)
+      if (!rejected && b.token >= kVocab)
+        rejected = ApiError::bad_request("logit_bias token id " + std::to_string(b.token) +
+                                             " is not below the vocabulary size " + std::to_string(kVocab),
+                                         "logit_bias", "invalid_value");
+    if (rejected) {
+      Completion c;
+      c.finish = FinishReason::Error;
+      c.error = rejected->what();
+      c.rejected = std::move(rejected);
+      job.on_done(c);
+      job = {};
+      lock.lock();
+      if (core_->preparing.empty() && core_->queued.empty() && core_->active.empty()) core_->idle_cv.notify_all();
+      continue;
+    }
+    for (std::string& w : split_words(input)) {
+      if (w == "__forever__") j.forever = true;
+      else j.words.push_back(std::move(w));
+    }
+    j.stops = runtime::StopStrings(job.stop);
+    {
+      std::lock_guard accepted_lock(core_->mutex);  // (the lock is not held here)
+      core_->n_accepted += 1;
+    }
+    if (job.on_accepted) job.on_accepted();
+    lock.lock();
+    if (core_->stopping) {  // the engine thread may be gone: end the job here
+      core_->n_cancelled += 1;
+      lock.unlock();
+      Completion c;
+      c.finish = FinishReason::Cancelled;
+      c.usage.prompt_tokens = j.prompt_tokens;
+      job.on_done(c);
+      job = {};
+      lock.lock();
+      continue;
+    }
+    core_->queued.push_back(state);
+    core_->cv.notify_all();
+  }
 }
 
 void FakeService::run() {
@@ -152,7 +216,7 @@ void FakeService::run() {
       core_->active.push_back(core_->queued.front());
       core_->queued.pop_front();
     }
-    if (core_->stopping && core_->active.empty()) break;
+    if (core_->stopping && core_->active.empty() && core_->queued.empty() && core_->preparing.empty()) break;
 
     Clock::time_point now = Clock::now();
     Clock::time_point wake = now + std::chrono::seconds(1);
@@ -228,7 +292,7 @@ void FakeService::run() {
     }
     actions.clear();
     lock.lock();
-    if (core_->queued.empty() && core_->active.empty()) core_->idle_cv.notify_all();
+    if (core_->preparing.empty() && core_->queued.empty() && core_->active.empty()) core_->idle_cv.notify_all();
     bool pending = !core_->queued.empty() && core_->active.size() < (size_t)options_.n_slots;
     if (!pending && !core_->stopping) core_->cv.wait_until(lock, wake);
   }
@@ -238,7 +302,7 @@ void FakeService::run() {
 ServiceStats FakeService::stats() const {
   std::lock_guard lock(core_->mutex);
   ServiceStats s;
-  s.queue_depth = (int64_t)core_->queued.size();
+  s.queue_depth = (int64_t)(core_->preparing.size() + core_->queued.size());
   s.busy_slots = (int64_t)core_->active.size();
   s.n_slots = options_.n_slots;
   int64_t used = 0;
@@ -257,7 +321,15 @@ int64_t FakeService::n_cancelled() const {
 }
 int64_t FakeService::n_in_flight() const {
   std::lock_guard lock(core_->mutex);
-  return (int64_t)(core_->queued.size() + core_->active.size());
+  return (int64_t)(core_->preparing.size() + core_->queued.size() + core_->active.size());
+}
+int64_t FakeService::n_accepted() const {
+  std::lock_guard lock(core_->mutex);
+  return core_->n_accepted;
+}
+int64_t FakeService::n_abandoned() const {
+  std::lock_guard lock(core_->mutex);
+  return core_->n_abandoned;
 }
 std::chrono::steady_clock::time_point FakeService::last_cancel_request() const {
   std::lock_guard lock(core_->mutex);
@@ -269,7 +341,9 @@ GenerationJob FakeService::last_job() const {
 }
 bool FakeService::wait_idle(std::chrono::milliseconds timeout) const {
   std::unique_lock lock(core_->mutex);
-  return core_->idle_cv.wait_for(lock, timeout, [&] { return core_->queued.empty() && core_->active.empty(); });
+  return core_->idle_cv.wait_for(lock, timeout, [&] {
+    return core_->preparing.empty() && core_->queued.empty() && core_->active.empty();
+  });
 }
 
 }  // namespace velocity::server

@@ -12,8 +12,10 @@
 // It honours max_tokens (finish "length"), stop strings (runtime::StopStrings on the answer
 // text), cancel (within one token_delay), the slot count and the queue limit (429), the state
 // (503 unless Ready) and the context (400 when prompt_tokens > n_ctx). A logit_bias token id
-// >= kVocab is a 400, as the real service does against n_vocab. One engine thread runs every
-// job and invokes all callbacks.
+// >= kVocab is a 400, as the real service does against n_vocab. Like the real service, the
+// prompt is "prepared" on a thread of its own (taking `prepare_delay`, abandoned on cancel),
+// which then rejects the job (on_done with Completion::rejected: the 400s above) or accepts it
+// (on_accepted); one engine thread runs the accepted jobs and invokes their other callbacks.
 #pragma once
 
 #include <chrono>
@@ -34,6 +36,7 @@ struct FakeServiceOptions {
   int32_t max_queue = 16;
   std::chrono::milliseconds token_delay{1};
   std::chrono::milliseconds prefill_delay{0};
+  std::chrono::milliseconds prepare_delay{0};  // the "chat template and tokeniser" (cancellable)
   SamplingDefaults defaults;
 };
 
@@ -55,9 +58,11 @@ class FakeService final : public ModelService {
 
   // For tests.
   void set_state(State state, std::string message = {});
-  int64_t n_submitted() const;
+  int64_t n_submitted() const;     // submit() calls that returned a handle
+  int64_t n_accepted() const;      // jobs that passed preparation (on_accepted)
   int64_t n_cancelled() const;     // jobs that ended with FinishReason::Cancelled
-  int64_t n_in_flight() const;     // queued + running
+  int64_t n_in_flight() const;     // preparing + queued + running
+  int64_t n_abandoned() const;     // jobs cancelled while being prepared
   std::chrono::steady_clock::time_point last_cancel_request() const;  // last JobHandle::cancel()
   GenerationJob last_job() const;  // a copy of the last accepted job, without callbacks
   // Waits until no job is queued or running; false on timeout.
@@ -68,10 +73,11 @@ class FakeService final : public ModelService {
 
  private:
   void run();
+  void prepare();
 
   FakeServiceOptions options_;
   std::shared_ptr<Core> core_;
-  std::thread thread_;
+  std::thread thread_, prepare_thread_;
 };
 
 }  // namespace velocity::server

@@ -1,5 +1,6 @@
 #include "server/http_server.h"
 
+#include <future>
 #include <thread>
 
 #include "core/error.h"
@@ -32,7 +33,7 @@ struct HttpServer::Impl {
         timer->async_wait([this, timer](beast::error_code) { accept(); });
         return;
       }
-      if (state.shutting_down) return;
+      // During a shutdown's drain new connections are still served, one request each (Session).
       beast::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
       std::make_shared<Session>(std::move(socket), state)->start();
@@ -40,22 +41,40 @@ struct HttpServer::Impl {
     }));
   }
 
-  std::vector<std::shared_ptr<Session>> live_sessions() {
+  // Sessions accepted before the one numbered `below` (all by default).
+  std::vector<std::shared_ptr<Session>> live_sessions(uint64_t below = UINT64_MAX) {
     std::lock_guard lock(state.sessions_mutex);
     std::vector<std::shared_ptr<Session>> out;
-    for (auto& [ptr, weak] : state.sessions)
-      if (auto s = weak.lock()) out.push_back(std::move(s));
+    for (auto& [ptr, live] : state.sessions)
+      if (live.id < below)
+        if (auto s = live.session.lock()) out.push_back(std::move(s));
     return out;
   }
 
   template <class F>
-  void post_to_sessions(F f) {
-    for (auto& s : live_sessions()) net::post(s->strand(), [s, f] { f(*s); });
+  void post_to_sessions(F f, uint64_t below = UINT64_MAX) {
+    for (auto& s : live_sessions(below)) net::post(s->strand(), [s, f] { f(*s); });
   }
 
-  bool wait_sessions(Clock::time_point deadline) {
+  // Until no session accepted before the one numbered `below` is left, or the deadline.
+  bool wait_sessions(Clock::time_point deadline, uint64_t below = UINT64_MAX) {
     std::unique_lock lock(state.sessions_mutex);
-    return state.sessions_cv.wait_until(lock, deadline, [&] { return state.sessions.empty(); });
+    return state.sessions_cv.wait_until(lock, deadline, [&] {
+      for (auto& [ptr, live] : state.sessions)
+        if (live.id < below) return false;
+      return true;
+    });
+  }
+
+  // Closes the acceptor on its strand and waits for that: no session starts after this returns.
+  void close_acceptor() {
+    std::promise<void> closed;
+    net::post(acceptor_strand, [this, &closed] {
+      beast::error_code ignored;
+      acceptor.close(ignored);
+      closed.set_value();
+    });
+    closed.get_future().wait();
   }
 };
 
@@ -121,19 +140,22 @@ void HttpServer::shutdown(std::chrono::milliseconds grace) {
     m.stopping = true;
   }
   m.state.shutting_down = true;
-  net::post(m.acceptor_strand, [&m] {
-    beast::error_code ignored;
-    m.acceptor.close(ignored);
-  });
-  // 1-2: idle connections close now; running requests get the grace period.
-  m.post_to_sessions([](Session& s) { s.on_shutdown(); });
-  if (!m.wait_sessions(Clock::now() + grace)) {
-    // 3: cancel, and give the services a moment to report on_done (their contract: promptly).
-    m.post_to_sessions([](Session& s) { s.cancel_job(); });
-    if (!m.wait_sessions(Clock::now() + std::chrono::seconds(3))) {
-      m.post_to_sessions([](Session& s) { s.force_close(); });
-      m.wait_sessions(Clock::now() + std::chrono::seconds(1));
-    }
+  uint64_t first_new = 0;  // sessions from here on were accepted during the drain
+  {
+    std::lock_guard lock(m.state.sessions_mutex);
+    first_new = m.state.next_session_id;
+  }
+  // 1-2: idle connections close now; running requests get the grace period. The acceptor stays
+  // open meanwhile: a new connection is served one request (so /health can say 503).
+  m.post_to_sessions([](Session& s) { s.on_shutdown(); }, first_new);
+  const bool drained = m.wait_sessions(Clock::now() + grace, first_new);
+  m.close_acceptor();
+  // 3: cancel, and give the services a moment to report on_done (their contract: promptly).
+  // Connections accepted during the drain run no job: they close now unless answering.
+  m.post_to_sessions([](Session& s) { s.cancel_job(); });
+  if (!m.wait_sessions(Clock::now() + std::chrono::seconds(drained ? 1 : 3))) {
+    m.post_to_sessions([](Session& s) { s.force_close(); });
+    m.wait_sessions(Clock::now() + std::chrono::seconds(1));
   }
   {
     std::unique_lock lock(m.state.jobs->mutex);

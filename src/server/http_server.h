@@ -10,7 +10,11 @@
 // GET /v1/models, GET /v1/models/{id}, GET /health (no key needed), GET /metrics (Prometheus).
 // Errors are OpenAI error objects: 400 invalid request, 401 missing/wrong key, 404 unknown model
 // or route, 405 wrong method, 413 body over max_body_bytes (from Content-Length before the body
-// is read, and while reading a chunked body), 429 queue full, 503 not ready or shutting down.
+// is read, and while reading a chunked body), 415 a generation POST that is not
+// application/json, 429 queue full (with Retry-After), 503 not ready or shutting down, 500 an
+// internal fault (logged on stderr). 403: without API keys, a Host header that does not name the
+// server (DNS rebinding); with or without, an Origin that is neither same-origin nor in
+// cors_origins (cross-site requests from browser pages). OPTIONS answers CORS preflights.
 //
 // Threads: `settings.threads` I/O threads run the io_context; each connection is a strand. Only
 // parsing, validation, JSON building and socket I/O happen there; generation runs in the
@@ -47,8 +51,11 @@ class HttpServer {
   uint16_t port() const;
 
   // Graceful shutdown, blocking, idempotent, callable from any thread but an I/O thread:
-  //   1. stop accepting; new requests on open connections get 503; idle connections close;
-  //   2. running requests may finish for `grace`;
+  //   1. new requests on open connections get 503; idle connections close; new connections are
+  //      still accepted and served one request each (Connection: close): /health says 503
+  //      "draining", generation requests get 503 shutting_down;
+  //   2. running requests may finish for `grace` (less if they are done sooner); then the
+  //      acceptor closes;
   //   3. then their jobs are cancelled (clients see finish_reason "cancelled" or a 503) and,
   //      once their on_done came (at most a few seconds), the connections close;
   //   4. the I/O threads stop.

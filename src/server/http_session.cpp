@@ -2,6 +2,7 @@
 // responses, keep-alive comments, and watching for a client that disconnects mid-generation.
 #include "server/http_session.h"
 
+#include <algorithm>
 #include <array>
 
 namespace velocity::server {
@@ -45,7 +46,7 @@ void Session::start() {
   mailbox_ = std::make_shared<Mailbox>(strand_, weak_from_this());
   {
     std::lock_guard lock(state_.sessions_mutex);
-    state_.sessions[this] = weak_from_this();
+    state_.sessions[this] = {state_.next_session_id++, weak_from_this()};
     std::erase_if(state_.mailboxes, [](const std::weak_ptr<Mailbox>& m) { return m.expired(); });
     state_.mailboxes.push_back(mailbox_);
   }
@@ -56,8 +57,11 @@ void Session::start() {
 
 void Session::read_header() {
   if (phase_ == Phase::Closed) return;
-  if (state_.shutting_down || close_after_) return close();
+  // During a shutdown's drain a connection accepted meanwhile is served one request (/health
+  // says 503, generation requests get 503); the others close between requests.
+  if (close_after_ || (state_.shutting_down && n_requests_ > 0)) return close();
   phase_ = Phase::ReadingHeader;
+  cors_origin_.clear();
   parser_.emplace();
   parser_->header_limit(16 * 1024);
   parser_->body_limit((uint64_t)state_.settings.max_body_bytes);
@@ -125,6 +129,8 @@ void Session::on_body(beast::error_code ec, size_t) {
   request_ = parser_->release();
   parser_.reset();
   phase_ = Phase::Handling;
+  ++n_requests_;
+  request_number_ = ++state_.n_requests;
   handle_request();
 }
 
@@ -139,7 +145,11 @@ void Session::respond(http::status status, std::string body, const char* content
   state_.metrics.count_response((int)status);
   response_ = std::make_shared<http::response<http::string_body>>(status, request_.version() ? request_.version() : 11);
   response_->set(http::field::server, "velocity");
-  response_->set(http::field::content_type, content_type);
+  if (*content_type) response_->set(http::field::content_type, content_type);
+  if (!cors_origin_.empty()) {
+    response_->set(http::field::access_control_allow_origin, cors_origin_);
+    response_->set(http::field::vary, "Origin");
+  }
   for (auto& [name, value] : headers) response_->set(name, value);
   bool alive = keep_alive();
   response_->keep_alive(alive);
@@ -153,6 +163,11 @@ void Session::respond(http::status status, std::string body, const char* content
 }
 
 void Session::respond_error(const ApiError& error, std::vector<std::pair<std::string, std::string>> headers) {
+  // A full queue clears within moments; clients (the openai SDKs among them) wait this long.
+  if (error.status == 429 && std::none_of(headers.begin(), headers.end(), [](const auto& h) {
+        return beast::iequals(h.first, "Retry-After");
+      }))
+    headers.emplace_back("Retry-After", "1");
   respond(http::status(error.status), error_body(error), "application/json", std::move(headers));
 }
 
@@ -207,6 +222,10 @@ void Session::stream_begin() {
   stream_header_ = std::make_unique<http::response<http::empty_body>>(http::status::ok, request_.version());
   stream_header_->set(http::field::server, "velocity");
   stream_header_->set(http::field::content_type, "text/event-stream");
+  if (!cors_origin_.empty()) {
+    stream_header_->set(http::field::access_control_allow_origin, cors_origin_);
+    stream_header_->set(http::field::vary, "Origin");
+  }
   stream_header_->set(http::field::cache_control, "no-cache");
   stream_header_->set("X-Accel-Buffering", "no");
   // HTTP/1.0 has no chunked encoding: the body then ends when the connection closes.
@@ -336,6 +355,9 @@ void Session::close() {
 
 void Session::on_shutdown() {
   close_after_ = true;
+  // A prompt still being prepared (template, tokeniser) is abandoned at once: it has produced
+  // nothing the client could want, and a hostile template must not hold up the shutdown.
+  if (gen_ && !gen_->accepted && !gen_->done && gen_->handle) gen_->handle->cancel();
   if (phase_ == Phase::ReadingHeader) close();
 }
 

@@ -7,6 +7,11 @@
 // the socket, so that a client that goes away is seen at once (EOF or reset) and its job is
 // cancelled; bytes that arrive meanwhile (a pipelined request) are kept for the next read.
 //
+// Before routing, handle_request checks who asks (README.md, "Security"): the Host header (DNS
+// rebinding; skipped when API keys are configured), the Origin header (cross-site requests from
+// browser pages; allowed origins get CORS headers on every response and their preflights a 204),
+// then the route, the key, and for the generation POSTs the media type (application/json).
+//
 // Service callbacks come from the engine's thread and reach the session through its Mailbox,
 // which posts them onto the strand. At teardown the server closes every mailbox before the
 // io_context goes away, so a late callback touches nothing of the server.
@@ -78,10 +83,16 @@ struct ServerState {
   int64_t started_unix = 0;
   std::atomic<bool> shutting_down{false};
   std::shared_ptr<JobCounter> jobs = std::make_shared<JobCounter>();
+  std::atomic<uint64_t> n_requests{0};  // requests read so far; numbers them in log lines
 
+  struct LiveSession {
+    uint64_t id = 0;  // in the order the connections were accepted
+    std::weak_ptr<Session> session;
+  };
   std::mutex sessions_mutex;
   std::condition_variable sessions_cv;
-  std::map<Session*, std::weak_ptr<Session>> sessions;
+  std::map<Session*, LiveSession> sessions;
+  uint64_t next_session_id = 0;
   std::vector<std::weak_ptr<Mailbox>> mailboxes;  // pruned as sessions end
 
   std::chrono::milliseconds header_timeout() const;
@@ -97,7 +108,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void start();
   const Strand& strand() const { return strand_; }
 
-  // Posted by the server at shutdown, on the strand.
+  // Posted by the server at shutdown, on the strand, to the connections open when it began
+  // (one accepted during the drain is served one request, then closes).
   void on_shutdown();  // idle connections close; a running request closes after its response
   void cancel_job();   // the grace period is over: cancel the running job
   void force_close();
@@ -115,6 +127,8 @@ class Session : public std::enable_shared_from_this<Session> {
     ModelMetrics* metrics = nullptr;
     Clock::time_point submitted, last_delta;
     bool got_delta = false;
+    bool accepted = false;        // the service accepted the job (on_accepted came)
+    bool stream_started = false;  // the SSE response header is out
     bool done = false;
     bool client_gone = false;
     std::string text, reasoning;  // non-streaming: the whole answer
@@ -142,8 +156,15 @@ class Session : public std::enable_shared_from_this<Session> {
   void handle_health();
   void handle_metrics();
   bool authorized() const;
+  // Who may ask, before routing (routes.cpp; README.md "Security").
+  std::optional<ApiError> check_host() const;
+  std::optional<ApiError> check_origin();  // sets cors_origin_ for an allowed cross-origin request
+  std::optional<ApiError> check_media_type() const;
+  void handle_preflight();
+  void internal_error(std::string_view target, std::string_view what, bool bug);  // 500 + log line
 
   // Generation events, on the strand (routes.cpp).
+  void on_accepted(uint64_t serial);
   void on_prompt_processed(uint64_t serial);
   void on_delta(uint64_t serial, std::string text, std::string reasoning);
   void on_done(uint64_t serial, Completion completion);
@@ -169,6 +190,10 @@ class Session : public std::enable_shared_from_this<Session> {
   http::request<http::string_body> request_;
   Phase phase_ = Phase::ReadingHeader;
   bool close_after_ = false;  // shutdown: no keep-alive
+  int64_t n_requests_ = 0;    // read on this connection
+  uint64_t request_number_ = 0;  // server-wide number of the current request (log lines)
+  std::string cors_origin_;   // the current request's allowed cross origin: echoed in
+                              // Access-Control-Allow-Origin on every response; "" = none
 
   std::shared_ptr<Mailbox> mailbox_;
   std::optional<Generation> gen_;

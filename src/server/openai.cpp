@@ -22,7 +22,7 @@ const char* type_name(const json& v) {
     case json::value_t::boolean: return "a boolean";
     case json::value_t::number_integer:
     case json::value_t::number_unsigned: return "an integer";
-    case json::value_t::number_float: return "a number";
+    case json::value_t::number_float: return "a decimal number";
     case json::value_t::string: return "a string";
     case json::value_t::array: return "an array";
     case json::value_t::object: return "an object";
@@ -70,7 +70,9 @@ std::optional<float> number_in(const json& object, const char* key, double lo, d
   return (float)d;
 }
 
-// An integer (or an integral float) in [lo, hi]; int64 range.
+// An integer in [lo, hi]; int64 range. A decimal number is a type error even when integral (4.0),
+// as in OpenAI's API: "Invalid type for 'max_tokens': expected an integer, but got a decimal
+// number instead."
 std::optional<int64_t> integer_in(const json& object, const char* key, int64_t lo, int64_t hi) {
   const json* v = field(object, key);
   if (!v) return std::nullopt;
@@ -82,12 +84,6 @@ std::optional<int64_t> integer_in(const json& object, const char* key, int64_t l
     if (hi < 0 || u > (uint64_t)hi)
       invalid_value(key, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(u) + ".");
     i = (int64_t)u;
-  } else if (v->is_number_float()) {
-    double d = v->get<double>();
-    if (!std::isfinite(d) || d != std::floor(d)) invalid_type(key, "an integer", *v);
-    if (d < (double)lo || d >= (double)hi + 1.0)
-      invalid_value(key, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + fmt_num(d) + ".");
-    i = (int64_t)d;
   } else {
     invalid_type(key, "an integer", *v);
   }
@@ -107,7 +103,8 @@ void reject_unsupported(Endpoint endpoint, const json& j) {
   if (endpoint == Endpoint::ChatCompletions) {
     if (const json* v = field(j, "logprobs"); v && !(v->is_boolean() && !v->get<bool>()))
       unsupported("logprobs", "is not supported yet (log probabilities are not returned); send false or omit it.");
-    if (const json* v = field(j, "top_logprobs"); v && !(v->is_number() && v->get<double>() == 0))
+    if (const json* v = field(j, "top_logprobs"); v && !v->is_number_integer()) invalid_type("top_logprobs", "an integer", *v);
+    if (const json* v = field(j, "top_logprobs"); v && v->get<int64_t>() != 0)
       unsupported("top_logprobs", "is not supported yet; send 0 or omit it.");
   } else {
     if (field(j, "logprobs"))
@@ -116,8 +113,8 @@ void reject_unsupported(Endpoint endpoint, const json& j) {
       unsupported("echo", "is not supported yet; send false or omit it.");
     if (const json* v = field(j, "suffix"); v && !(v->is_string() && v->get_ref<const std::string&>().empty()))
       unsupported("suffix", "is not supported (no fill-in-the-middle); omit it.");
-    if (const json* v = field(j, "best_of"); v && !(v->is_number() && v->get<double>() == 1))
-      unsupported("best_of", "must be 1 (or omitted).");
+    if (const json* v = field(j, "best_of"); v && !v->is_number_integer()) invalid_type("best_of", "an integer", *v);
+    if (const json* v = field(j, "best_of"); v && v->get<int64_t>() != 1) unsupported("best_of", "must be 1 (or omitted).");
   }
 }
 
@@ -302,7 +299,6 @@ OpenAIRequest parse_request(Endpoint endpoint, std::string_view body) {
   if (const json* seed = field(j, "seed")) {
     if (seed->is_number_unsigned()) r.seed = seed->get<uint64_t>();
     else if (seed->is_number_integer()) r.seed = (uint64_t)seed->get<int64_t>();  // two's complement
-    else if (seed->is_number_float()) r.seed = (uint64_t)*integer_in(j, "seed", INT64_MIN, INT64_MAX);
     else invalid_type("seed", "an integer", *seed);
   }
   r.stop = parse_stop(j);

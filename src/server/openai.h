@@ -22,8 +22,10 @@
 // response_format and user are accepted and ignored.
 // null counts as absent for every optional field; unknown fields are ignored (clients send
 // extras). Numbers must be finite (JSON has no NaN; 1e999 parses to infinity and is rejected);
-// integral fields also accept integral floats like 64.0. Strings must be valid UTF-8 (the JSON
-// parser rejects invalid bytes and unpaired surrogate escapes).
+// integer fields (max_tokens, max_completion_tokens, n, top_k, seed, top_logprobs, best_of) take
+// JSON integers only: a decimal number, even an integral one like 64.0, is a 400 as in OpenAI's
+// API. logit_bias values are numbers (fractional biases are meaningful). Strings must be valid
+// UTF-8 (the JSON parser rejects invalid bytes and unpaired surrogate escapes).
 #pragma once
 
 #include <cstdint>

@@ -1,10 +1,16 @@
-// The routes: auth, dispatch, the OpenAI generation endpoints (bridging the service's callbacks
-// to the connection), /v1/models, /health and /metrics.
+// The routes: who may ask (Host, Origin, CORS preflight, key, media type), dispatch, the OpenAI
+// generation endpoints (bridging the service's callbacks to the connection), /v1/models, /health
+// and /metrics.
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <cctype>
+#include <charconv>
 #include <chrono>
 #include <random>
 
+#include "core/error.h"
+#include "core/log.h"
 #include "server/http_session.h"
 
 namespace velocity::server {
@@ -36,7 +42,198 @@ constexpr Route kRoutes[] = {
     {"/metrics", http::verb::get},
 };
 
+// --- who may ask: Host and Origin (README.md, "Security") -------------------------------------
+//
+// Without an API key the server trusts anyone who can reach it, which on 127.0.0.1 means local
+// processes, but also web pages in the user's browser: a page cannot read another origin's
+// answers (unless CORS allows it), yet it can send "simple" requests (a POST with text/plain) and,
+// after rebinding its own DNS name to 127.0.0.1, read the answers of requests that name that
+// domain in Host. Hence: a keyless server answers only Host values that name it (an IP literal,
+// which a rebinding page cannot send since it must use its own name, "localhost", the bound host,
+// allowed_hosts); a request with an Origin header is refused unless same-origin or listed in
+// cors_origins; and the generation POSTs must be application/json, which no simple request is.
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = (char)std::tolower((unsigned char)c);
+  return out;
+}
+
+// host[:port] of a Host header or an origin.
+struct Authority {
+  std::string host;   // lower case; IPv6 in brackets; a trailing dot dropped ("localhost." = "localhost")
+  int32_t port = -1;  // -1 = not given
+};
+
+std::optional<Authority> parse_authority(std::string_view text) {
+  std::string_view host = text, port;
+  if (text.starts_with('[')) {
+    const size_t close = text.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    host = text.substr(0, close + 1);
+    std::string_view rest = text.substr(close + 1);
+    if (!rest.empty() && rest[0] != ':') return std::nullopt;
+    if (!rest.empty()) port = rest.substr(1);
+  } else if (const size_t colon = text.find(':'); colon != std::string_view::npos) {
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  if (host.empty() || host.find_first_of(" \t/\\@?#") != std::string_view::npos) return std::nullopt;
+  Authority a;
+  if (!port.empty()) {
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), a.port);
+    if (ec != std::errc() || end != port.data() + port.size() || a.port < 0 || a.port > 65535) return std::nullopt;
+  }
+  a.host = lower(host);
+  if (a.host.size() > 1 && a.host.back() == '.') a.host.pop_back();
+  return a;
+}
+
+// "::1" -> "[::1]": the bound host and allowed_hosts in the form Host headers use.
+std::string host_form(std::string_view name) {
+  std::string h = lower(name);
+  if (h.find(':') != std::string::npos && !h.starts_with('[')) h = "[" + h + "]";
+  if (h.size() > 1 && h.back() == '.') h.pop_back();
+  return h;
+}
+
+bool is_ip_literal(const std::string& host) {
+  beast::error_code ec;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    net::ip::make_address_v6(host.substr(1, host.size() - 2), ec);
+  } else {
+    net::ip::make_address_v4(host, ec);  // dotted quad only (inet_pton): "0x7f.1" is not one
+  }
+  return !ec;
+}
+
+bool host_allowed(const ServerSettings& s, const std::string& host) {
+  if (is_ip_literal(host) || host == "localhost" || host == host_form(s.host)) return true;
+  for (const std::string& name : s.allowed_hosts)
+    if (name == "*" || host_form(name) == host) return true;
+  return false;
+}
+
+struct Origin {
+  std::string scheme;  // lower case
+  Authority authority;
+  int32_t port() const { return authority.port >= 0 ? authority.port : scheme == "https" ? 443 : scheme == "http" ? 80 : -1; }
+};
+
+std::optional<Origin> parse_origin(std::string_view text) {
+  const size_t sep = text.find("://");
+  if (sep == std::string_view::npos || sep == 0) return std::nullopt;
+  std::optional<Authority> a = parse_authority(text.substr(sep + 3));
+  if (!a) return std::nullopt;
+  return Origin{lower(text.substr(0, sep)), std::move(*a)};
+}
+
+// Whether a cors_origins entry admits `origin` (default ports and case do not matter).
+bool origin_listed(const std::string& entry, std::string_view origin) {
+  if (entry == "*") return true;
+  std::optional<Origin> a = parse_origin(entry), b = parse_origin(origin);
+  if (a && b) return a->scheme == b->scheme && a->authority.host == b->authority.host && a->port() == b->port();
+  return beast::iequals(entry, origin);  // "null", or something that is not scheme://host
+}
+
+// Header names as Access-Control-Request-Headers lists them: tokens, commas, spaces.
+bool is_token_list(std::string_view s) {
+  if (s.size() > 1024) return false;
+  for (char c : s)
+    if (!(std::isalnum((unsigned char)c) || c == '-' || c == '_' || c == ',' || c == ' ')) return false;
+  return true;
+}
+
 }  // namespace
+
+std::optional<ApiError> Session::check_host() const {
+  const size_t n_host = request_.count(http::field::host);
+  if (n_host > 1) return ApiError::bad_request("the request has more than one Host header", {}, "bad_http_request");
+  if (n_host == 0) {
+    if (request_.version() >= 11)
+      return ApiError::bad_request("an HTTP/1.1 request must have a Host header", {}, "bad_http_request");
+    return std::nullopt;  // HTTP/1.0 (no browser sends it)
+  }
+  const std::string value(request_[http::field::host]);
+  std::optional<Authority> host = parse_authority(value);
+  if (!host) return ApiError::bad_request("malformed Host header '" + value + "'", {}, "bad_http_request");
+  // With keys a rebinding page gets nowhere: it cannot know or send one.
+  if (!state_.settings.api_keys.empty() || host_allowed(state_.settings, host->host)) return std::nullopt;
+  return ApiError(403, "invalid_request_error",
+                  fmt::format("Host '{}' is not a name of this server. Without an API key it answers only requests "
+                              "that name it by IP address, 'localhost' or its configured host (this refuses web "
+                              "pages that rebind their DNS name to it). To use this name, add \"{}\" to [server] "
+                              "allowed_hosts (or pass --allowed-host {}), or configure api_keys.",
+                              value, host->host, host->host),
+                  {}, "host_not_allowed");
+}
+
+std::optional<ApiError> Session::check_origin() {
+  const size_t n_origin = request_.count(http::field::origin);
+  if (n_origin == 0) return std::nullopt;  // not a browser's cross-origin request
+  if (n_origin > 1) return ApiError::bad_request("the request has more than one Origin header", {}, "bad_http_request");
+  const std::string origin(request_[http::field::origin]);
+  bool same_origin = false;
+  if (std::optional<Origin> o = parse_origin(origin); o && o->scheme == "http") {
+    std::optional<Authority> host = parse_authority(request_[http::field::host]);
+    same_origin = host && host->host == o->authority.host && (host->port >= 0 ? host->port : 80) == o->port();
+  }
+  if (same_origin) return std::nullopt;
+  for (const std::string& entry : state_.settings.cors_origins) {
+    if (origin_listed(entry, origin)) {
+      cors_origin_ = origin;
+      return std::nullopt;
+    }
+  }
+  return ApiError(403, "invalid_request_error",
+                  fmt::format("Origin '{}' may not call this server: requests from web pages of other origins are "
+                              "refused. To allow this one, add \"{}\" to [server] cors_origins (or pass "
+                              "--cors-origin {}); \"*\" allows any origin.",
+                              origin, origin, origin),
+                  {}, "origin_not_allowed");
+}
+
+std::optional<ApiError> Session::check_media_type() const {
+  const std::string_view value = request_[http::field::content_type];
+  std::string_view type = value.substr(0, value.find(';'));
+  while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) type.remove_prefix(1);
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
+  if (beast::iequals(type, "application/json")) return std::nullopt;
+  std::string target(request_.target());
+  target = target.substr(0, target.find('?'));
+  return ApiError(415, "invalid_request_error",
+                  fmt::format("Content-Type must be application/json for POST {}; {}.", target,
+                              value.empty() ? std::string("the request has no Content-Type header")
+                                            : "got '" + std::string(value.substr(0, 200)) + "'"),
+                  {}, "unsupported_media_type");
+}
+
+// A CORS preflight (or a plain OPTIONS): what the routes accept. It carries no key (browsers
+// never send credentials with one); the Origin was checked before.
+void Session::handle_preflight() {
+  std::vector<std::pair<std::string, std::string>> headers = {{"Allow", "GET, POST, OPTIONS"}};
+  if (!cors_origin_.empty()) {
+    headers.emplace_back("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    std::string allowed = "Authorization, Content-Type";
+    // The origin is trusted by the operator: let its client send its own headers too (the openai
+    // SDK in a browser adds X-Stainless-*).
+    if (std::string_view asked = request_[http::field::access_control_request_headers]; !asked.empty() && is_token_list(asked))
+      allowed += ", " + std::string(asked);
+    headers.emplace_back("Access-Control-Allow-Headers", allowed);
+    headers.emplace_back("Access-Control-Max-Age", "600");
+    if (beast::iequals(request_["Access-Control-Request-Private-Network"], "true"))
+      headers.emplace_back("Access-Control-Allow-Private-Network", "true");
+  }
+  respond(http::status::no_content, {}, "", std::move(headers));
+}
+
+void Session::internal_error(std::string_view target, std::string_view what, bool bug) {
+  log_line(fmt::format("internal error in {} {} (request {}): {}{}", std::string(request_.method_string()), target,
+                       request_number_, what, bug ? " (a bug; please report it)" : ""));
+  respond_error(ApiError::internal(fmt::format(
+      "The server had an internal error while processing your request (request {}); its log has the details.",
+      request_number_)));
+}
 
 bool Session::authorized() const {
   const auto& keys = state_.settings.api_keys;
@@ -53,6 +250,8 @@ bool Session::authorized() const {
 void Session::handle_request() {
   std::string_view target = request_.target();
   target = target.substr(0, target.find('?'));
+  if (std::optional<ApiError> refused = check_host()) return respond_error(*refused);
+  if (std::optional<ApiError> refused = check_origin()) return respond_error(*refused);
   const Route* route = nullptr;
   bool path_known = false;
   for (const Route& r : kRoutes) {
@@ -60,7 +259,8 @@ void Session::handle_request() {
     path_known = true;
     if (request_.method() == r.method) route = &r;
   }
-  if (!path_known && target.starts_with("/v1/models/") && request_.method() == http::verb::get) {
+  if (!path_known && target.starts_with("/v1/models/") &&
+      (request_.method() == http::verb::get || request_.method() == http::verb::options)) {
     path_known = true;
   }
   if (!path_known) {
@@ -69,6 +269,7 @@ void Session::handle_request() {
                                       std::string(target),
                                   {}, "unknown_url"));
   }
+  if (request_.method() == http::verb::options) return handle_preflight();
   if (!route && !target.starts_with("/v1/models/")) {
     std::string allow;
     for (const Route& r : kRoutes)
@@ -88,6 +289,9 @@ void Session::handle_request() {
                                   {}, "invalid_api_key"),
                          {{"WWW-Authenticate", "Bearer"}});
   }
+  if (route && route->method == http::verb::post) {
+    if (std::optional<ApiError> refused = check_media_type()) return respond_error(*refused);
+  }
   try {
     if (target == "/v1/chat/completions") return handle_generation(Endpoint::ChatCompletions);
     if (target == "/v1/completions") return handle_generation(Endpoint::Completions);
@@ -95,8 +299,10 @@ void Session::handle_request() {
     return handle_models();
   } catch (const ApiError& e) {
     return respond_error(e);
-  } catch (const std::exception& e) {
-    return respond_error(ApiError::internal(e.what()));
+  } catch (const InternalError& e) {
+    return internal_error(target, e.what(), /*bug=*/true);
+  } catch (const std::exception& e) {  // e.g. out of memory
+    return internal_error(target, e.what(), /*bug=*/false);
   }
 }
 
@@ -126,6 +332,7 @@ void Session::handle_generation(Endpoint endpoint) {
   uint64_t serial = gen.serial;
   std::shared_ptr<Mailbox> mailbox = mailbox_;
   std::shared_ptr<JobCounter> jobs = state_.jobs;
+  job.on_accepted = [mailbox, serial]() { mailbox->post([serial](Session& s) { s.on_accepted(serial); }); };
   job.on_prompt_processed = [mailbox, serial](int64_t) {
     mailbox->post([serial](Session& s) { s.on_prompt_processed(serial); });
   };
@@ -149,13 +356,23 @@ void Session::handle_generation(Endpoint endpoint) {
     gen_.reset();
     throw;
   }
-  gen_->metrics->requests += 1;
   gen_self_ = shared_from_this();
+  // The service prepares the prompt (template, tokeniser) on its own thread; the response (a
+  // stream, or an error such as a prompt too long) starts when it accepts or rejects the job.
+  // Meanwhile a client that goes away cancels the preparation.
+  watch_disconnect();
+}
+
+void Session::on_accepted(uint64_t serial) {
+  if (!gen_ || gen_->serial != serial || gen_->done || gen_->accepted) return;
+  gen_->accepted = true;
+  gen_->metrics->requests += 1;
+  if (gen_->client_gone || phase_ == Phase::Closed) return;
   if (gen_->stream) {
     stream_begin();
-    if (endpoint == Endpoint::ChatCompletions) stream_send(sse_role_chunk(gen_->meta));
+    gen_->stream_started = true;
+    if (gen_->meta.endpoint == Endpoint::ChatCompletions) stream_send(sse_role_chunk(gen_->meta));
   }
-  watch_disconnect();
 }
 
 void Session::on_prompt_processed(uint64_t) {}
@@ -181,14 +398,14 @@ void Session::on_delta(uint64_t serial, std::string text, std::string reasoning)
 void Session::on_done(uint64_t serial, Completion completion) {
   if (!gen_ || gen_->serial != serial || gen_->done) return;
   gen_->done = true;
-  gen_->metrics->finish(completion);
+  if (gen_->accepted) gen_->metrics->finish(completion);
   std::shared_ptr<Session> self = std::move(gen_self_);  // released when this returns
   keepalive_timer_.cancel();
   if (gen_->client_gone || phase_ == Phase::Closed) {
     gen_.reset();
     return close();
   }
-  if (gen_->stream) {
+  if (gen_->stream_started) {
     if (completion.finish == FinishReason::Error) {
       stream_send(sse_error_event(ApiError::internal(completion.error)));
       close_after_ = true;
@@ -199,9 +416,22 @@ void Session::on_done(uint64_t serial, Completion completion) {
     }
     return stream_finish();
   }
+  // No byte of the response is out yet: the rejection or failure is a plain error response.
+  if (completion.rejected) return respond_error(*completion.rejected);
   if (completion.finish == FinishReason::Error) return respond_error(ApiError::internal(completion.error));
-  if (completion.finish == FinishReason::Cancelled && state_.shutting_down)
+  if (completion.finish == FinishReason::Cancelled && (state_.shutting_down || !gen_->accepted))
     return respond_error(ApiError::unavailable("the server is shutting down; the request was cancelled", "shutting_down"));
+  if (gen_->stream) {
+    // Accepted and finished before on_accepted reached this strand cannot happen (the mailbox
+    // keeps the order), but a streaming client must still get a stream.
+    stream_begin();
+    gen_->stream_started = true;
+    if (gen_->meta.endpoint == Endpoint::ChatCompletions) stream_send(sse_role_chunk(gen_->meta));
+    stream_send(sse_finish_chunk(gen_->meta, completion));
+    if (gen_->include_usage) stream_send(sse_usage_chunk(gen_->meta, completion));
+    stream_send(kSseDone);
+    return stream_finish();
+  }
   respond(http::status::ok, completion_body(gen_->meta, gen_->text, gen_->reasoning, completion));
 }
 
@@ -246,7 +476,7 @@ void Session::handle_health() {
   }
   ApiError error = ApiError::unavailable(problem, state_.shutting_down ? "shutting_down" : "model_not_ready");
   json body = json::parse(error_body(error));
-  body["status"] = "unavailable";
+  body["status"] = state_.shutting_down ? "draining" : "unavailable";
   body["models"] = models;
   respond(http::status::service_unavailable, body.dump(-1, ' ', false, json::error_handler_t::replace));
 }

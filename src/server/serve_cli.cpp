@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fmt/format.h>
 #include <ostream>
@@ -70,8 +71,8 @@ int serve(ServeFlags flags, const std::string& argv0, int n_threads, std::ostrea
       http.shutdown(std::chrono::milliseconds(0));
       return 1;
     }
-    log << fmt::format("velocity: model '{}' ready ({}, device {}, context {} x {} slots)\n", e->name(),
-                       config.models[i].path, config.models[i].device.to_string(), e->n_ctx(), e->stats().n_slots);
+    log << fmt::format("velocity: model '{}' ready ({}, {}, context {} x {} slots)\n", e->name(),
+                       config.models[i].path, e->device_name(), e->n_ctx(), e->stats().n_slots);
   }
   const std::string key_header =
       config.server.api_keys.empty() ? "" : " -H 'Authorization: Bearer $VELOCITY_API_KEY'";
@@ -82,18 +83,30 @@ int serve(ServeFlags flags, const std::string& argv0, int n_threads, std::ostrea
       host == "0.0.0.0" ? "127.0.0.1" : host, http.port(), key_header, config.models.front().name);
   log.flush();
 
-  // Shut down on the first SIGINT/SIGTERM (or when the server stops on its own).
+  // The first SIGINT/SIGTERM starts the graceful drain (or the server stops on its own); a second
+  // one ends the process at once, as an impatient operator's second Ctrl-C means.
+  std::atomic<bool> stopped{false};
+  std::thread drainer;
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&signals, &sig);
-    log << fmt::format("velocity: signal {}; draining (grace {} s)\n", sig, config.server.shutdown_grace_s);
+    if (stopped) return;
+    log << fmt::format("velocity: signal {}; draining (grace {} s; a second signal exits at once)\n", sig,
+                       config.server.shutdown_grace_s);
     log.flush();
-    http.shutdown();
+    drainer = std::thread([&] { http.shutdown(); });
+    sigwait(&signals, &sig);
+    if (stopped) return;
+    log << "velocity: second signal; exiting now\n";
+    log.flush();
+    ::_exit(130);
   });
   http.wait();
-  // Wake the waiter if the server stopped without a signal.
+  // Wake the waiter (from its first or second wait) now that the server has stopped.
+  stopped = true;
   pthread_kill(waiter.native_handle(), SIGTERM);
   waiter.join();
+  if (drainer.joinable()) drainer.join();
   for (auto& e : engines) e->drain(0);
   log << "velocity: stopped\n";
   return 0;

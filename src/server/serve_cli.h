@@ -1,5 +1,6 @@
 // velocity serve: config (flags or TOML) -> one EngineService per model -> HttpServer, until
-// SIGINT/SIGTERM, then a graceful drain. With no model at all it serves the bundled demo model.
+// SIGINT/SIGTERM, then a graceful drain; a second signal exits at once (status 130). With no
+// model at all it serves the bundled demo model.
 #pragma once
 
 #include <iosfwd>

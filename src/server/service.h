@@ -5,24 +5,33 @@
 // job's callbacks.
 //
 // Threads. submit(), state(), stats() and the other queries may be called from any I/O thread,
-// concurrently; they must not block for long (submit() may tokenize and render the template,
-// which is fine; it must not wait for a slot). The callbacks are invoked from the service's own
-// thread(s); the server only copies what it needs and posts it to the connection's strand, so a
-// callback never blocks, but it must not be invoked while the service holds a lock that
-// submit() or cancel() also take. A callback may run before submit() has returned.
+// concurrently, and return at once: submit() only checks what needs no work (the model's state,
+// the queue limits) and hands the job to the service. Everything that costs time or depends on
+// hostile input (the chat template, which comes from a downloaded GGUF, and tokenisation) runs on
+// the service's own thread, never on an I/O thread, and is abandoned when the job is cancelled.
+// The callbacks are invoked from the service's own thread(s); the server only copies what it
+// needs and posts it to the connection's strand, so a callback never blocks, but it must not be
+// invoked while the service holds a lock that submit() or cancel() also take. A callback may run
+// before submit() has returned.
 //
 // Callback order for one job, each from one thread at a time (never concurrently):
+//   on_accepted           at most once: the prompt is rendered, tokenised, valid and queued for
+//                         generation; comes before any other callback but a rejecting on_done
 //   on_prompt_processed   at most once, when the prefill is done (before any on_delta)
 //   on_delta              zero or more times, in order
-//   on_done               exactly once, always: after normal completion, after cancel(), and
-//                         after an engine error. Nothing is invoked after it. The callbacks
-//                         (and what they captured) are destroyed soon after on_done.
+//   on_done               exactly once, always: after normal completion, after cancel(), after
+//                         an engine error, and when the request is rejected before it was
+//                         accepted (Completion::rejected: a 400 for a prompt too long for the
+//                         context or a template that fails, a 429 when the generation queue is
+//                         full). Nothing is invoked after it. The callbacks (and what they
+//                         captured) are destroyed soon after on_done.
 // No callback is invoked when submit() throws.
 //
 // Cancellation. JobHandle::cancel() may be called from any thread, any number of times, also
-// after on_done. A queued job is dropped at once; a running one stops at the next token. Either
-// way on_done follows promptly (milliseconds; the server waits for it at shutdown) with
-// FinishReason::Cancelled. A client disconnect cancels at once.
+// after on_done. A job being prepared (template, tokeniser) stops within milliseconds; a queued
+// job is dropped at once; a running one stops at the next token. Either way on_done follows
+// promptly (milliseconds; the server waits for it at shutdown) with FinishReason::Cancelled. A
+// client disconnect cancels at once.
 #pragma once
 
 #include <cstdint>
@@ -77,6 +86,9 @@ struct Completion {
   Usage usage;
   Timings timings;
   std::string error;  // FinishReason::Error only: a message for the client (no internals needed)
+  // Set when the job was refused before it was accepted (no on_accepted came): the answer to
+  // the client is this error instead of a completion; `finish` is then Error.
+  std::optional<ApiError> rejected;
 };
 
 struct GenerationJob {
@@ -94,6 +106,7 @@ struct GenerationJob {
   std::vector<std::string> stop;         // <= 4 non-empty stop strings (runtime::StopStrings)
   bool ignore_eos = false;               // never sample end-of-generation tokens (runtime::Request)
 
+  std::function<void()> on_accepted;                                    // optional
   std::function<void(int64_t n_prompt_tokens)> on_prompt_processed;     // optional
   // Text since the last delta: answer text and reasoning text (the model's <think> part, split
   // off by tokenizer/reasoning.h); either may be empty, never both. Whole UTF-8 characters only.
@@ -130,12 +143,14 @@ class ModelService {
   // Sampling defaults from the config; request fields override them.
   virtual const SamplingDefaults& sampling_defaults() const = 0;
 
-  // Queues a job. Validates synchronously everything the client can cause and throws ApiError:
+  // Queues a job; returns at once. Throws ApiError only for what needs no work:
+  //   429 the model's queue is full (ApiError::queue_full)
+  //   503 the model is not Ready (ApiError::unavailable)
+  // What depends on the prompt comes later as on_done with Completion::rejected:
   //   400 prompt longer than the context ("the prompt has 9000 tokens but the context holds
   //       8192"; param "messages" or "prompt", code "context_length_exceeded"), a chat template
   //       that fails to render, a logit_bias token id >= n_vocab (param "logit_bias")
-  //   429 the model's queue is full (ApiError::queue_full)
-  //   503 the model is not Ready (ApiError::unavailable)
+  //   429 the generation queue filled up meanwhile
   // On success the callbacks will be invoked as described above; the handle may be dropped
   // without cancelling (the job then runs to completion).
   virtual std::shared_ptr<JobHandle> submit(GenerationJob job) = 0;

@@ -46,9 +46,11 @@ ChatTemplate::~ChatTemplate() = default;
 ChatTemplate::ChatTemplate(ChatTemplate&&) noexcept = default;
 ChatTemplate& ChatTemplate::operator=(ChatTemplate&&) noexcept = default;
 
-std::string ChatTemplate::render(const nlohmann::ordered_json& context) const {
+std::string ChatTemplate::render(const nlohmann::ordered_json& context) const { return render(context, {}); }
+
+std::string ChatTemplate::render(const nlohmann::ordered_json& context, const jinja::RenderControl& control) const {
   if (!context.is_object()) fail("chat template context must be a JSON object");
-  jinja::Interpreter interp(options_);
+  jinja::Interpreter interp(options_, control);
   return interp.render(*template_, jinja::from_json(context));
 }
 

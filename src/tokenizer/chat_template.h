@@ -30,8 +30,10 @@ class ChatTemplate {
   ChatTemplate& operator=(ChatTemplate&&) noexcept;
 
   // Renders with every key of `context` (a JSON object) as a template variable. Errors
-  // (raise_exception, undefined use, limits) throw velocity::Error.
+  // (raise_exception, undefined use, limits) throw velocity::Error; a set control.cancel throws
+  // velocity::Cancelled; control.stats receives the steps and bytes used (also on failure).
   std::string render(const nlohmann::ordered_json& context) const;
+  std::string render(const nlohmann::ordered_json& context, const jinja::RenderControl& control) const;
 
   const jinja::RenderOptions& options() const { return options_; }
 

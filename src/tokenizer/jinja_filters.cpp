@@ -32,18 +32,25 @@ int64_t length_of(Interpreter& interp, const Value& v) {
   }
 }
 
-// Items a filter walks (list(value)); raises on non-iterables like Python's iter().
+// Items a filter walks (list(value)); raises on non-iterables like Python's iter(). Charged by
+// iterate().
 std::vector<Value> items_of(Interpreter& interp, const Value& v) {
   if (v.is_number() || v.is_none() || v.type == Type::Namespace || v.type == Type::Callable)
     interp.error(fmt::format("'{}' object is not iterable", type_name(v)));
-  std::vector<Value> items = interp.iterate(v);
-  interp.step(items.size());
-  return items;
+  return interp.iterate(v);
+}
+
+// Copying a dict's items: a step per pair and the bytes of its string keys and values.
+void charge_pairs(Interpreter& interp, const Dict& d) {
+  uint64_t string_bytes = 0;
+  for (const auto& [k, v] : d.items) string_bytes += k.string.size() + v.string.size();
+  interp.step(d.items.size() + string_bytes / kBytesPerStep);
 }
 
 // jinja2's make_attrgetter: `a.b.0` looks up each part with environment.getitem.
 Value attribute_of(Interpreter& interp, const Value& item, const Value& attribute, const Value& fallback = Value::undefined()) {
   if (!attribute.is_string()) return interp.get_item(item, attribute);
+  interp.charge_bytes(attribute.string.size());  // split per item: map and sort call this per element
   Value v = item;
   const std::string& path = attribute.string;
   size_t start = 0;
@@ -85,7 +92,7 @@ Value f_tojson(Interpreter& interp, const Value& v, CallArgs& args) {
     interp.error("tojson: separators must be a pair of strings");
   }
   try {
-    std::string out = to_json(v, o);
+    std::string out = to_json(v, o, interp.meter());
     interp.check_size(out.size());
     return Value::from_string(std::move(out));
   } catch (const Error& e) {
@@ -124,7 +131,7 @@ Value f_last(Interpreter& interp, const Value& v, CallArgs& args) {
 
 Value f_join(Interpreter& interp, const Value& v, CallArgs& args) {
   ArgReader r(interp, args, "join");
-  std::string sep = to_str(r.get(0, "d", Value::from_string("")));
+  std::string sep = to_str(r.get(0, "d", Value::from_string("")), interp.meter());
   Value attribute = r.get(1, "attribute", Value::none());
   r.done(2);
   std::string out;
@@ -132,7 +139,7 @@ Value f_join(Interpreter& interp, const Value& v, CallArgs& args) {
   for (const Value& item : items_of(interp, v)) {
     if (!first) out += sep;
     first = false;
-    out += to_str(attribute.is_none() ? item : attribute_of(interp, item, attribute));
+    out += to_str(attribute.is_none() ? item : attribute_of(interp, item, attribute), interp.meter());
     interp.check_size(out.size());
   }
   return Value::from_string(std::move(out));
@@ -140,7 +147,7 @@ Value f_join(Interpreter& interp, const Value& v, CallArgs& args) {
 
 Value f_string_transform(Interpreter& interp, const Value& v, CallArgs& args, const char* method) {
   CallArgs none;
-  Value s = Value::from_string(to_str(v));
+  Value s = Value::from_string(to_str(v, interp.meter()));
   Value m = get_method(interp, s, method);
   ArgReader(interp, args, method).done(0);
   return interp.call(m, none);
@@ -152,7 +159,7 @@ Value f_capitalize(Interpreter& i, const Value& v, CallArgs& a) { return f_strin
 Value f_title(Interpreter& interp, const Value& v, CallArgs& args) {
   // jinja's do_title: split before runs of [-\s({[<], capitalise each piece.
   ArgReader(interp, args, "title").done(0);
-  auto cps = utf8_decode(to_str(v));
+  auto cps = utf8_decode(to_str(v, interp.meter()));
   std::string out;
   bool word_start = true;
   for (uint32_t c : cps) {
@@ -173,18 +180,18 @@ Value f_trim(Interpreter& interp, const Value& v, CallArgs& args) {
   ArgReader r(interp, args, "trim");
   Value chars = r.get(0, "chars", Value::none());
   r.done(1);
-  return Value::from_string(python_strip(to_str(v), chars, true, true));
+  return Value::from_string(python_strip(to_str(v, interp.meter()), chars, true, true));
 }
 
 Value f_replace(Interpreter& interp, const Value& v, CallArgs& args) {
   ArgReader r(interp, args, "replace");
   CallArgs call;
-  call.positional.push_back(Value::from_string(to_str(r.get(0, "old"))));
-  call.positional.push_back(Value::from_string(to_str(r.get(1, "new"))));
+  call.positional.push_back(Value::from_string(to_str(r.get(0, "old"), interp.meter())));
+  call.positional.push_back(Value::from_string(to_str(r.get(1, "new"), interp.meter())));
   Value count = r.get(2, "count", Value::none());
   if (!count.is_none()) call.positional.push_back(count);
   r.done(3);
-  return interp.call(get_method(interp, Value::from_string(to_str(v), v.markup), "replace"), call);
+  return interp.call(get_method(interp, Value::from_string(to_str(v, interp.meter()), v.markup), "replace"), call);
 }
 
 Value f_list(Interpreter& interp, const Value& v, CallArgs& args) {
@@ -195,7 +202,7 @@ Value f_list(Interpreter& interp, const Value& v, CallArgs& args) {
 Value f_string(Interpreter& interp, const Value& v, CallArgs& args) {
   ArgReader(interp, args, "string").done(0);
   if (v.is_string()) return v;
-  std::string s = to_str(v);
+  std::string s = to_str(v, interp.meter());
   interp.check_size(s.size());
   return Value::from_string(std::move(s));
 }
@@ -285,7 +292,7 @@ Value f_abs(Interpreter& interp, const Value& v, CallArgs& args) {
 Value f_round(Interpreter& interp, const Value& v, CallArgs& args) {
   ArgReader r(interp, args, "round");
   Value precision_v = r.get(0, "precision", Value::from_int(0));
-  std::string method = to_str(r.get(1, "method", Value::from_string("common")));
+  std::string method = to_str(r.get(1, "method", Value::from_string("common")), interp.meter());
   r.done(2);
   if (!v.is_number()) interp.error(fmt::format("type {} doesn't define __round__ method", type_name(v)));
   if (precision_v.type != Type::Int) interp.error("precision must be an integer");
@@ -316,7 +323,7 @@ Value f_items(Interpreter& interp, const Value& v, CallArgs& args) {
   if (v.is_undefined()) return Value::new_generator({});
   if (v.type != Type::Dict) interp.error("Can only get item pairs from a mapping.");
   std::vector<Value> out;
-  interp.step(v.dict->items.size());
+  charge_pairs(interp, *v.dict);
   for (const auto& [k, val] : v.dict->items) out.push_back(Value::new_tuple({k, val}));
   return Value::new_generator(std::move(out));
 }
@@ -332,7 +339,7 @@ void sort_values(Interpreter& interp, std::vector<Value>& items, const std::vect
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   try {
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-      return reverse ? values_less(keys[b], keys[a]) : values_less(keys[a], keys[b]);
+      return reverse ? values_less(keys[b], keys[a], interp.meter()) : values_less(keys[a], keys[b], interp.meter());
     });
   } catch (const Error& e) {
     interp.error(e.what());
@@ -345,12 +352,13 @@ void sort_values(Interpreter& interp, std::vector<Value>& items, const std::vect
 Value f_dictsort(Interpreter& interp, const Value& v, CallArgs& args) {
   ArgReader r(interp, args, "dictsort");
   bool case_sensitive = r.get(0, "case_sensitive", Value::from_bool(false)).truthy();
-  std::string by = to_str(r.get(1, "by", Value::from_string("key")));
+  std::string by = to_str(r.get(1, "by", Value::from_string("key")), interp.meter());
   bool reverse = r.get(2, "reverse", Value::from_bool(false)).truthy();
   r.done(3);
   if (v.is_undefined()) interp.raise_undefined(v);
   if (v.type != Type::Dict) interp.error(fmt::format("'{}' object has no attribute 'items'", type_name(v)));
   if (by != "key" && by != "value") interp.error("You can only sort by either 'key' or 'value'");
+  charge_pairs(interp, *v.dict);
   std::vector<Value> items, keys;
   for (const auto& [k, val] : v.dict->items) {
     items.push_back(Value::new_tuple({k, val}));
@@ -385,12 +393,14 @@ Value f_sort(Interpreter& interp, const Value& v, CallArgs& args) {
   r.done(3);
   std::vector<Value> items = items_of(interp, v);
   std::vector<Value> keys;
+  const bool several_attributes = attribute.is_string() && attribute.string.find(',') != std::string::npos;
+  const std::vector<Value> attributes = several_attributes ? attribute_list(attribute) : std::vector<Value>{};
   for (const Value& item : items) {
     if (attribute.is_none()) {
       keys.push_back(sort_key(item, case_sensitive));
-    } else if (attribute.is_string() && attribute.string.find(',') != std::string::npos) {
+    } else if (several_attributes) {
       std::vector<Value> parts;
-      for (const Value& a : attribute_list(attribute)) parts.push_back(sort_key(attribute_of(interp, item, a), case_sensitive));
+      for (const Value& a : attributes) parts.push_back(sort_key(attribute_of(interp, item, a), case_sensitive));
       keys.push_back(Value::new_list(std::move(parts)));
     } else {
       keys.push_back(sort_key(attribute_of(interp, item, attribute), case_sensitive));
@@ -411,7 +421,7 @@ Value f_unique(Interpreter& interp, const Value& v, CallArgs& args) {
     if (key.type == Type::List || key.type == Type::Dict) interp.error(fmt::format("unhashable type: '{}'", type_name(key)));
     bool dup = false;
     interp.step(seen.size());
-    for (const Value& s : seen) dup = dup || values_equal(s, key);
+    for (const Value& s : seen) dup = dup || values_equal(s, key, interp.meter());
     if (dup) continue;
     seen.push_back(key);
     out.push_back(item);
@@ -446,8 +456,12 @@ Value f_batch(Interpreter& interp, const Value& v, CallArgs& args) {
     }
   }
   if (!current.empty()) {
-    if (!fill.is_none())
+    if (!fill.is_none()) {
+      const auto n_fill = static_cast<uint64_t>(count.integer) - current.size();
+      interp.step(n_fill);  // first: a huge count fails here, before any multiplication
+      interp.check_size(n_fill * sizeof(Value));
       while (static_cast<int64_t>(current.size()) < count.integer) current.push_back(fill);
+    }
     out.push_back(Value::new_list(std::move(current)));
   }
   return Value::new_list(std::move(out));
@@ -458,6 +472,8 @@ Value f_sum(Interpreter& interp, const Value& v, CallArgs& args) {
   Value attribute = r.get(0, "attribute", Value::none());
   Value total = r.get(1, "start", Value::from_int(0));
   r.done(2);
+  // Python's sum() refuses strings (it would be quadratic): "use ''.join(seq) instead".
+  if (total.is_string()) interp.error("sum() can't sum strings [use ''.join(seq) instead]");
   for (const Value& item : items_of(interp, v))
     total = binary_operator(interp, "+", total, attribute.is_none() ? item : attribute_of(interp, item, attribute));
   return total;
@@ -475,7 +491,7 @@ Value min_max(Interpreter& interp, const Value& v, CallArgs& args, bool want_max
   for (size_t i = 0; i < items.size(); ++i) {
     Value key = sort_key(attribute.is_none() ? items[i] : attribute_of(interp, items[i], attribute), case_sensitive);
     try {
-      if (i == 0 || (want_max ? values_less(best_key, key) : values_less(key, best_key))) {
+      if (i == 0 || (want_max ? values_less(best_key, key, interp.meter()) : values_less(key, best_key, interp.meter()))) {
         best = i;
         best_key = key;
       }
@@ -498,7 +514,7 @@ Value f_indent(Interpreter& interp, const Value& v, CallArgs& args) {
   if (width.is_string()) indention = width.string;
   else if (width.type == Type::Int) indention = std::string(static_cast<size_t>(std::clamp<int64_t>(width.integer, 0, 1024)), ' ');
   else interp.error("indent: width must be an integer or a string");
-  std::string s = to_str(v) + "\n";
+  std::string s = to_str(v, interp.meter()) + "\n";
   CallArgs none;
   Value lines_v = interp.call(get_method(interp, Value::from_string(s), "splitlines"), none);
   std::vector<Value>& lines = *lines_v.list;
@@ -526,7 +542,7 @@ Value f_wordcount(Interpreter& interp, const Value& v, CallArgs& args) {
   ArgReader(interp, args, "wordcount").done(0);
   int64_t n = 0;
   bool in_word = false;
-  for (uint32_t c : utf8_decode(to_str(v))) {
+  for (uint32_t c : utf8_decode(to_str(v, interp.meter()))) {
     bool word = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
                 (c >= 0xaa && !is_python_space(c) && c != 0xd7 && c != 0xf7 && !(c >= 0x2000 && c <= 0x206f) &&
                  !(c >= 0x3000 && c <= 0x303f) && !(c >= 0xff00 && c <= 0xff0f));
@@ -538,13 +554,13 @@ Value f_wordcount(Interpreter& interp, const Value& v, CallArgs& args) {
 
 Value f_safe(Interpreter& interp, const Value& v, CallArgs& args) {
   ArgReader(interp, args, "safe").done(0);
-  return Value::from_string(to_str(v), true);
+  return Value::from_string(to_str(v, interp.meter()), true);
 }
 
 Value f_escape(Interpreter& interp, const Value& v, CallArgs& args) {
   ArgReader(interp, args, "escape").done(0);
   if (v.is_string() && v.markup) return v;
-  return Value::from_string(html_escape(to_str(v)), true);
+  return Value::from_string(html_escape(to_str(v, interp.meter())), true);
 }
 
 Value f_center(Interpreter& interp, const Value& v, CallArgs& args) {
@@ -552,7 +568,7 @@ Value f_center(Interpreter& interp, const Value& v, CallArgs& args) {
   CallArgs call;
   call.positional.push_back(r.get(0, "width", Value::from_int(80)));
   r.done(1);
-  return interp.call(get_method(interp, Value::from_string(to_str(v)), "center"), call);
+  return interp.call(get_method(interp, Value::from_string(to_str(v, interp.meter())), "center"), call);
 }
 
 Value f_format(Interpreter& interp, const Value& v, CallArgs& args) {
@@ -564,7 +580,7 @@ Value f_format(Interpreter& interp, const Value& v, CallArgs& args) {
   } else {
     values = Value::new_tuple(args.positional);
   }
-  return binary_operator(interp, "%", Value::from_string(to_str(v)), values);
+  return binary_operator(interp, "%", Value::from_string(to_str(v, interp.meter())), values);
 }
 
 Value f_attr(Interpreter& interp, const Value& v, CallArgs& args) {
@@ -573,12 +589,13 @@ Value f_attr(Interpreter& interp, const Value& v, CallArgs& args) {
   r.done(1);
   // do_attr uses getattr() only: a dict's keys are not attributes here.
   if (v.is_undefined()) interp.raise_undefined(v);
-  Value method = get_method(interp, v, to_str(name));
+  const std::string attribute = to_str(name, interp.meter());
+  Value method = get_method(interp, v, attribute);
   if (!method.is_undefined() || !method.string.empty()) return method;
   if (v.type == Type::Namespace) {
-    if (const Value* found = v.dict->find(Value::from_string(to_str(name)))) return *found;
+    if (const Value* found = v.dict->find(Value::from_string(attribute), interp.meter())) return *found;
   }
-  return Value::undefined(fmt::format("'{} object' has no attribute '{}'", type_name(v), to_str(name)));
+  return Value::undefined(fmt::format("'{} object' has no attribute '{}'", type_name(v), attribute));
 }
 
 // select / reject / selectattr / rejectattr: keep items where the test (or truthiness) holds.
@@ -587,7 +604,7 @@ Value select_impl(Interpreter& interp, const Value& v, CallArgs& args, bool by_a
   if (by_attribute && args.positional.empty()) interp.error("Missing parameter for attribute name");
   Value attribute = by_attribute ? args.positional[0] : Value::none();
   bool with_test = args.positional.size() > first;
-  std::string test = with_test ? to_str(args.positional[first]) : "";
+  std::string test = with_test ? to_str(args.positional[first], interp.meter()) : "";
   if (with_test && !has_test(test)) interp.error(fmt::format("No test named '{}'.", test));
   CallArgs test_args;
   for (size_t i = first + 1; i < args.positional.size(); ++i) test_args.positional.push_back(args.positional[i]);
@@ -617,7 +634,7 @@ Value f_map(Interpreter& interp, const Value& v, CallArgs& args) {
     for (const Value& item : items_of(interp, v)) out.push_back(attribute_of(interp, item, attribute, fallback));
     return Value::new_generator(std::move(out));
   }
-  std::string filter = to_str(args.positional[0]);
+  std::string filter = to_str(args.positional[0], interp.meter());
   if (!has_filter(filter)) interp.error(fmt::format("No filter named '{}'.", filter));
   CallArgs filter_args;
   filter_args.positional.assign(args.positional.begin() + 1, args.positional.end());
@@ -672,7 +689,13 @@ bool has_filter(const std::string& name) { return filters().count(name) > 0; }
 Value apply_filter(Interpreter& interp, const std::string& name, const Value& subject, CallArgs& args) {
   auto it = filters().find(name);
   if (it == filters().end()) interp.error(fmt::format("No filter named '{}'.", name));
-  return it->second(interp, subject, args);
+  // Filters walk a string subject (decode, strip, count) and may build a string of any size;
+  // map() calls them per element, outside eval().
+  interp.step(kCallSteps);
+  if (subject.type == Type::String) interp.charge_decode(subject.string.size());
+  Value result = it->second(interp, subject, args);
+  interp.charge_bytes(result.string.size());
+  return result;
 }
 
 }  // namespace velocity::jinja

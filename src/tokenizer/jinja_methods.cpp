@@ -82,7 +82,7 @@ int64_t str_find(const std::string& hay, const std::string& needle, const Value&
   int64_t start = bound(start_v, 0), end = bound(end_v, n);
   if (start > end) return -1;
   std::string window = utf8_encode(h, static_cast<size_t>(start), static_cast<size_t>(end));
-  size_t pos = reverse ? window.rfind(needle) : window.find(needle);
+  size_t pos = reverse ? rfind_text(window, needle) : find_text(window, needle);
   if (pos == std::string::npos) return -1;
   return start + static_cast<int64_t>(utf8_length(std::string_view(window).substr(0, pos)));
 }
@@ -102,7 +102,7 @@ bool affix_match(Interpreter& interp, const std::string& s, const Value& affix, 
   return one(affix);
 }
 
-std::vector<std::string> splitlines(const std::string& s, bool keepends) {
+std::vector<std::string> splitlines(Interpreter& interp, const std::string& s, bool keepends) {
   std::vector<std::string> lines;
   auto cps = utf8_decode(s);
   size_t start = 0;
@@ -113,6 +113,7 @@ std::vector<std::string> splitlines(const std::string& s, bool keepends) {
     if (!is_break) continue;
     size_t end = i;
     if (c == '\r' && i + 1 < cps.size() && cps[i + 1] == '\n') ++i;
+    interp.step();  // per line, as they are built
     lines.push_back(utf8_encode(cps, start, keepends ? i + 1 : end));
     start = i + 1;
   }
@@ -130,7 +131,7 @@ Value string_list(std::vector<std::string> parts) {
 // Python's format(value, spec) for the common mini-language: [[fill]align][sign][0][width]
 // [,][.precision][type] with types s d x X o b f F e E g G %.
 std::string apply_format_spec(Interpreter& interp, const Value& v, const std::string& spec) {
-  if (spec.empty()) return to_str(v);
+  if (spec.empty()) return to_str(v, interp.meter());
   size_t i = 0;
   std::string fill = " ";
   char align = 0;
@@ -204,16 +205,12 @@ std::string apply_format_spec(Interpreter& interp, const Value& v, const std::st
     if (!align) align = '>';
   } else {
     if (type != 0 && type != 's') interp.error(fmt::format("Unknown format code '{}' for object of type '{}'", type, type_name(v)));
-    body = to_str(v);
+    body = to_str(v, interp.meter());
     if (!align) align = '<';
   }
   size_t len = utf8_length(prefix) + utf8_length(body);
   size_t pad = width > len ? width - len : 0;
-  auto fill_n = [&](size_t n) {
-    std::string out;
-    for (size_t k = 0; k < n; ++k) out += fill;
-    return out;
-  };
+  auto fill_n = [&](size_t n) { return repeat_text(fill, n); };
   switch (align) {
     case '<': return prefix + body + fill_n(pad);
     case '^': return fill_n(pad / 2) + prefix + body + fill_n(pad - pad / 2);
@@ -275,7 +272,7 @@ std::string str_format(Interpreter& interp, const std::string& format, CallArgs&
         }
       if (!found) interp.error("KeyError: '" + field + "'");
     }
-    if (conversion) v = Value::from_string(conversion == 'r' ? to_repr(v) : to_str(v));
+    if (conversion) v = Value::from_string(conversion == 'r' ? to_repr(v, interp.meter()) : to_str(v, interp.meter()));
     out += apply_format_spec(interp, v, spec);
     interp.check_size(out.size());
   }
@@ -290,6 +287,8 @@ using Method = Value (*)(Interpreter&, const Value&, CallArgs&);
 
 Value string_method(Interpreter& interp, const std::string& name, const Value& self, CallArgs& args) {
   const std::string& s = self.string;
+  // Every method but an unbounded startswith/endswith walks or decodes the whole string.
+  if (name != "startswith" && name != "endswith") interp.charge_decode(s.size());
   ArgReader r(interp, args, name.c_str());
   auto str_arg = [&](size_t i, const char* n) {
     Value v = r.get(i, n);
@@ -302,6 +301,7 @@ Value string_method(Interpreter& interp, const std::string& name, const Value& s
     r.done(3);
     std::string window = s;
     if (start.type == Type::Int || end.type == Type::Int) {
+      interp.charge_decode(s.size());
       auto cps = utf8_decode(s);
       auto n = static_cast<int64_t>(cps.size());
       auto bound = [&](const Value& v, int64_t fallback) {
@@ -320,7 +320,7 @@ Value string_method(Interpreter& interp, const std::string& name, const Value& s
     Value maxsplit = r.get(1, "maxsplit", Value::from_int(-1));
     r.done(2);
     if (maxsplit.type != Type::Int && maxsplit.type != Type::Bool) interp.error("maxsplit must be an integer");
-    return string_list(python_split(interp, s, sep, maxsplit.type == Type::Bool ? maxsplit.boolean : maxsplit.integer, name == "rsplit"));
+    return string_list(python_split(interp, s, sep, maxsplit.type == Type::Bool ? maxsplit.boolean : maxsplit.integer, name == "rsplit"));  // charged there
   }
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
     Value chars = r.get(0, "chars", Value::none());
@@ -358,7 +358,7 @@ Value string_method(Interpreter& interp, const std::string& name, const Value& s
     size_t pos = 0;
     int64_t done = 0;
     while (count < 0 || done < count) {
-      size_t hit = s.find(old_s, pos);
+      size_t hit = find_text(s, old_s, pos);
       if (hit == std::string::npos) break;
       out.append(s, pos, hit - pos);
       out += new_s;
@@ -383,7 +383,7 @@ Value string_method(Interpreter& interp, const std::string& name, const Value& s
     r.done(1);
     if (sub.empty()) return Value::from_int(static_cast<int64_t>(utf8_length(s)) + 1);
     int64_t n = 0;
-    for (size_t pos = s.find(sub); pos != std::string::npos; pos = s.find(sub, pos + sub.size())) ++n;
+    for (size_t pos = find_text(s, sub); pos != std::string::npos; pos = find_text(s, sub, pos + sub.size())) ++n;
     return Value::from_int(n);
   }
   if (name == "join") {
@@ -403,7 +403,7 @@ Value string_method(Interpreter& interp, const std::string& name, const Value& s
   if (name == "splitlines") {
     Value keepends = r.get(0, "keepends", Value::from_bool(false));
     r.done(1);
-    return string_list(splitlines(s, keepends.truthy()));
+    return string_list(splitlines(interp, s, keepends.truthy()));
   }
   if (name == "format") return Value::from_string(str_format(interp, s, args));
   if (name == "isdigit" || name == "isdecimal" || name == "isnumeric" || name == "isalpha" ||
@@ -443,11 +443,7 @@ Value string_method(Interpreter& interp, const std::string& name, const Value& s
     int64_t pad = width_v.integer - len;
     if (pad <= 0) return self;
     interp.check_size(static_cast<uint64_t>(width_v.integer) * fill_v.string.size());
-    auto fill = [&](int64_t n) {
-      std::string out;
-      for (int64_t i = 0; i < n; ++i) out += fill_v.string;
-      return out;
-    };
+    auto fill = [&](int64_t n) { return repeat_text(fill_v.string, static_cast<size_t>(n)); };
     if (name == "ljust") return Value::from_string(s + fill(pad));
     if (name == "rjust") return Value::from_string(fill(pad) + s);
     if (name == "zfill") {
@@ -481,6 +477,7 @@ std::vector<std::string> python_split(Interpreter& interp, const std::string& s,
       if (i >= cps.size()) break;
       size_t start = i;
       while (i < cps.size() && !is_python_space(cps[i])) ++i;
+      interp.step();  // per word, as they are found
       words.emplace_back(start, i);
     }
     if (maxsplit < 0 || static_cast<size_t>(maxsplit) + 1 >= words.size()) {
@@ -501,22 +498,23 @@ std::vector<std::string> python_split(Interpreter& interp, const std::string& s,
   if (!sep.is_string()) interp.error(fmt::format("must be str or None, not {}", type_name(sep)));
   const std::string& d = sep.string;
   if (d.empty()) interp.error("empty separator");
+  const size_t limit = maxsplit < 0 ? SIZE_MAX : static_cast<size_t>(maxsplit);
   std::vector<size_t> hits;
-  for (size_t pos = s.find(d); pos != std::string::npos; pos = s.find(d, pos + d.size())) hits.push_back(pos);
-  interp.step(hits.size());
-  size_t use = maxsplit < 0 ? hits.size() : std::min(hits.size(), static_cast<size_t>(maxsplit));
-  if (from_right && use < hits.size()) {
-    // rsplit picks separators from the right; recompute non-overlapping matches from the end.
-    hits.clear();
-    size_t end = s.size();
-    while (hits.size() < use && end >= d.size()) {
-      size_t pos = s.rfind(d, end - d.size());
-      if (pos == std::string::npos) break;
-      hits.insert(hits.begin(), pos);
-      end = pos;
+  if (!from_right) {
+    for (size_t pos = find_text(s, d); pos != std::string::npos && hits.size() < limit; pos = find_text(s, d, pos + d.size())) {
+      interp.step();  // per part, as they are found
+      hits.push_back(pos);
     }
   } else {
-    hits.resize(use);
+    // rsplit takes separators from the right (which differs for overlapping ones: 'aaa' by 'aa'):
+    // the matches of the reversed separator in the reversed string, read back from the end.
+    const std::string reversed(s.rbegin(), s.rend()), reversed_sep(d.rbegin(), d.rend());
+    for (size_t pos = find_text(reversed, reversed_sep); pos != std::string::npos && hits.size() < limit;
+         pos = find_text(reversed, reversed_sep, pos + d.size())) {
+      interp.step();
+      hits.push_back(s.size() - pos - d.size());
+    }
+    std::reverse(hits.begin(), hits.end());
   }
   size_t start = 0;
   for (size_t h : hits) {
@@ -544,7 +542,6 @@ std::string python_strip(const std::string& s, const Value& chars, bool left, bo
 }
 
 Value get_method(Interpreter& interp, const Value& object, const std::string& name) {
-  (void)interp;
   if (!name.empty() && name[0] == '_') {
     if (object.type == Type::Dict || object.type == Type::Namespace) return Value::undefined();
     return unsafe(object, name);
@@ -552,6 +549,7 @@ Value get_method(Interpreter& interp, const Value& object, const std::string& na
   if (object.is_string()) {
     for (const char* m : kStringMethods) {
       if (name != m) continue;
+      interp.step(kCallSteps);  // a bound method: a callable holding a copy of the string
       Value self = object;
       return Value::function(name, [self, name](Interpreter& in, CallArgs& args) {
         return string_method(in, name, self, args);
@@ -564,6 +562,7 @@ Value get_method(Interpreter& interp, const Value& object, const std::string& na
       return unsafe(object, name);
     if (name != "items" && name != "keys" && name != "values" && name != "get" && name != "copy")
       return Value::undefined();
+    interp.step(kCallSteps);
     Value self = object;
     return Value::function(name, [self, name](Interpreter& in, CallArgs& args) {
       ArgReader r(in, args, name.c_str());
@@ -572,17 +571,20 @@ Value get_method(Interpreter& interp, const Value& object, const std::string& na
         Value fallback = r.get(1, "default", Value::none());
         r.done(2);
         if (key.type == Type::List || key.type == Type::Dict) in.error("unhashable type");
-        const Value* v = self.dict->find(key);
+        const Value* v = self.dict->find(key, in.meter());
         return v ? *v : fallback;
       }
       r.done(0);
+      // Every method left copies the items: a step per pair and its strings' bytes.
+      uint64_t string_bytes = 0;
+      for (const auto& [k, v] : self.dict->items) string_bytes += k.string.size() + v.string.size();
+      in.step(self.dict->items.size() + string_bytes / kBytesPerStep);
       if (name == "copy") {
         Value d = Value::new_dict();
         *d.dict = *self.dict;
         return d;
       }
       std::vector<Value> out;
-      in.step(self.dict->items.size());
       for (const auto& [k, v] : self.dict->items) {
         if (name == "items") out.push_back(Value::new_tuple({k, v}));
         else out.push_back(name == "keys" ? k : v);
@@ -596,11 +598,13 @@ Value get_method(Interpreter& interp, const Value& object, const std::string& na
       return object.type == Type::List ? unsafe(object, name) : Value::undefined();
     if (name != "index" && name != "count" && !(name == "copy" && object.type == Type::List))
       return Value::undefined();
+    interp.step(kCallSteps);
     Value self = object;
     return Value::function(name, [self, name](Interpreter& in, CallArgs& args) {
       ArgReader r(in, args, name.c_str());
       if (name == "copy") {
         r.done(0);
+        in.charge_items(*self.list);
         return Value::new_list(*self.list);
       }
       Value needle = r.get(0, "value");
@@ -608,11 +612,11 @@ Value get_method(Interpreter& interp, const Value& object, const std::string& na
       in.step(self.list->size());
       int64_t count = 0;
       for (size_t i = 0; i < self.list->size(); ++i) {
-        if (!values_equal((*self.list)[i], needle)) continue;
+        if (!values_equal((*self.list)[i], needle, in.meter())) continue;
         if (name == "index") return Value::from_int(static_cast<int64_t>(i));
         ++count;
       }
-      if (name == "index") in.error(fmt::format("{} is not in list", to_repr(needle)));
+      if (name == "index") in.error(fmt::format("{} is not in list", to_repr(needle, in.meter())));
       return Value::from_int(count);
     });
   }

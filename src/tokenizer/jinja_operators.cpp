@@ -27,16 +27,18 @@ Value repeat(Interpreter& interp, const Value& seq, int64_t count) {
     uint64_t total = static_cast<uint64_t>(seq.string.size()) * static_cast<uint64_t>(count);
     if (!seq.string.empty() && total / seq.string.size() != static_cast<uint64_t>(count)) interp.check_size(UINT64_MAX);
     interp.check_size(total);
-    interp.step(total / 64);
-    std::string out;
-    out.reserve(total);
-    for (int64_t i = 0; i < count; ++i) out += seq.string;
-    return Value::from_string(std::move(out));
+    interp.charge_bytes(total);
+    return Value::from_string(repeat_text(seq.string, static_cast<size_t>(count)));
   }
   uint64_t total = static_cast<uint64_t>(seq.list->size()) * static_cast<uint64_t>(count);
   if (!seq.list->empty() && total / seq.list->size() != static_cast<uint64_t>(count)) interp.check_size(UINT64_MAX);
+  // Each copy of a string item is a copy of its bytes: [s] * n holds n copies of s.
+  uint64_t string_bytes = 0;  // strings, and undefined values' messages
+  for (const Value& item : *seq.list) string_bytes += item.string.size();
+  interp.step(total);  // first: bounds `total` before the multiplications below
   interp.check_size(total * 16);
-  interp.step(total);
+  interp.check_size(string_bytes * static_cast<uint64_t>(count));
+  interp.charge_bytes(string_bytes * static_cast<uint64_t>(count));
   std::vector<Value> out;
   for (int64_t i = 0; i < count; ++i) out.insert(out.end(), seq.list->begin(), seq.list->end());
   return seq.type == Type::List ? Value::new_list(std::move(out)) : Value::new_tuple(std::move(out));
@@ -65,6 +67,7 @@ void float_divmod(double vx, double wx, double& div, double& mod) {
 
 // printf-style `format % values` (the subset of conversions templates use).
 std::string percent_format(Interpreter& interp, const std::string& format, const Value& values) {
+  if (values.type == Type::Tuple) interp.charge_items(*values.list);
   std::vector<Value> args = values.type == Type::Tuple ? *values.list : std::vector<Value>{values};
   const Value* mapping = values.type == Type::Dict ? &values : nullptr;
   size_t next = 0;
@@ -81,7 +84,7 @@ std::string percent_format(Interpreter& interp, const std::string& format, const
     if (format[i] == '(') {
       size_t close = format.find(')', i);
       if (close == std::string::npos || !mapping) interp.error("format requires a mapping");
-      const Value* v = mapping->dict->find(Value::from_string(format.substr(i + 1, close - i - 1)));
+      const Value* v = mapping->dict->find(Value::from_string(format.substr(i + 1, close - i - 1)), interp.meter());
       if (!v) interp.error("format key not found");
       arg = *v;
       have_arg = true;
@@ -110,7 +113,7 @@ std::string percent_format(Interpreter& interp, const std::string& format, const
     switch (conv) {
       case 's':
       case 'r': {
-        std::string s = conv == 's' ? to_str(arg) : to_repr(arg);
+        std::string s = conv == 's' ? to_str(arg, interp.meter()) : to_repr(arg, interp.meter());
         // Width/precision apply to code points in Python; apply them by hand.
         std::string body = s;
         size_t dot = spec.find('.');
@@ -120,6 +123,7 @@ std::string percent_format(Interpreter& interp, const std::string& format, const
           if (cps.size() > precision) body = utf8_encode(cps, 0, precision);
         }
         size_t width = std::strtoul(spec.c_str() + 1 + std::strspn(spec.c_str() + 1, "-+ 0#"), nullptr, 10);
+        interp.check_size(width);  // "%99999999999s" would allocate the padding first
         size_t len = utf8_length(body);
         std::string pad = len < width ? std::string(width - len, ' ') : "";
         out += spec.find('-') != std::string::npos ? body + pad : pad + body;
@@ -177,10 +181,12 @@ Value binary_operator(Interpreter& interp, const std::string& op, const Value& a
       std::string left = a.markup || !markup ? a.string : html_escape(a.string);
       std::string right = b.markup || !markup ? b.string : html_escape(b.string);
       interp.check_size(left.size() + right.size());
+      interp.charge_bytes(left.size() + right.size());
       return Value::from_string(left + right, markup);
     }
     if (a.type == b.type && a.is_sequence()) {
-      interp.step(a.list->size() + b.list->size());
+      interp.charge_items(*a.list);
+      interp.charge_items(*b.list);
       std::vector<Value> items = *a.list;
       items.insert(items.end(), b.list->begin(), b.list->end());
       return a.type == Type::List ? Value::new_list(std::move(items)) : Value::new_tuple(std::move(items));
@@ -266,22 +272,23 @@ bool contains(Interpreter& interp, const Value& haystack, const Value& needle) {
     case Type::String:
       if (!needle.is_string())
         interp.error(fmt::format("'in <string>' requires string as left operand, not {}", type_name(needle)));
-      interp.step(haystack.string.size() / 64);
-      return haystack.string.find(needle.string) != std::string::npos;
+      // A search costs up to a few nanoseconds per byte on inputs like "aaa...ab".
+      interp.charge_decode(haystack.string.size());
+      return find_text(haystack.string, needle.string) != std::string::npos;
     case Type::List:
     case Type::Tuple:
       interp.step(haystack.list->size());
       for (const auto& item : *haystack.list)
-        if (values_equal(item, needle)) return true;
+        if (values_equal(item, needle, interp.meter())) return true;
       return false;
     case Type::Generator:
       for (const auto& item : interp.iterate(haystack))
-        if (values_equal(item, needle)) return true;
+        if (values_equal(item, needle, interp.meter())) return true;
       return false;
     case Type::Dict:
       if (needle.type == Type::List || needle.type == Type::Dict)
         interp.error(fmt::format("unhashable type: '{}'", type_name(needle)));
-      return haystack.dict->find(needle) != nullptr;
+      return haystack.dict->find(needle, interp.meter()) != nullptr;
     default: interp.error(fmt::format("argument of type '{}' is not iterable", type_name(haystack)));
   }
 }
@@ -308,22 +315,33 @@ void Interpreter::install_globals(Scope& scope) {
                                : std::ceil((static_cast<long double>(start) - stop) / -static_cast<long double>(step_n));
     if (n > kMaxRange)
       interp.error("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
+    const int64_t count = n > 0 ? static_cast<int64_t>(n) : 0;
+    interp.step(static_cast<uint64_t>(count));
     std::vector<Value> items;
-    for (int64_t i = 0; i < static_cast<int64_t>(n); ++i) items.push_back(Value::from_int(start + i * step_n));
-    interp.step(items.size());
+    items.reserve(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i) items.push_back(Value::from_int(start + i * step_n));
     return Value::new_list(std::move(items));
   });
   auto fill_dict = [](Interpreter& interp, CallArgs& args, Value& target) {
     if (args.positional.size() > 1) interp.error("expected at most 1 positional argument");
     if (!args.positional.empty()) {
       const Value& src = args.positional[0];
+      // Each pair copied is a step and its strings' bytes; keys other than strings are compared
+      // with every such key already there (charged by Dict::set).
+      auto charge_pair = [&interp](const Value& k, const Value& v) {
+        interp.step(1 + (k.string.size() + v.string.size()) / kBytesPerStep);
+      };
       if (src.type == Type::Dict || src.type == Type::Namespace) {
-        for (const auto& [k, v] : src.dict->items) target.dict->set(k, v);
+        for (const auto& [k, v] : src.dict->items) {
+          charge_pair(k, v);
+          target.dict->set(k, v, interp.meter());
+        }
       } else {
         for (const Value& pair : interp.iterate(src)) {
           if (!pair.is_sequence() || pair.list->size() != 2)
             interp.error("dictionary update sequence element has the wrong length");
-          target.dict->set((*pair.list)[0], (*pair.list)[1]);
+          charge_pair((*pair.list)[0], (*pair.list)[1]);
+          target.dict->set((*pair.list)[0], (*pair.list)[1], interp.meter());
         }
       }
     }
@@ -341,7 +359,7 @@ void Interpreter::install_globals(Scope& scope) {
   });
   scope.vars["joiner"] = Value::function("joiner", [](Interpreter& interp, CallArgs& args) {
     ArgReader reader(interp, args, "joiner");
-    std::string sep = to_str(reader.get(0, "sep", Value::from_string(", ")));
+    std::string sep = to_str(reader.get(0, "sep", Value::from_string(", ")), interp.meter());
     reader.done(1);
     auto used = std::make_shared<bool>(false);
     return Value::function("joiner", [sep, used](Interpreter&, CallArgs&) {
@@ -353,7 +371,7 @@ void Interpreter::install_globals(Scope& scope) {
     });
   });
   scope.vars["raise_exception"] = Value::function("raise_exception", [](Interpreter& interp, CallArgs& args) -> Value {
-    interp.error(args.positional.empty() ? std::string("raise_exception") : to_str(args.positional[0]));
+    interp.error(args.positional.empty() ? std::string("raise_exception") : to_str(args.positional[0], interp.meter()));
   });
   scope.vars["strftime_now"] = Value::function("strftime_now", [](Interpreter& interp, CallArgs& args) {
     ArgReader reader(interp, args, "strftime_now");
@@ -365,12 +383,17 @@ void Interpreter::install_globals(Scope& scope) {
       auto t = static_cast<std::time_t>(*interp.options().fixed_time);
       gmtime_r(&t, &tm);
     } else {
-      std::time_t t = std::time(nullptr);
+      std::time_t t = interp.control().now ? static_cast<std::time_t>(*interp.control().now) : std::time(nullptr);
       localtime_r(&t, &tm);
     }
     if (format.string.empty()) return Value::from_string("");
-    std::vector<char> buf(format.string.size() * 16 + 256);
+    interp.charge_decode(format.string.size());
+    // A conversion expands to at most a few dozen bytes; the buffer stops at the output limit.
+    const uint64_t wanted = static_cast<uint64_t>(format.string.size()) * 16 + 256;
+    const bool capped = wanted > interp.options().max_output_bytes + 1;
+    std::vector<char> buf(capped ? interp.options().max_output_bytes + 1 : wanted);
     size_t n = std::strftime(buf.data(), buf.size(), format.string.c_str(), &tm);
+    if (n == 0 && capped) interp.check_size(buf.size());
     return Value::from_string(std::string(buf.data(), n));
   });
 }

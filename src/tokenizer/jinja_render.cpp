@@ -7,7 +7,12 @@
 
 namespace velocity::jinja {
 
-Interpreter::Interpreter(RenderOptions options) : options_(std::move(options)) {}
+Interpreter::Interpreter(RenderOptions options, RenderControl control)
+    : options_(std::move(options)), control_(control) {
+  meter_.max_steps = options_.max_steps;
+  meter_.max_bytes = options_.max_output_bytes;
+  meter_.cancel = control_.cancel;
+}
 
 Interpreter::~Interpreter() {
   // Macros capture the scope they are defined in, which holds them: clear those scopes (and
@@ -23,15 +28,17 @@ void Interpreter::error(std::string_view message) const {
   fail("template:{}:{}: {}", line_, column_, message);
 }
 
-void Interpreter::step(uint64_t n) {
-  steps_ += n;
-  if (steps_ > options_.max_steps)
-    error(fmt::format("template exceeded the work limit of {} steps", options_.max_steps));
+void Interpreter::charge_items(const std::vector<Value>& items) {
+  uint64_t string_bytes = 0;  // strings, and undefined values' messages
+  for (const Value& item : items) string_bytes += item.string.size();
+  step(items.size() + string_bytes / kBytesPerStep);
 }
 
 void Interpreter::check_size(uint64_t bytes) const {
   if (bytes > options_.max_output_bytes)
     error(fmt::format("template output exceeds the limit of {} bytes", options_.max_output_bytes));
+  if (control_.cancel && control_.cancel->load(std::memory_order_relaxed))
+    throw Cancelled("chat template rendering was cancelled");
 }
 
 void Interpreter::raise_undefined(const Value& v) const {
@@ -45,6 +52,16 @@ Value Interpreter::make_namespace() {
 }
 
 std::string Interpreter::render(const Template& t, const Value& globals) {
+  struct Report {
+    const Interpreter& interp;
+    const std::string* out = nullptr;
+    ~Report() {
+      if (!interp.control_.stats) return;
+      interp.control_.stats->steps = interp.meter_.steps;
+      interp.control_.stats->output_bytes = out ? out->size() : 0;
+    }
+  } report{*this};
+  meter_.check();  // a request cancelled before its render starts
   auto global_scope = std::make_shared<Scope>();
   install_globals(*global_scope);
   if (globals.type == Type::Dict) {
@@ -65,19 +82,28 @@ std::string Interpreter::render(const Template& t, const Value& globals) {
   }
   out_ = nullptr;
   scope_.reset();
+  report.out = &out;
   return out;
 }
 
 void Interpreter::write(std::string_view text) {
+  charge_bytes(text.size());
   check_size(out_->size() + text.size());
   out_->append(text);
 }
 
-Value Interpreter::lookup(const std::string& name) const {
-  for (const Scope* s = scope_.get(); s; s = s->parent.get()) {
+Value Interpreter::lookup(const std::string& name) {
+  // Nested loops and macros make scope chains a few hundred long; a hash lookup in each costs
+  // about a quarter of a step.
+  uint64_t n_scopes = 0;
+  for (const Scope* s = scope_.get(); s; s = s->parent.get(), ++n_scopes) {
     auto it = s->vars.find(name);
-    if (it != s->vars.end()) return it->second;
+    if (it != s->vars.end()) {
+      step(n_scopes / 4);
+      return it->second;
+    }
   }
+  step(n_scopes / 4);
   return Value::undefined("'" + name + "' is undefined");
 }
 
@@ -110,7 +136,7 @@ Interpreter::Flow Interpreter::exec(const Stmt& s) {
     case StmtKind::Print: {
       Value v = eval(*s.expr);
       if (v.is_string()) write(v.string);
-      else write(to_str(v));
+      else write(to_str(v, &meter_));
       break;
     }
     case StmtKind::If:
@@ -134,7 +160,7 @@ Interpreter::Flow Interpreter::exec(const Stmt& s) {
     case StmtKind::CallBlock: {
       Value caller = make_macro(s, /*is_caller=*/true);
       Value v = eval_call(*s.expr, &caller);
-      write(to_str(v));
+      write(to_str(v, &meter_));
       break;
     }
     case StmtKind::FilterBlock: {
@@ -143,7 +169,7 @@ Interpreter::Flow Interpreter::exec(const Stmt& s) {
       filter_subject_ = &body;
       Value v = eval(*s.expr);
       filter_subject_ = saved;
-      write(to_str(v));
+      write(to_str(v, &meter_));
       break;
     }
     case StmtKind::Break: return Flow::Break;
@@ -173,49 +199,120 @@ std::string Interpreter::capture(const std::vector<StmtPtr>& body, std::shared_p
   return buffer;
 }
 
+// Whether `loop` is read anywhere in an expression (a conservative answer is a correct one).
+static bool mentions_loop(const Expr* e) {
+  if (!e) return false;
+  if (e->kind == ExprKind::Name && e->name == "loop") return true;
+  for (const auto& c : e->children)
+    if (mentions_loop(c.get())) return true;
+  for (const auto& [key, value] : e->kwargs)
+    if (mentions_loop(value.get())) return true;
+  return false;
+}
+
+bool Interpreter::body_mentions_loop(const Stmt& for_stmt) {
+  // Statements nested in it (macro bodies, inner loops) count too. Each for statement's answer
+  // is kept, so a render scans every statement of the template at most once, like parsing it.
+  if (auto it = loop_mentioned_.find(&for_stmt); it != loop_mentioned_.end()) return it->second;
+  auto scan = [this](auto& self, const std::vector<StmtPtr>& body) -> bool {
+    bool found = false;
+    for (const auto& s : body) {
+      found = found || mentions_loop(s->expr.get()) || mentions_loop(s->target.get()) || mentions_loop(s->filter.get());
+      for (const auto& d : s->defaults) found = found || mentions_loop(d.get());
+      // An inner loop's own answer is kept for when it runs; keep scanning to record them all.
+      found = (s->kind == StmtKind::For ? body_mentions_loop(*s) : self(self, s->body)) || found;
+      found = self(self, s->else_body) || found;
+    }
+    return found;
+  };
+  const bool found = scan(scan, for_stmt.body);
+  loop_mentioned_[&for_stmt] = found;
+  return found;
+}
+
 Interpreter::Flow Interpreter::exec_for(const Stmt& s) {
   Value iterable = eval(*s.expr);
   if (iterable.type == Type::None || iterable.is_number() || iterable.type == Type::Callable ||
       iterable.type == Type::Namespace)
     error(fmt::format("'{}' object is not iterable", type_name(iterable)));
-  std::vector<Value> items = iterate(iterable);
+  // Lists and tuples never change in place (the sandbox has no append), so the loop walks the
+  // value's own items; each iteration is charged below.
+  std::shared_ptr<const std::vector<Value>> items =
+      iterable.is_sequence() ? iterable.list : std::make_shared<const std::vector<Value>>(iterate(iterable));
   auto outer = scope_;
   struct Restore {
     Interpreter& i;
     std::shared_ptr<Scope> scope;
     ~Restore() { i.scope_ = std::move(scope); }
   } restore{*this, outer};
+  // A fresh scope per iteration (a `set` in the body is local to it), recycled when nothing
+  // (a macro's closure) kept the previous one: `keep` entries are overwritten, not dropped.
+  auto next_scope = [&](size_t keep) {
+    if (scope_ != outer && scope_.use_count() == 1) {
+      if (s.target->kind != ExprKind::Name || scope_->vars.size() > keep) scope_->vars.clear();
+    } else {
+      scope_ = std::make_shared<Scope>(Scope{{}, outer});
+    }
+  };
+  // A copy of an item is a copy of its string's bytes.
+  auto charge_copy = [&](const Value& item) { charge_bytes(item.string.size()); };
   if (s.filter) {
     std::vector<Value> kept;
-    for (auto& item : items) {
-      scope_ = std::make_shared<Scope>(Scope{{}, outer});
+    for (const Value& item : *items) {
+      step();  // an iteration of the loop's filter
+      next_scope(1);
+      charge_copy(item);
       assign(*s.target, item);
-      if (eval(*s.filter).truthy()) kept.push_back(std::move(item));
+      if (eval(*s.filter).truthy()) {
+        charge_copy(item);
+        kept.push_back(item);
+      }
     }
-    items = std::move(kept);
+    items = std::make_shared<const std::vector<Value>>(std::move(kept));
+    scope_ = outer;
   }
-  const auto n = static_cast<int64_t>(items.size());
-  for (int64_t i = 0; i < n; ++i) {
-    scope_ = std::make_shared<Scope>(Scope{{}, outer});
-    Value loop = Value::new_dict();
+  const auto n = static_cast<int64_t>(items->size());
+  // jinja2's LoopContext: one object per loop whose fields follow the iteration, built only when
+  // the body can read it (it costs more than an empty iteration).
+  enum LoopField : size_t { kIndex, kIndex0, kRevindex, kRevindex0, kFirst, kLast };
+  Value loop;
+  auto index0 = std::make_shared<int64_t>(0);
+  if (n > 0 && body_mentions_loop(s)) {
+    loop = Value::new_dict();
     Dict& d = *loop.dict;
-    d.set("index", Value::from_int(i + 1));
-    d.set("index0", Value::from_int(i));
-    d.set("revindex", Value::from_int(n - i));
-    d.set("revindex0", Value::from_int(n - i - 1));
-    d.set("first", Value::from_bool(i == 0));
-    d.set("last", Value::from_bool(i == n - 1));
+    for (const char* field : {"index", "index0", "revindex", "revindex0", "first", "last", "previtem", "nextitem"})
+      d.set(field, Value::none());
+    d.set("cycle", Value::function("cycle", [index0](Interpreter& interp, CallArgs& args) {
+            if (args.positional.empty()) interp.error("no items for cycling given");
+            return args.positional[static_cast<size_t>(*index0) % args.positional.size()];
+          }));
     d.set("length", Value::from_int(n));
     d.set("depth", Value::from_int(1));
     d.set("depth0", Value::from_int(0));
-    if (i > 0) d.set("previtem", items[static_cast<size_t>(i - 1)]);
-    if (i + 1 < n) d.set("nextitem", items[static_cast<size_t>(i + 1)]);
-    d.set("cycle", Value::function("cycle", [i](Interpreter& interp, CallArgs& args) {
-            if (args.positional.empty()) interp.error("no items for cycling given");
-            return args.positional[static_cast<size_t>(i) % args.positional.size()];
-          }));
-    scope_->vars["loop"] = loop;
-    assign(*s.target, items[static_cast<size_t>(i)]);
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    step();  // the iteration itself, so empty bodies count
+    next_scope(loop.dict ? 2 : 1);
+    const Value& item = (*items)[static_cast<size_t>(i)];
+    if (loop.dict) {
+      step(2);  // updating the loop object's fields
+      auto& fields = loop.dict->items;
+      *index0 = i;
+      fields[kIndex].second = Value::from_int(i + 1);
+      fields[kIndex0].second = Value::from_int(i);
+      fields[kRevindex].second = Value::from_int(n - i);
+      fields[kRevindex0].second = Value::from_int(n - i - 1);
+      fields[kFirst].second = Value::from_bool(i == 0);
+      fields[kLast].second = Value::from_bool(i == n - 1);
+      // Through set(), which keeps the dict's nesting depth.
+      if (i > 0) charge_copy((*items)[static_cast<size_t>(i - 1)]);
+      if (i + 1 < n) charge_copy((*items)[static_cast<size_t>(i + 1)]);
+      loop.dict->set("previtem", i > 0 ? (*items)[static_cast<size_t>(i - 1)] : Value::undefined("there is no previous item"));
+      loop.dict->set("nextitem", i + 1 < n ? (*items)[static_cast<size_t>(i + 1)] : Value::undefined("there is no next item"));
+      scope_->vars["loop"] = loop;
+    }
+    charge_copy(item);
+    assign(*s.target, item);
     Flow flow = exec_block(s.body);
     if (flow == Flow::Break) break;
   }
@@ -313,6 +410,14 @@ void Interpreter::exec_macro(const Stmt& s) {
 // ---- expressions ---------------------------------------------------------------------------
 
 Value Interpreter::eval(const Expr& e) {
+  Value v = eval_expression(e);
+  // Strings are values: every expression that yields one has copied it at least once (also an
+  // undefined value's message, which may quote a key of any size).
+  charge_bytes(v.string.size());
+  return v;
+}
+
+Value Interpreter::eval_expression(const Expr& e) {
   DepthScope depth(*this);
   step();
   line_ = e.line;
@@ -337,7 +442,7 @@ Value Interpreter::eval(const Expr& e) {
           column_ = e.column;
           error(fmt::format("unhashable type: '{}'", type_name(key)));
         }
-        d.dict->set(key, std::move(value));
+        d.dict->set(key, std::move(value), &meter_);
       }
       return d;
     }
@@ -405,8 +510,8 @@ Value Interpreter::eval_binary(const Expr& e) {
   line_ = e.line;
   column_ = e.column;
   if (e.name == "~") {
-    std::string s = to_str(left);
-    s += to_str(right);
+    std::string s = to_str(left, &meter_);
+    s += to_str(right, &meter_);
     check_size(s.size());
     return Value::from_string(std::move(s));
   }
@@ -421,18 +526,18 @@ Value Interpreter::eval_compare(const Expr& e) {
     column_ = e.column;
     const std::string& op = e.ops[i];
     bool ok;
-    if (op == "==") ok = values_equal(left, right);
-    else if (op == "!=") ok = !values_equal(left, right);
+    if (op == "==") ok = values_equal(left, right, &meter_);
+    else if (op == "!=") ok = !values_equal(left, right, &meter_);
     else if (op == "in") ok = contains(*this, right, left);
     else if (op == "notin") ok = !contains(*this, right, left);
     else {
       if (left.is_undefined()) raise_undefined(left);
       if (right.is_undefined()) raise_undefined(right);
       try {
-        if (op == "<") ok = values_less(left, right);
-        else if (op == ">") ok = values_less(right, left);
-        else if (op == "<=") ok = !values_less(right, left);
-        else ok = !values_less(left, right);
+        if (op == "<") ok = values_less(left, right, &meter_);
+        else if (op == ">") ok = values_less(right, left, &meter_);
+        else if (op == "<=") ok = !values_less(right, left, &meter_);
+        else ok = !values_less(left, right, &meter_);
       } catch (const Error& err) {
         error(err.what());
       }
@@ -462,10 +567,14 @@ Value Interpreter::eval_call(const Expr& e, const Value* caller) {
 Value Interpreter::call(const Value& callee, CallArgs& args) {
   if (callee.is_undefined()) raise_undefined(callee);
   if (callee.type != Type::Callable) error(fmt::format("'{}' object is not callable", type_name(callee)));
+  // Binding arguments and the callable's own set-up cost a few expressions' worth.
+  step(kCallSteps);
   int line = line_, column = column_;
   Value result = callee.callable->call(*this, args);
   line_ = line;
   column_ = column;
+  // Builtins and methods build their strings outside eval() (map and select call them per item).
+  charge_bytes(result.string.size());
   return result;
 }
 
@@ -511,16 +620,16 @@ Value Interpreter::eval_slice(const Expr& e) {
     }
   };
   if (object.is_string()) {
+    charge_decode(object.string.size());
     std::vector<uint32_t> cps = utf8_decode(object.string);
     std::string out;
-    step(cps.size());
     take(static_cast<int64_t>(cps.size()), [&](size_t i) { utf8_append(out, cps[i]); });
     return Value::from_string(std::move(out));
   }
   if (object.is_sequence()) {
     std::vector<Value> out;
-    step(object.list->size());
     take(static_cast<int64_t>(object.list->size()), [&](size_t i) { out.push_back((*object.list)[i]); });
+    charge_items(out);
     return object.type == Type::List ? Value::new_list(std::move(out)) : Value::new_tuple(std::move(out));
   }
   return Value::undefined(fmt::format("'{}' object is not subscriptable", type_name(object)));
@@ -533,7 +642,7 @@ Value Interpreter::get_attr(const Value& object, const std::string& name) {
   Value method = get_method(*this, object, name);
   if (!method.is_undefined() || !method.string.empty()) return method;
   if (object.type == Type::Dict || object.type == Type::Namespace) {
-    if (const Value* v = object.dict->find(Value::from_string(name))) return *v;
+    if (const Value* v = object.dict->find(Value::from_string(name), &meter_)) return *v;
   }
   return Value::undefined(fmt::format("'{} object' has no attribute '{}'", type_name(object), name));
 }
@@ -542,11 +651,12 @@ Value Interpreter::get_item(const Value& object, const Value& key) {
   if (object.is_undefined()) raise_undefined(object);
   if (object.type == Type::Dict) {
     if (key.type != Type::List && key.type != Type::Dict) {
-      if (const Value* v = object.dict->find(key)) return *v;
+      if (const Value* v = object.dict->find(key, &meter_)) return *v;
     }
   } else if ((object.is_sequence() || object.is_string()) && (key.type == Type::Int || key.type == Type::Bool)) {
     int64_t index = key.type == Type::Bool ? key.boolean : key.integer;
     if (object.is_string()) {
+      charge_decode(object.string.size());
       std::vector<uint32_t> cps = utf8_decode(object.string);
       auto n = static_cast<int64_t>(cps.size());
       if (index < 0) index += n;
@@ -561,28 +671,33 @@ Value Interpreter::get_item(const Value& object, const Value& key) {
       if (index >= 0 && index < n) return (*object.list)[static_cast<size_t>(index)];
     }
   } else if (object.type == Type::Namespace && key.is_string()) {
-    if (const Value* v = object.dict->find(key)) return *v;
+    if (const Value* v = object.dict->find(key, &meter_)) return *v;
   }
   if (key.is_string() && object.type != Type::Namespace) {
     Value method = get_method(*this, object, key.string);
     if (!method.is_undefined() || !method.string.empty()) return method;
   }
-  return Value::undefined(fmt::format("'{} object' has no attribute '{}'", type_name(object), to_str(key)));
+  return Value::undefined(fmt::format("'{} object' has no attribute '{}'", type_name(object), to_str(key, &meter_)));
 }
 
 std::vector<Value> Interpreter::iterate(const Value& v) {
   switch (v.type) {
     case Type::List:
-    case Type::Tuple: return *v.list;
+    case Type::Tuple: charge_items(*v.list); return *v.list;
     case Type::Dict: {
       std::vector<Value> keys;
       keys.reserve(v.dict->items.size());
       for (const auto& [k, val] : v.dict->items) keys.push_back(k);
+      charge_items(keys);
       return keys;
     }
     case Type::String: {
+      charge_decode(v.string.size());
+      const std::vector<uint32_t> cps = utf8_decode(v.string);
+      step(cps.size());  // before building a value per character
       std::vector<Value> chars;
-      for (uint32_t cp : utf8_decode(v.string)) {
+      chars.reserve(cps.size());
+      for (uint32_t cp : cps) {
         std::string c;
         utf8_append(c, cp);
         chars.push_back(Value::from_string(std::move(c)));
@@ -592,6 +707,7 @@ std::vector<Value> Interpreter::iterate(const Value& v) {
     case Type::Generator: {
       std::vector<Value> items = std::move(*v.list);  // a generator runs once
       v.list->clear();
+      charge_items(items);
       return items;
     }
     case Type::Undefined: return {};

@@ -25,8 +25,8 @@ bool compare(Interpreter& interp, const Value& a, const Value& b, const char* op
   if (a.is_undefined()) interp.raise_undefined(a);
   if (b.is_undefined()) interp.raise_undefined(b);
   try {
-    if (op[0] == '<') return op[1] ? !values_less(b, a) : values_less(a, b);
-    return op[1] ? !values_less(a, b) : values_less(b, a);
+    if (op[0] == '<') return op[1] ? !values_less(b, a, interp.meter()) : values_less(a, b, interp.meter());
+    return op[1] ? !values_less(a, b, interp.meter()) : values_less(b, a, interp.meter());
   } catch (const Error& e) {
     interp.error(e.what());
   }
@@ -64,12 +64,12 @@ const std::unordered_map<std::string, Test>& tests() {
       {"lower", [](Interpreter& i, const Value& v, CallArgs& a) {
          no_args(i, a, "lower");
          CallArgs none;
-         return i.call(get_method(i, Value::from_string(to_str(v)), "islower"), none).truthy();
+         return i.call(get_method(i, Value::from_string(to_str(v, i.meter())), "islower"), none).truthy();
        }},
       {"upper", [](Interpreter& i, const Value& v, CallArgs& a) {
          no_args(i, a, "upper");
          CallArgs none;
-         return i.call(get_method(i, Value::from_string(to_str(v)), "isupper"), none).truthy();
+         return i.call(get_method(i, Value::from_string(to_str(v, i.meter())), "isupper"), none).truthy();
        }},
       {"odd", [](Interpreter& i, const Value& v, CallArgs& a) {
          no_args(i, a, "odd");
@@ -95,11 +95,11 @@ const std::unordered_map<std::string, Test>& tests() {
            case Type::Dict:
            case Type::Namespace: return v.dict == other.dict;
            case Type::Callable: return v.callable == other.callable;
-           default: return values_equal(v, other);
+           default: return values_equal(v, other, i.meter());
          }
        }},
-      {"eq", [](Interpreter& i, const Value& v, CallArgs& a) { return values_equal(v, only_arg(i, a, "eq", "other")); }},
-      {"ne", [](Interpreter& i, const Value& v, CallArgs& a) { return !values_equal(v, only_arg(i, a, "ne", "other")); }},
+      {"eq", [](Interpreter& i, const Value& v, CallArgs& a) { return values_equal(v, only_arg(i, a, "eq", "other"), i.meter()); }},
+      {"ne", [](Interpreter& i, const Value& v, CallArgs& a) { return !values_equal(v, only_arg(i, a, "ne", "other"), i.meter()); }},
       {"lt", [](Interpreter& i, const Value& v, CallArgs& a) { return compare(i, v, only_arg(i, a, "lt", "other"), "<"); }},
       {"le", [](Interpreter& i, const Value& v, CallArgs& a) { return compare(i, v, only_arg(i, a, "le", "other"), "<="); }},
       {"gt", [](Interpreter& i, const Value& v, CallArgs& a) { return compare(i, v, only_arg(i, a, "gt", "other"), ">"); }},
@@ -128,6 +128,7 @@ bool apply_test(Interpreter& interp, const std::string& name, const Value& subje
   const char* a = alias(name);
   auto it = tests().find(a ? std::string(a) : name);
   if (it == tests().end()) interp.error(fmt::format("No test named '{}'.", name));
+  interp.step(kCallSteps);
   return it->second(interp, subject, args);
 }
 

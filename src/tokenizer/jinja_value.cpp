@@ -10,6 +10,15 @@
 
 namespace velocity::jinja {
 
+void WorkMeter::check() const {
+  if (steps > max_steps) fail("template exceeded the work limit of {} steps", max_steps);
+  if (cancel && cancel->load(std::memory_order_relaxed)) throw Cancelled("chat template rendering was cancelled");
+}
+
+void WorkMeter::check_bytes(uint64_t n) const {
+  if (n > max_bytes) fail("template output exceeds the limit of {} bytes", max_bytes);
+}
+
 uint32_t nesting(const Value& v) {
   if (v.type == Type::Dict || v.type == Type::Namespace) return v.dict->depth;
   return v.depth;
@@ -21,22 +30,25 @@ static uint32_t checked_depth(uint32_t depth) {
   return depth;
 }
 
-const Value* Dict::find(const Value& key) const {
+size_t Dict::n_other_keys() const { return items.size() - string_index.size(); }
+
+const Value* Dict::find(const Value& key, WorkMeter* meter) const {
   if (key.type == Type::String) {
     auto it = string_index.find(key.string);
     return it == string_index.end() ? nullptr : &items[it->second].second;
   }
+  if (n_other_keys() == 0) return nullptr;
   for (const auto& [k, v] : items) {
-    if (k.type != Type::String && values_equal(k, key)) return &v;
+    if (k.type != Type::String && values_equal(k, key, meter)) return &v;
   }
   return nullptr;
 }
 
-void Dict::set(const Value& key, Value value) {
+void Dict::set(const Value& key, Value value, WorkMeter* meter) {
   depth = std::max(depth, checked_depth(1 + std::max(nesting(key), nesting(value))));
   if (key.type == Type::String) return set(key.string, std::move(value));
   for (auto& [k, v] : items) {
-    if (k.type != Type::String && values_equal(k, key)) {
+    if (k.type != Type::String && values_equal(k, key, meter)) {
       v = std::move(value);
       return;
     }
@@ -233,6 +245,34 @@ size_t utf8_length(std::string_view s) {
   return ascii ? s.size() : utf8_decode(s).size();
 }
 
+size_t find_text(std::string_view haystack, std::string_view needle, size_t from) {
+  if (from > haystack.size()) return std::string_view::npos;
+  if (needle.empty()) return from;
+  // glibc's memmem is the two-way algorithm: O(n + m) whatever the input.
+  const void* hit = memmem(haystack.data() + from, haystack.size() - from, needle.data(), needle.size());
+  return hit ? static_cast<size_t>(static_cast<const char*>(hit) - haystack.data()) : std::string_view::npos;
+}
+
+std::string repeat_text(std::string_view s, size_t n) {
+  const size_t total = s.size() * n;
+  std::string out;
+  out.reserve(total);
+  out.append(s.substr(0, total));
+  while (!out.empty() && out.size() * 2 <= total) out.append(out);
+  out.append(out, 0, total - out.size());
+  return out;
+}
+
+size_t rfind_text(std::string_view haystack, std::string_view needle) {
+  if (needle.size() > haystack.size()) return std::string_view::npos;
+  if (needle.empty()) return haystack.size();
+  // The last occurrence is the first one in the reversed text.
+  std::string reversed_haystack(haystack.rbegin(), haystack.rend());
+  std::string reversed_needle(needle.rbegin(), needle.rend());
+  size_t hit = find_text(reversed_haystack, reversed_needle);
+  return hit == std::string_view::npos ? hit : haystack.size() - hit - needle.size();
+}
+
 bool is_python_space(uint32_t cp) {
   return (cp >= 0x09 && cp <= 0x0d) || (cp >= 0x1c && cp <= 0x20) || cp == 0x85 || cp == 0xa0 ||
          cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 ||
@@ -312,18 +352,25 @@ std::string python_string_repr(std::string_view s) {
   return out;
 }
 
-static void repr_into(std::string& out, const Value& v, int depth);
+static void repr_into(std::string& out, const Value& v, int depth, WorkMeter* meter);
 
-static void str_into(std::string& out, const Value& v, int depth) {
+static void str_into(std::string& out, const Value& v, int depth, WorkMeter* meter) {
   switch (v.type) {
     case Type::Undefined: return;
     case Type::String: out += v.string; return;
-    default: repr_into(out, v, depth);
+    default: repr_into(out, v, depth, meter);
   }
 }
 
-static void repr_into(std::string& out, const Value& v, int depth) {
+// Shared sub-lists make a value's repr exponential in its size ([x, x] nested 40 deep), so every
+// node is charged and the text is bounded as it grows.
+static void repr_into(std::string& out, const Value& v, int depth, WorkMeter* meter) {
   if (depth > kMaxValueDepth) fail("maximum recursion depth exceeded while getting the repr of an object");
+  if (meter) {
+    meter->add(1);
+    if (v.type == Type::String) meter->add_decode(v.string.size());
+    meter->check_bytes(out.size());
+  }
   switch (v.type) {
     case Type::Undefined: out += "Undefined"; return;
     case Type::None: out += "None"; return;
@@ -341,7 +388,7 @@ static void repr_into(std::string& out, const Value& v, int depth) {
       out += tuple ? '(' : '[';
       for (size_t i = 0; i < v.list->size(); ++i) {
         if (i) out += ", ";
-        repr_into(out, (*v.list)[i], depth + 1);
+        repr_into(out, (*v.list)[i], depth + 1, meter);
       }
       if (tuple && v.list->size() == 1) out += ',';
       out += tuple ? ')' : ']';
@@ -353,9 +400,9 @@ static void repr_into(std::string& out, const Value& v, int depth) {
       for (const auto& [k, val] : v.dict->items) {
         if (!first) out += ", ";
         first = false;
-        repr_into(out, k, depth + 1);
+        repr_into(out, k, depth + 1, meter);
         out += ": ";
-        repr_into(out, val, depth + 1);
+        repr_into(out, val, depth + 1, meter);
       }
       out += '}';
       return;
@@ -368,16 +415,18 @@ static void repr_into(std::string& out, const Value& v, int depth) {
   }
 }
 
-std::string to_str(const Value& v) {
+std::string to_str(const Value& v, WorkMeter* meter) {
   if (v.type == Type::String) return v.string;
   std::string out;
-  str_into(out, v, 0);
+  str_into(out, v, 0, meter);
+  if (meter) meter->check_bytes(out.size());
   return out;
 }
 
-std::string to_repr(const Value& v) {
+std::string to_repr(const Value& v, WorkMeter* meter) {
   std::string out;
-  repr_into(out, v, 0);
+  repr_into(out, v, 0, meter);
+  if (meter) meter->check_bytes(out.size());
   return out;
 }
 
@@ -416,8 +465,14 @@ static std::string json_float(double d) {
   return python_float_repr(d);
 }
 
-static void json_into(std::string& out, const Value& v, const JsonOptions& o, int depth) {
+static void json_into(std::string& out, const Value& v, const JsonOptions& o, int depth, WorkMeter* meter) {
   if (depth > kMaxValueDepth) fail("maximum recursion depth exceeded while encoding a JSON object");
+  if (meter) {
+    // As repr: a node and its string per visit, the text bounded as it grows (indentation too).
+    meter->add(1 + static_cast<uint64_t>(o.indent > 0 ? o.indent : 0) * static_cast<uint64_t>(depth) / kBytesPerStep);
+    if (v.type == Type::String) meter->add_decode(v.string.size());
+    meter->check_bytes(out.size());
+  }
   auto newline = [&](int level) {
     if (o.indent < 0) return;
     out.push_back('\n');
@@ -439,7 +494,7 @@ static void json_into(std::string& out, const Value& v, const JsonOptions& o, in
       for (size_t i = 0; i < v.list->size(); ++i) {
         if (i) out += o.item_separator;
         newline(depth + 1);
-        json_into(out, (*v.list)[i], o, depth + 1);
+        json_into(out, (*v.list)[i], o, depth + 1, meter);
       }
       newline(depth);
       out += ']';
@@ -454,7 +509,7 @@ static void json_into(std::string& out, const Value& v, const JsonOptions& o, in
       for (const auto& item : v.dict->items) items.push_back(&item);
       if (o.sort_keys) {
         std::stable_sort(items.begin(), items.end(),
-                         [](auto* a, auto* b) { return values_less(a->first, b->first); });
+                         [meter](auto* a, auto* b) { return values_less(a->first, b->first, meter); });
       }
       out += '{';
       bool first = true;
@@ -464,7 +519,10 @@ static void json_into(std::string& out, const Value& v, const JsonOptions& o, in
         newline(depth + 1);
         const Value& k = item->first;
         switch (k.type) {
-          case Type::String: json_string(out, k.string, o.ensure_ascii); break;
+          case Type::String:
+            if (meter) meter->add_decode(k.string.size());
+            json_string(out, k.string, o.ensure_ascii);
+            break;
           case Type::Int: out += '"' + std::to_string(k.integer) + '"'; break;
           case Type::Float: out += '"' + json_float(k.number) + '"'; break;
           case Type::Bool: out += k.boolean ? "\"true\"" : "\"false\""; break;
@@ -473,7 +531,7 @@ static void json_into(std::string& out, const Value& v, const JsonOptions& o, in
             fail("keys must be str, int, float, bool or None, not {}", type_name(k));
         }
         out += o.key_separator;
-        json_into(out, item->second, o, depth + 1);
+        json_into(out, item->second, o, depth + 1, meter);
       }
       newline(depth);
       out += '}';
@@ -483,16 +541,20 @@ static void json_into(std::string& out, const Value& v, const JsonOptions& o, in
   }
 }
 
-std::string to_json(const Value& v, const JsonOptions& options) {
+std::string to_json(const Value& v, const JsonOptions& options, WorkMeter* meter) {
   std::string out;
-  json_into(out, v, options, 0);
+  json_into(out, v, options, 0, meter);
+  if (meter) meter->check_bytes(out.size());
   return out;
 }
 
 // ---- comparisons -------------------------------------------------------------------------
 
-static bool equal_at(const Value& a, const Value& b, int depth) {
+// Comparisons charge every node and string they visit: two equal values built separately with
+// shared sub-lists compare in time exponential in their size.
+static bool equal_at(const Value& a, const Value& b, int depth, WorkMeter* meter) {
   if (depth > kMaxValueDepth) fail("maximum recursion depth exceeded in comparison");
+  if (meter) meter->add(1 + (a.type == Type::String && b.type == Type::String ? a.string.size() / kBytesPerStep : 0));
   if (a.is_number() && b.is_number()) {
     if (a.type == Type::Float || b.type == Type::Float) return a.as_double() == b.as_double();
     int64_t x = a.type == Type::Bool ? a.boolean : a.integer;
@@ -509,15 +571,15 @@ static bool equal_at(const Value& a, const Value& b, int depth) {
       if (a.list == b.list) return true;
       if (a.list->size() != b.list->size()) return false;
       for (size_t i = 0; i < a.list->size(); ++i)
-        if (!equal_at((*a.list)[i], (*b.list)[i], depth + 1)) return false;
+        if (!equal_at((*a.list)[i], (*b.list)[i], depth + 1, meter)) return false;
       return true;
     }
     case Type::Dict: {
       if (a.dict == b.dict) return true;
       if (a.dict->items.size() != b.dict->items.size()) return false;
       for (const auto& [k, v] : a.dict->items) {
-        const Value* other = b.dict->find(k);
-        if (!other || !equal_at(v, *other, depth + 1)) return false;
+        const Value* other = b.dict->find(k, meter);
+        if (!other || !equal_at(v, *other, depth + 1, meter)) return false;
       }
       return true;
     }
@@ -528,10 +590,11 @@ static bool equal_at(const Value& a, const Value& b, int depth) {
   }
 }
 
-bool values_equal(const Value& a, const Value& b) { return equal_at(a, b, 0); }
+bool values_equal(const Value& a, const Value& b, WorkMeter* meter) { return equal_at(a, b, 0, meter); }
 
-static bool less_at(const Value& a, const Value& b, int depth) {
+static bool less_at(const Value& a, const Value& b, int depth, WorkMeter* meter) {
   if (depth > kMaxValueDepth) fail("maximum recursion depth exceeded in comparison");
+  if (meter) meter->add(1 + (a.type == Type::String && b.type == Type::String ? a.string.size() / kBytesPerStep : 0));
   if (a.is_number() && b.is_number()) {
     if (a.type == Type::Float || b.type == Type::Float) return a.as_double() < b.as_double();
     int64_t x = a.type == Type::Bool ? a.boolean : a.integer;
@@ -544,13 +607,13 @@ static bool less_at(const Value& a, const Value& b, int depth) {
     for (size_t i = 0; i < n; ++i) {
       const Value& x = (*a.list)[i];
       const Value& y = (*b.list)[i];
-      if (!equal_at(x, y, depth + 1)) return less_at(x, y, depth + 1);
+      if (!equal_at(x, y, depth + 1, meter)) return less_at(x, y, depth + 1, meter);
     }
     return a.list->size() < b.list->size();
   }
   fail("'<' not supported between instances of '{}' and '{}'", type_name(a), type_name(b));
 }
 
-bool values_less(const Value& a, const Value& b) { return less_at(a, b, 0); }
+bool values_less(const Value& a, const Value& b, WorkMeter* meter) { return less_at(a, b, 0, meter); }
 
 }  // namespace velocity::jinja

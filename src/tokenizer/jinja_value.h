@@ -4,6 +4,7 @@
 // points (len, indexing, slicing) decode on the fly.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -17,6 +18,36 @@ namespace velocity::jinja {
 
 class Interpreter;
 struct Value;
+
+// Bytes of string work that count as one step: copying, searching, comparing (kBytesPerStep),
+// and decoding to code points, which costs more per byte (kDecodeBytesPerStep).
+inline constexpr uint64_t kBytesPerStep = 64;
+inline constexpr uint64_t kDecodeBytesPerStep = 16;
+
+// The work budget of one render. The interpreter charges a step per statement, expression, loop
+// iteration and container element it touches, and string bytes in blocks (above); the walks over
+// values below (==, <, repr, JSON, dict lookups by non-string keys) charge every node and string
+// they visit, so no single step does unbounded work. A null WorkMeter* means "not counted" (values
+// built outside a render, such as the request context).
+struct WorkMeter {
+  uint64_t steps = 0;
+  uint64_t max_steps = UINT64_MAX;
+  uint64_t max_bytes = UINT64_MAX;            // longest string a walk may build (repr, JSON)
+  const std::atomic<bool>* cancel = nullptr;  // polled every 1024 steps
+
+  // Throws velocity::Error past max_steps, velocity::Cancelled once *cancel is set.
+  void add(uint64_t n) {
+    const uint64_t before = steps;
+    steps = n > UINT64_MAX - steps ? UINT64_MAX : steps + n;
+    if (steps > max_steps || (steps >> 10) != (before >> 10)) check();
+  }
+  void add_bytes(uint64_t n) { add(n / kBytesPerStep); }
+  void add_decode(uint64_t n) { add(n / kDecodeBytesPerStep); }
+  // Throws as add() does (limit first, then the cancel flag).
+  void check() const;
+  // Throws velocity::Error when a built string exceeds max_bytes.
+  void check_bytes(uint64_t n) const;
+};
 
 enum class Type : uint8_t {
   Undefined,  // jinja2.Undefined: prints "", iterates empty, errors on attribute access
@@ -39,9 +70,11 @@ struct Dict {
   uint32_t depth = 1;  // container nesting, for kMaxValueDepth
   std::unordered_map<std::string, size_t> string_index;
 
-  const Value* find(const Value& key) const;
-  void set(const Value& key, Value value);
+  // Keys other than strings are compared one by one, each comparison charged to `meter`.
+  const Value* find(const Value& key, WorkMeter* meter) const;
+  void set(const Value& key, Value value, WorkMeter* meter);
   void set(const std::string& key, Value value);
+  size_t n_other_keys() const;  // keys that are not strings
 };
 
 struct CallArgs {
@@ -92,8 +125,8 @@ struct Value {
 };
 
 // Python str(x) of a value (what {{ x }} prints) and repr(x) (used inside containers).
-std::string to_str(const Value& v);
-std::string to_repr(const Value& v);
+std::string to_str(const Value& v, WorkMeter* meter);
+std::string to_repr(const Value& v, WorkMeter* meter);
 std::string python_float_repr(double d);
 std::string python_string_repr(std::string_view s);
 // Python type name, for error messages ("'int' object ...").
@@ -108,11 +141,11 @@ struct JsonOptions {
   std::string key_separator = ": ";
   bool sort_keys = false;
 };
-std::string to_json(const Value& v, const JsonOptions& options);
+std::string to_json(const Value& v, const JsonOptions& options, WorkMeter* meter);
 
 // Python ==, and ordering (<) that throws velocity::Error on unorderable types.
-bool values_equal(const Value& a, const Value& b);
-bool values_less(const Value& a, const Value& b);
+bool values_equal(const Value& a, const Value& b, WorkMeter* meter);
+bool values_less(const Value& a, const Value& b, WorkMeter* meter);
 
 // UTF-8 helpers with Python code point semantics.
 std::vector<uint32_t> utf8_decode(std::string_view s);
@@ -120,6 +153,12 @@ void utf8_append(std::string& out, uint32_t cp);
 std::string utf8_encode(const std::vector<uint32_t>& cps, size_t begin, size_t end);
 size_t utf8_length(std::string_view s);
 bool is_python_space(uint32_t cp);
+// Byte offset of the first (last) occurrence of `needle` in `haystack` at or after `from`, or
+// npos: linear time in both lengths (std::string::find is O(n*m) on inputs like "aaa...ab").
+size_t find_text(std::string_view haystack, std::string_view needle, size_t from = 0);
+size_t rfind_text(std::string_view haystack, std::string_view needle);
+// `s` repeated `n` times, built by doubling (memcpy speed, not one append per copy).
+std::string repeat_text(std::string_view s, size_t n);
 
 // Nesting limit for containers, so self-built deep structures raise instead of overflowing the
 // stack in the recursive walks (repr, json, ==, destruction).

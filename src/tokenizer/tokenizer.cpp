@@ -1,5 +1,6 @@
 #include "tokenizer/tokenizer.h"
 
+#include <algorithm>
 #include <charconv>
 #include <system_error>
 
@@ -35,13 +36,35 @@ int32_t Tokenizer::token_id(std::string_view text) const {
   return it == token_ids_.end() ? kNoToken : it->second;
 }
 
+int32_t Tokenizer::find_control_texts(std::string_view text, std::vector<TextRange>& out) const {
+  return special_->find_control_texts(text, out);
+}
+
 bool Tokenizer::is_special(int32_t id) const {
   if (id < 0 || id >= n_vocab()) return false;
   const TokenType t = vocab_.types[id];
   return t == TokenType::Control || t == TokenType::Unknown;
 }
 
-void Tokenizer::encode_text(std::string_view text, bool /*first_fragment*/, bool after_special,
+// Polls a cancel flag once per kBytes of input tokenized: one relaxed load per 4 KiB is free next
+// to tokenizing them, and a long prompt stops soon after the flag is set.
+struct Tokenizer::CancelPoll {
+  static constexpr size_t kBytes = 4096;
+  const std::atomic<bool>* flag = nullptr;
+  size_t since_check = 0;
+
+  void add(size_t n_bytes) {
+    since_check += n_bytes;
+    if (since_check < kBytes) return;
+    since_check = 0;
+    check();
+  }
+  void check() const {
+    if (flag && flag->load(std::memory_order_relaxed)) throw Cancelled("tokenization was cancelled");
+  }
+};
+
+void Tokenizer::encode_text(std::string_view text, bool after_special, CancelPoll& poll,
                             std::vector<int32_t>& out) const {
   std::string normalized;
   if (vocab_.normalize_nfc && !nfc_is_quick_yes(text)) {
@@ -52,9 +75,15 @@ void Tokenizer::encode_text(std::string_view text, bool /*first_fragment*/, bool
     thread_local std::vector<std::string_view> pieces;
     pieces.clear();
     pre_->split(text, pieces);
-    for (std::string_view piece : pieces) bpe_->encode_word(piece, out);
+    for (std::string_view piece : pieces) {
+      poll.add(piece.size());
+      bpe_->encode_word(piece, out);
+    }
     return;
   }
+  // One SentencePiece fragment is encoded whole (its merges span it), so polls fall between
+  // fragments.
+  poll.add(text.size());
   // SentencePiece: llama.cpp prefixes a space to text at the start and after every special token.
   std::string escaped;
   if (vocab_.add_space_prefix && after_special) {
@@ -66,12 +95,72 @@ void Tokenizer::encode_text(std::string_view text, bool /*first_fragment*/, bool
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, bool parse_special) const {
+  EncodeOptions options;
+  options.add_special = add_special;
+  options.parse_special = parse_special;
+  return encode(text, options);
+}
+
+namespace {
+
+// Ranges sorted, clamped to `size`, empty ones dropped, overlapping or touching ones merged.
+std::vector<TextRange> normalize_ranges(std::vector<TextRange> ranges, size_t size) {
+  for (TextRange& r : ranges) {
+    r.end = std::min(r.end, size);
+    r.begin = std::min(r.begin, r.end);
+  }
+  std::erase_if(ranges, [](const TextRange& r) { return r.begin == r.end; });
+  std::sort(ranges.begin(), ranges.end(), [](const TextRange& a, const TextRange& b) { return a.begin < b.begin; });
+  std::vector<TextRange> merged;
+  for (const TextRange& r : ranges) {
+    if (!merged.empty() && r.begin <= merged.back().end) merged.back().end = std::max(merged.back().end, r.end);
+    else merged.push_back(r);
+  }
+  return merged;
+}
+
+// utf8_sanitize(text), with `ranges` (normalized, over `text`) moved to the bytes their input
+// became. A boundary inside a replaced subpart or inside a code point widens its range to the
+// whole of it, so the range still covers every byte that came from it.
+std::string sanitize_with_ranges(std::string_view text, std::vector<TextRange>& ranges) {
+  if (ranges.empty() || utf8_is_valid(text)) return utf8_sanitize(text);
+  std::string out;
+  out.reserve(text.size() + 8);
+  std::vector<TextRange> moved = ranges;
+  size_t next_begin = 0, next_end = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t bad = 0;
+    const size_t n = utf8_valid_length(text, pos, &bad);
+    const size_t unit = n > 0 ? n : bad;  // input bytes of this code point or invalid subpart
+    const size_t out_begin = out.size();
+    if (n > 0) out.append(text.substr(pos, n));
+    else append_utf8(out, kReplacementChar);
+    // Boundaries at or inside this unit: a begin moves to its start, an end to its end.
+    for (; next_begin < ranges.size() && ranges[next_begin].begin < pos + unit; ++next_begin)
+      moved[next_begin].begin = out_begin;
+    for (; next_end < ranges.size() && ranges[next_end].end <= pos + unit; ++next_end)
+      moved[next_end].end = out.size();
+    pos += unit;
+  }
+  ranges = normalize_ranges(std::move(moved), out.size());
+  return out;
+}
+
+}  // namespace
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, const EncodeOptions& options) const {
+  CancelPoll poll{options.cancel};
+  poll.check();
+  std::vector<TextRange> plain;
+  if (options.parse_special && !options.plain.empty())
+    plain = normalize_ranges(std::vector<TextRange>(options.plain.begin(), options.plain.end()), text.size());
+  const std::string valid = sanitize_with_ranges(text, plain);
   std::vector<int32_t> out;
-  const std::string valid = utf8_sanitize(text);
-  if (add_special && vocab_.add_bos) out.push_back(vocab_.bos);
+  if (options.add_special && vocab_.add_bos) out.push_back(vocab_.bos);
   thread_local std::vector<Fragment> fragments;
   fragments.clear();
-  special_->split(valid, parse_special, fragments);
+  special_->split(valid, options.parse_special, plain, fragments);
   // Fragments view `valid`; a nested encode on this thread would clobber the thread_local, so
   // take a copy of the (small) fragment list.
   const std::vector<Fragment> frags = fragments;
@@ -81,11 +170,11 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, 
       out.push_back(f.token);
       after_special = true;
     } else {
-      encode_text(f.text, false, after_special, out);
+      encode_text(f.text, after_special, poll, out);
       after_special = false;
     }
   }
-  if (add_special && vocab_.add_eos) out.push_back(vocab_.eos);
+  if (options.add_special && vocab_.add_eos) out.push_back(vocab_.eos);
   return out;
 }
 

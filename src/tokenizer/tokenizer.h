@@ -11,6 +11,7 @@
 // A Tokenizer is immutable after construction; encode/decode may run on many threads at once.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -19,13 +20,24 @@
 #include <vector>
 
 #include "tokenizer/bpe.h"
+#include "tokenizer/special.h"
 #include "tokenizer/vocab.h"
 
 namespace velocity::tokenizer {
 
 class PreTokenizer;
 class SpmModel;
-class SpecialSplitter;
+
+struct EncodeOptions {
+  bool add_special = true;     // BOS / EOS as the vocabulary asks (add_bos / add_eos)
+  bool parse_special = false;  // control tokens written in the text become their ids
+  // Byte ranges of the input (any order, may overlap or be empty) where no control / unknown
+  // token is matched, as with parse_special = false: a chat message's content inside a rendered
+  // template. A token that would overlap one is left as text, tokenized with its neighbours.
+  std::span<const TextRange> plain;
+  // Polled every few KiB of input; once set, encode throws velocity::Cancelled.
+  const std::atomic<bool>* cancel = nullptr;
+};
 
 class Tokenizer {
  public:
@@ -38,6 +50,7 @@ class Tokenizer {
   // parse_special: control tokens written in the text (e.g. "<|im_start|>") become their ids;
   // without it they are tokenized as plain text. User-defined added tokens always match.
   std::vector<int32_t> encode(std::string_view text, bool add_special, bool parse_special) const;
+  std::vector<int32_t> encode(std::string_view text, const EncodeOptions& options) const;
 
   // The bytes a token stands for: byte-level decoded (BPE) or ▁ -> space and <0xXX> -> byte
   // (SPM); control tokens give their text. May be a partial UTF-8 sequence. Empty for a bad id.
@@ -49,9 +62,14 @@ class Tokenizer {
   int32_t n_vocab() const { return static_cast<int32_t>(vocab_.size()); }
   int32_t token_id(std::string_view text) const;  // kNoToken when absent
   bool is_special(int32_t id) const;             // control / unknown: skipped by skip_special
+  // Where the texts of control and unknown tokens occur in `text` (what parse_special would turn
+  // into their ids, were they not overlapped by another match): merged byte ranges, in order.
+  // Returns the first such token's id, or kNoToken when there is none.
+  int32_t find_control_texts(std::string_view text, std::vector<TextRange>& out) const;
 
  private:
-  void encode_text(std::string_view text, bool first_fragment, bool after_special, std::vector<int32_t>& out) const;
+  struct CancelPoll;
+  void encode_text(std::string_view text, bool after_special, CancelPoll& poll, std::vector<int32_t>& out) const;
 
   Vocab vocab_;
   TokenMap token_ids_;

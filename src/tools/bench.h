@@ -47,6 +47,7 @@ struct BenchOptions {
   std::vector<int64_t> batch = {1};       // sequences decoded together (decode tests)
   int repetitions = 5;                    // timed runs per test (>= 1)
   int n_threads = 0;                      // 0: one per online core
+  std::string device;                     // "cpu", "cuda:N"; "": cuda:0 when a GPU is present, else cpu
   DType cache_type_k = DType::F16;
   DType cache_type_v = DType::F16;
   uint64_t bandwidth_bytes = 1ull << 30;  // buffer of the bandwidth measurement; 0: not measured
@@ -67,6 +68,7 @@ struct BenchTest {
   double flops_per_run = 0;        // see the header comment
   double gflops_per_second = 0;    // flops_per_run / mean time
   std::optional<double> bound_fraction;     // tg only, when the bandwidth was measured
+  std::optional<double> peak_fraction;      // pp on a GPU: GFLOP/s over the dense BF16 tensor peak
   std::optional<double> speedup_vs_batch1;  // tg with batch > 1 when the b1 test ran
 };
 
@@ -86,8 +88,9 @@ struct BenchReport {
   int64_t n_ctx = 0;
   DType cache_type_k = DType::F16;
   DType cache_type_v = DType::F16;
-  std::optional<double> bandwidth_bytes_per_second;  // measured in this run
+  std::optional<double> bandwidth_bytes_per_second;  // measured in this run (a GPU: device copy)
   uint64_t bandwidth_buffer_bytes = 0;
+  std::optional<double> tensor_peak_flops;           // a GPU's dense BF16 peak (engine/backend.h)
   std::vector<BenchTest> tests;
 };
 

@@ -35,6 +35,7 @@ struct PerplexityOptions {
   int64_t n_ctx = 512;       // tokens per window (>= 2)
   int64_t stride = 0;        // tokens between window starts; 0: n_ctx
   int n_threads = 0;         // CPU threads; 0: one per online core
+  std::string device;        // "cpu", "cuda:N"; "": cuda:0 when a GPU is present, else cpu
 };
 
 // One window of the plan: text tokens [start, start + length), scoring positions

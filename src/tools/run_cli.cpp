@@ -46,8 +46,9 @@ std::string process_escapes(const std::string& text) {
 
 DType parse_cache_type(const std::string& name) {
   const std::optional<DType> type = dtype_from_name(name);
-  if (!type || (*type != DType::F32 && *type != DType::F16 && *type != DType::Q8_0 && *type != DType::Q4_0))
-    fail("cache type '{}' is not one of f32, f16, q8_0, q4_0", name);
+  if (!type || (*type != DType::F32 && *type != DType::F16 && *type != DType::Q8_0 && *type != DType::Q4_0 &&
+                *type != DType::Q4_1 && *type != DType::Q5_1))
+    fail("cache type '{}' is not one of f32, f16, q8_0, q4_0, q4_1, q5_1", name);
   return *type;
 }
 
@@ -77,6 +78,7 @@ RunReport run_prompt(const RunOptions& options, std::ostream& out) {
   load.cache_type_k = options.cache_type_k;
   load.cache_type_v = options.cache_type_v;
   load.n_threads = options.n_threads;
+  load.placement.device = options.device.empty() ? engine::default_device() : engine::Device::parse(options.device);
   const std::unique_ptr<model::Model> model = model::Model::load(options.model_path, load);
   const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), options.model_path));
 

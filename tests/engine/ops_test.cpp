@@ -220,13 +220,15 @@ void check_attention(const AttentionCase& c) {
   }
   set_cpu_isa_for_testing(std::nullopt);
   // F32 cache: float rounding only. F16: 2^-11 relative per element. Q8_0: 1/254 of a block's
-  // max per element; Q4_0: 1/14 — errors average out over the softmax but scores move by
-  // |q||dk|, so the bounds are loose and checked to be orders apart.
-  const DType worst = c.cache_k == DType::Q4_0 || c.cache_v == DType::Q4_0   ? DType::Q4_0
-                      : c.cache_k == DType::Q8_0 || c.cache_v == DType::Q8_0 ? DType::Q8_0
-                      : c.cache_k == DType::F16 || c.cache_v == DType::F16   ? DType::F16
-                                                                             : DType::F32;
-  const double bound = worst == DType::F32 ? 1e-5 : worst == DType::F16 ? 3e-3 : worst == DType::Q8_0 ? 3e-2 : 0.4;
+  // max per element; Q5_1: 1/62 of a block's range; Q4_0 and Q4_1: 1/16 and 1/30 of it — errors
+  // average out over the softmax but scores move by |q||dk|, so the bounds are loose and checked
+  // to be orders apart.
+  auto is = [&](DType t) { return c.cache_k == t || c.cache_v == t; };
+  const double bound = is(DType::Q4_0) || is(DType::Q4_1) ? 0.4
+                       : is(DType::Q5_1)                  ? 0.2
+                       : is(DType::Q8_0)                  ? 3e-2
+                       : is(DType::F16)                   ? 3e-3
+                                                          : 1e-5;
   EXPECT_LT(max_err / max_ref, bound) << "max_err " << max_err << " max_ref " << max_ref;
 }
 
@@ -239,7 +241,7 @@ std::vector<CpuIsa> available_isas() {
 
 TEST(CpuOps, AttentionMatchesNaiveAcrossSequencesAndSteps) {
   for (CpuIsa isa : available_isas()) {
-    for (DType cache : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
+    for (DType cache : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_1}) {
       for (auto [hd, nh, nkv] : {std::tuple{32, 4, 2}, std::tuple{64, 8, 1}, std::tuple{96, 3, 3}, std::tuple{128, 8, 2}}) {
         SCOPED_TRACE(fmt::format("{} {} hd={} heads={}/{}", cpu_isa_name(isa), dtype_name(cache), hd, nh, nkv));
         check_attention({isa, cache, cache, hd, nh, nkv});
@@ -252,6 +254,8 @@ TEST(CpuOps, AttentionMatchesNaiveAcrossSequencesAndSteps) {
     }
     SCOPED_TRACE(fmt::format("{} k=q8_0 v=f16", cpu_isa_name(isa)));
     check_attention({isa, DType::Q8_0, DType::F16, 64, 4, 2});
+    SCOPED_TRACE(fmt::format("{} k=q4_1 v=q5_1", cpu_isa_name(isa)));
+    check_attention({isa, DType::Q4_1, DType::Q5_1, 64, 4, 2});
   }
 }
 

@@ -58,6 +58,7 @@ slots = 4
 prefill_chunk = 64
 cache_type_k = "q8_0"
 chat_template_file = "template.jinja"
+parse_special_in_content = true
 [model.sampling]
 temperature = 0.2
 top_k = 20
@@ -78,6 +79,7 @@ sampling = { top_p = 0.5, min_p = 0 }
   EXPECT_EQ(a.name, "alpha");
   EXPECT_EQ(a.path, (dir_ / "a.gguf").string());
   EXPECT_EQ(a.device.kind, DeviceSpec::Kind::Cuda);
+  EXPECT_TRUE(a.parse_special_in_content);
   EXPECT_EQ(a.device.index, 1);
   EXPECT_EQ(a.ctx, 8192);
   EXPECT_EQ(a.slots, 4);
@@ -90,7 +92,8 @@ sampling = { top_p = 0.5, min_p = 0 }
   EXPECT_EQ(a.sampling.seed, 42u);
   const ModelEntry& b = c.models[1];
   EXPECT_EQ(b.name, "b");  // the file stem
-  EXPECT_EQ(b.device.kind, DeviceSpec::Kind::Cpu);
+  EXPECT_EQ(b.device.kind, DeviceSpec::Kind::Auto);  // the default: a GPU when there is one
+  EXPECT_FALSE(b.parse_special_in_content);
   EXPECT_EQ(b.max_queue, 3);
   EXPECT_EQ(b.prefill_chunk, 128);  // the default
   EXPECT_FLOAT_EQ(b.sampling.top_p, 0.5f);
@@ -180,6 +183,8 @@ TEST_F(ConfigTest, PublicHostWithKeyOrExplicitOptOut) {
 
 TEST_F(ConfigTest, DeviceSyntax) {
   EXPECT_EQ(parse_device("cpu").kind, DeviceSpec::Kind::Cpu);
+  EXPECT_EQ(parse_device("auto").kind, DeviceSpec::Kind::Auto);
+  EXPECT_EQ(parse_device("auto").to_string(), "auto");
   EXPECT_EQ(parse_device("cuda:0").index, 0);
   EXPECT_EQ(parse_device("cuda:12").index, 12);
   EXPECT_EQ(parse_device("cuda:3").to_string(), "cuda:3");
@@ -247,6 +252,48 @@ TEST_F(ConfigTest, Flags) {
 
   ServeFlags none;
   EXPECT_THROW(config_from_flags(none), Error);
+}
+
+TEST_F(ConfigTest, AllowedHostsAndCorsOrigins) {
+  ServerConfig c = parse(R"(
+[server]
+allowed_hosts = ["gpu-box.lan", "[fe80::1]", "*"]
+cors_origins = ["http://localhost:3000", "https://app.example:8443", "null", "*"]
+[[model]]
+path = "a.gguf"
+)");
+  EXPECT_EQ(c.server.allowed_hosts, (std::vector<std::string>{"gpu-box.lan", "[fe80::1]", "*"}));
+  EXPECT_EQ(c.server.cors_origins.size(), 4u);
+  EXPECT_TRUE(parse("[[model]]\npath = \"a.gguf\"\n").server.cors_origins.empty());
+
+  for (const char* host : {"gpu-box.lan:8080", "http://gpu-box.lan", "", "a b", "fe80::1"}) {
+    const std::string e = error_of(std::string("[server]\nallowed_hosts = [\"") + host + "\"]\n[[model]]\npath = \"a.gguf\"\n");
+    EXPECT_NE(e.find("server.allowed_hosts"), std::string::npos) << host << ": " << e;
+    EXPECT_NE(e.find("serve.toml:2:"), std::string::npos) << e;
+  }
+  for (const char* origin : {"localhost:3000", "http://localhost:3000/", "http://", "http://a/b", "://x"}) {
+    const std::string e = error_of(std::string("[server]\ncors_origins = [\"") + origin + "\"]\n[[model]]\npath = \"a.gguf\"\n");
+    EXPECT_NE(e.find("server.cors_origins"), std::string::npos) << origin << ": " << e;
+  }
+  EXPECT_NE(error_of("[server]\ncors_origins = \"*\"\n[[model]]\npath = \"a.gguf\"\n").find("an array of strings"),
+            std::string::npos);
+
+  // Flags add to the file's lists.
+  write("serve.toml", "[server]\nallowed_hosts = [\"one.lan\"]\n[[model]]\npath = \"a.gguf\"\n");
+  ServeFlags f;
+  f.config_file = (dir_ / "serve.toml").string();
+  f.allowed_hosts = {"two.lan"};
+  f.cors_origins = {"http://localhost:5173"};
+  c = config_from_flags(f);
+  EXPECT_EQ(c.server.allowed_hosts, (std::vector<std::string>{"one.lan", "two.lan"}));
+  EXPECT_EQ(c.server.cors_origins, (std::vector<std::string>{"http://localhost:5173"}));
+  f.cors_origins = {"localhost:5173"};
+  try {
+    config_from_flags(f);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--cors-origin"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

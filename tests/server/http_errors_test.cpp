@@ -94,6 +94,8 @@ TEST(HttpErrors, MalformedRequestTable) {
       {"max_tokens huge", kChat, chat(R"("max_tokens":1000000000000)"), 400, "max_tokens"},
       {"max_tokens string", kChat, chat(R"("max_tokens":"10")"), 400, "max_tokens"},
       {"max_tokens fraction", kChat, chat(R"("max_tokens":1.5)"), 400, "max_tokens"},
+      {"max_tokens integral float", kChat, chat(R"("max_tokens":4.0)"), 400, "max_tokens"},
+      {"n integral float", kChat, chat(R"("n":1.0)"), 400, "n"},
       {"max_completion_tokens negative", kChat, chat(R"("max_completion_tokens":-5)"), 400, "max_completion_tokens"},
       {"temperature negative", kChat, chat(R"("temperature":-0.1)"), 400, "temperature"},
       {"temperature too high", kChat, chat(R"("temperature":2.5)"), 400, "temperature"},
@@ -152,7 +154,10 @@ TEST(HttpErrors, MalformedRequestTable) {
       EXPECT_EQ(e["param"], want) << c.name << ": " << r.body;
     }
   }
-  EXPECT_EQ(server.fake().n_submitted(), 0);  // nothing invalid reached the service
+  // Nothing invalid was accepted: what the HTTP layer can see is refused before submit(); what
+  // only the service can judge (the context length, logit_bias ids against the vocabulary) is
+  // refused by its preparation step, before generation.
+  EXPECT_EQ(server.fake().n_accepted(), 0);
 
   // Bodies over max_body_bytes (64 KiB here): announced by Content-Length (the body is never
   // sent) and as a chunked body that only shows its size while being read.
@@ -256,6 +261,7 @@ TEST(HttpErrors, NotReadyAndQueueFull) {
   Response full = post(server.port, kChat, slow);
   EXPECT_EQ(full.status, 429);
   expect_error_shape(full.body, "429");
+  EXPECT_EQ(full.header("retry-after"), "1");  // clients (and the openai SDKs) back off this long
   t1.join();
   t2.join();
 }

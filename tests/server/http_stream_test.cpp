@@ -158,7 +158,7 @@ void stream_then_disconnect(uint16_t port, const std::string& body, const std::s
   net::io_context ioc;
   tcp::socket socket(ioc);
   socket.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), port));
-  std::string req = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+  std::string req = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: " +
                     std::to_string(body.size()) + "\r\n\r\n" + body;
   net::write(socket, net::buffer(req));
   std::string got;
@@ -238,6 +238,55 @@ TEST(HttpStream, ShutdownCancelsAfterTheGrace) {
   EXPECT_EQ(server.fake().n_cancelled(), 2);
 }
 
+TEST(HttpStream, HealthSays503ToNewConnectionsWhileDraining) {
+  FakeServiceOptions o;
+  o.token_delay = 10ms;
+  TestServer server(TestServer::test_settings(), {o});
+  Response running;
+  std::thread client([&] {
+    running = post(server.port, "/v1/chat/completions", chat_body("__forever__ a", R"("stream":true,"max_tokens":80)"));
+  });
+  for (int i = 0; i < 200 && server.fake().n_in_flight() < 1; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(server.fake().n_in_flight(), 1);
+  std::thread stopper([&] { server.server->shutdown(5s); });
+  // A load balancer polling /health on a new connection sees the drain (not a refused connection).
+  auto new_connection = [&](auto send) {
+    try {
+      return send();
+    } catch (const std::exception&) {  // connection refused
+      return Response{};
+    }
+  };
+  Response health;
+  for (int i = 0; i < 200; ++i) {  // 200 until the drain starts
+    health = new_connection([&] { return get(server.port, "/health"); });
+    if (health.status == 503) break;
+    std::this_thread::sleep_for(5ms);
+  }
+  // A new generation request gets the 503 too; the running one is not disturbed.
+  Response refused = new_connection([&] { return post(server.port, "/v1/chat/completions", chat_body("x")); });
+  stopper.join();
+  client.join();
+  EXPECT_EQ(health.status, 503) << health.body;
+  json h = json::parse(health.body, nullptr, false);
+  ASSERT_TRUE(h.is_object()) << health.body;
+  EXPECT_EQ(h["status"], "draining") << health.body;
+  EXPECT_EQ(h["error"]["code"], "shutting_down") << health.body;
+  EXPECT_EQ(health.header("connection"), "close");
+  EXPECT_EQ(refused.status, 503) << refused.body;
+  EXPECT_NE(refused.body.find("shutting_down"), std::string::npos) << refused.body;
+  Stream s = parse_stream(running.body);
+  EXPECT_TRUE(s.done);
+  EXPECT_EQ(s.finish_reason, "length");
+  EXPECT_EQ(server.fake().n_submitted(), 1);
+  // Once the drain is over nothing is accepted.
+  net::io_context ioc;
+  tcp::socket socket(ioc);
+  beast::error_code ec;
+  socket.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), server.port), ec);
+  EXPECT_TRUE(ec);
+}
+
 TEST(HttpStream, ModelsMetricsRoutingAndKeepAlive) {
   FakeServiceOptions a, b;
   a.name = "alpha";
@@ -258,7 +307,8 @@ TEST(HttpStream, ModelsMetricsRoutingAndKeepAlive) {
   stream.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), server.port));
   for (const char* model : {"beta", "alpha"}) {
     http::request<http::string_body> req(http::verb::post, "/v1/completions", 11);
-    req.set(http::field::host, "x");
+    req.set(http::field::host, "localhost");
+    req.set(http::field::content_type, "application/json");
     req.body() = std::string(R"({"prompt":"p q","model":")") + model + "\"}";
     req.prepare_payload();
     http::write(stream, req);
@@ -289,7 +339,8 @@ TEST(HttpStream, ModelsMetricsRoutingAndKeepAlive) {
 TEST(HttpStream, Http10StreamEndsAtCloseAndExpectContinue) {
   TestServer server;
   std::string body = chat_body("u v", R"("stream":true)");
-  Response r = raw(server.port, "POST /v1/chat/completions HTTP/1.0\r\nContent-Length: " + std::to_string(body.size()) +
+  Response r = raw(server.port, "POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: " +
+                                    std::to_string(body.size()) +
                                     "\r\n\r\n" + body);
   ASSERT_EQ(r.status, 200);
   EXPECT_EQ(r.header("transfer-encoding"), "");
@@ -302,7 +353,8 @@ TEST(HttpStream, Http10StreamEndsAtCloseAndExpectContinue) {
   tcp::socket socket(ioc);
   socket.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), server.port));
   body = chat_body("w");
-  net::write(socket, net::buffer("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+  net::write(socket, net::buffer("POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+                                 "Content-Type: application/json\r\n"
                                  "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n"));
   std::string got;
   char buf[4096];

@@ -89,11 +89,54 @@ TEST(OpenAIRequest, DefaultsFillWhatTheRequestLeavesOut) {
   EXPECT_EQ(make_job(r, d, 1234).sampling.seed, 5u);
 }
 
-TEST(OpenAIRequest, IntegralFloatsAndExtremes) {
+TEST(OpenAIRequest, IntegerExtremes) {
   OpenAIRequest r = parse_request(Endpoint::Completions,
-                                  R"({"model": "m", "prompt": "", "max_tokens": 64.0, "seed": 18446744073709551615})");
+                                  R"({"model": "m", "prompt": "", "max_tokens": 64, "seed": 18446744073709551615})");
   EXPECT_EQ(r.max_tokens, 64);
   EXPECT_EQ(r.seed, UINT64_MAX);
+  r = parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "", "seed": -9223372036854775808})");
+  EXPECT_EQ(r.seed, 1ull << 63);
+}
+
+// OpenAI rejects a decimal number where an integer is due, even an integral one like 4.0.
+TEST(OpenAIRequest, IntegerFieldsRejectDecimalNumbers) {
+  const char* chat = R"({"model": "m", "messages": [{"role": "user", "content": "x"}], )";
+  for (const char* field : {"max_tokens", "max_completion_tokens", "n", "top_k", "seed"}) {
+    for (const char* value : {"4.0", "1.0", "4.5", "1e2"}) {
+      const std::string body = std::string(chat) + "\"" + field + "\": " + value + "}";
+      try {
+        parse_request(Endpoint::ChatCompletions, body);
+        ADD_FAILURE() << "accepted: " << body;
+      } catch (const ApiError& e) {
+        EXPECT_EQ(e.status, 400) << body;
+        EXPECT_EQ(e.param, field) << body;
+        EXPECT_EQ(e.code, "invalid_type") << body;
+        EXPECT_EQ(std::string(e.what()), std::string("Invalid type for '") + field +
+                                             "': expected an integer, but got a decimal number instead.")
+            << body;
+      }
+    }
+  }
+  for (const char* body : {R"({"model": "m", "prompt": "x", "max_tokens": 16.0})",
+                           R"({"model": "m", "prompt": "x", "best_of": 1.0})"}) {
+    try {
+      parse_request(Endpoint::Completions, body);
+      ADD_FAILURE() << "accepted: " << body;
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.code, "invalid_type") << body << " -> " << e.what();
+    }
+  }
+  try {
+    parse_request(Endpoint::ChatCompletions, std::string(chat) + R"("top_logprobs": 0.0})");
+    ADD_FAILURE() << "accepted top_logprobs 0.0";
+  } catch (const ApiError& e) {
+    EXPECT_EQ(e.param, "top_logprobs") << e.what();
+  }
+  // Numbers that are numbers in OpenAI's API keep accepting integers and decimals alike.
+  OpenAIRequest r = parse_request(Endpoint::ChatCompletions,
+                                  std::string(chat) + R"("temperature": 1, "top_p": 1, "logit_bias": {"3": 2.5, "4": 1}})");
+  EXPECT_FLOAT_EQ(*r.temperature, 1.0f);
+  ASSERT_EQ(r.logit_bias.size(), 2u);
 }
 
 struct Bad {

@@ -34,6 +34,8 @@ TEST(ReadmeConfig, TheTwoModelExampleIsValid) {
   EXPECT_EQ(c.models[1].name, "demo");
   EXPECT_FLOAT_EQ(c.models[1].sampling.temperature, 0.7f);
   EXPECT_EQ(c.server.api_keys.size(), 1u);
+  EXPECT_EQ(c.server.allowed_hosts, std::vector<std::string>{"gpu-box.lan"});
+  EXPECT_EQ(c.server.cors_origins, std::vector<std::string>{"http://localhost:3000"});
 }
 
 }  // namespace

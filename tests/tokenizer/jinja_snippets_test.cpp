@@ -65,6 +65,11 @@ const char* const kSnippets[] = {
     "{{ s.split(', ') }}|{{ '  a  b c '.split() }}|{{ 'a,b,,c'.split(',') }}|{{ 'a,b,c'.split(',', 1) }}|{{ 'a,b,c'.rsplit(',', 1) }}|{{ ' a b c '.split(None, 1) }}|{{ ' a b c '.rsplit(None, 1) }}",
     "{{ sp.strip() }}|{{ sp.lstrip() }}|{{ sp.rstrip() }}|{{ 'xxhixx'.strip('x') }}|{{ '<<a>>'.lstrip('<') }}|{{ '\\n\\nt\\n'.strip('\\n') }}",
     "{{ s.replace('l', 'L') }}|{{ s.replace('l', 'L', 2) }}|{{ 'abc'.replace('', '-') }}|{{ s.count('l') }}|{{ '-'.join(['a', 'b']) }}",
+    // searches with overlapping separators (linear-time search, rsplit from the right)
+    "{{ 'aaa'.rsplit('aa', 1) }}|{{ 'aaaa'.rsplit('aa', 1) }}|{{ 'aaaaa'.split('aa') }}|{{ 'aaaa'.count('aa') }}|{{ 'abab'.rfind('ab') }}|{{ 'aXbXc'.rsplit('X', 5) }}|{{ 'aaa'.replace('aa', 'b') }}|{{ 'aa' in 'baaa' }}|{{ 'x' * 5 }}|{{ 'ab'.center(7, '*') }}|{{ '{:*^9}'.format('ab') }}",
+    // the loop object, a filtered loop, a loop kept after it ends, an empty filtered loop
+    "{% set ns = namespace(l=none) %}{% for x in 'abc' if x != 'b' %}{{ loop.index }}{{ loop.revindex0 }}{{ loop.length }}{{ loop.previtem | default('^') }}{{ loop.nextitem | default('$') }}{% set ns.l = loop %}{% endfor %}|{{ ns.l.index }}{{ ns.l.last }}|{% for x in xs if x > 9 %}{{ loop.index }}{% else %}none{% endfor %}",
+    "{{ ['a', 'b'] | sum(start='') }}",
     "{{ ml.splitlines() }}|{{ ml.splitlines(true) }}|{{ '123'.isdigit() }} {{ 'ab'.isalpha() }} {{ '  '.isspace() }} {{ 'ab'.islower() }} {{ ''.isdigit() }}",
     "{{ '{} and {}'.format('a', 1) }}|{{ '{0}{1}{0}'.format('x', 'y') }}|{{ '{name}!'.format(name='n') }}",
     "{{ 'ab'.center(6, '*') }}|{{ 'ab'.ljust(4) }}.|{{ '7'.zfill(3) }}|{{ cjk.split('，') }}",

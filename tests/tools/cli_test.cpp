@@ -1,17 +1,25 @@
 // The real `velocity` binary (VELOCITY_BINARY): exit codes and messages a user sees.
-//   0 success, 1 velocity::Error ("velocity: error: <what>" on stderr), 2 bad command line.
+//   0 success, 1 velocity::Error ("velocity: error: <what>" on stderr), 2 bad command line,
+//   70 a failed internal check ("velocity: internal error: <what> (a bug; please report it)"),
+//   130 `velocity serve` stopped by a second SIGINT/SIGTERM.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include "tools/synth.h"
 
@@ -396,6 +404,86 @@ TEST_F(CliTest, TemplateErrorsNameTheFile) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find(tmpl), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("only user turns"), std::string::npos) << r.err;
+}
+
+// `velocity serve` drains on the first SIGTERM/SIGINT (shutdown_grace_s, 30 s by default); a
+// second one ends the process at once.
+TEST_F(CliTest, ServeSecondSignalExitsAtOnce) {
+  const std::string model = std::string(VELOCITY_SOURCE_DIR) + "/models/demo/demo.gguf";
+  if (!fs::exists(model)) GTEST_SKIP() << model << " is absent";
+  const std::string log_path = path("serve.stderr");
+  std::vector<std::string> args = {VELOCITY_BINARY, "serve", "-m", model, "--port", "0", "-t", "1"};
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (!std::freopen(log_path.c_str(), "w", stderr) || !std::freopen("/dev/null", "w", stdout)) ::_exit(127);
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  struct Reaper {  // a failed assertion must not leave the server running
+    pid_t pid;
+    bool done = false;
+    ~Reaper() {
+      if (!done) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+      }
+    }
+  } reaper{pid};
+  auto exited = [&](std::chrono::milliseconds within, int* status) {
+    const auto deadline = std::chrono::steady_clock::now() + within;
+    do {
+      if (::waitpid(pid, status, WNOHANG) == pid) return reaper.done = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    } while (std::chrono::steady_clock::now() < deadline);
+    return false;
+  };
+
+  // Ready: the port from "listening on http://127.0.0.1:PORT", then the model's "ready" line.
+  int port = 0;
+  std::string log;
+  int status = 0;
+  for (auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);;) {
+    log = read_file(log_path);
+    const size_t at = log.find("listening on http://127.0.0.1:");
+    if (at != std::string::npos && log.find("' ready") != std::string::npos) {
+      port = std::atoi(log.c_str() + at + 30);
+      break;
+    }
+    ASSERT_FALSE(exited(std::chrono::milliseconds(50), &status)) << "velocity serve exited early:\n" << log;
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "velocity serve did not get ready:\n" << log;
+  }
+  ASSERT_GT(port, 0) << log;
+
+  // A request whose body is still coming keeps the drain waiting for the whole grace period.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons((uint16_t)port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const std::string partial = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                              "Content-Length: 1000\r\n\r\n{\"model\": \"demo\", ";
+  ASSERT_EQ(::send(fd, partial.data(), partial.size(), 0), (ssize_t)partial.size());
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the server reads the headers
+
+  ::kill(pid, SIGTERM);
+  for (int i = 0; i < 250 && read_file(log_path).find("draining") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_FALSE(exited(std::chrono::milliseconds(300), &status)) << "the first signal should drain, not exit";
+  const auto second = std::chrono::steady_clock::now();
+  ::kill(pid, SIGTERM);
+  const bool gone = exited(std::chrono::seconds(3), &status);
+  ::close(fd);
+  log = read_file(log_path);
+  ASSERT_TRUE(gone) << "still running 3 s after the second signal:\n" << log;
+  EXPECT_LT(std::chrono::steady_clock::now() - second, std::chrono::seconds(3));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 130) << status;
+  EXPECT_NE(log.find("velocity: second signal; exiting now"), std::string::npos) << log;
 }
 
 }  // namespace

@@ -152,7 +152,7 @@ TEST_F(RunBenchCliTest, RunErrors) {
   EXPECT_EQ(r.exit_code, 2) << r.err;
   r = run({"run", "-m", *model_, "-p", "x", "--top-p", "abc"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  r = run({"run", "-m", *model_, "-p", "x", "--cache-type-k", "q5_1"});
+  r = run({"run", "-m", *model_, "-p", "x", "--cache-type-k", "q6_k"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
 
   r = run({"run", "-m", (*dir_ / "missing.gguf").string(), "-p", "x"});

@@ -16,7 +16,10 @@
 
 namespace velocity::engine::cpu {
 
-bool kv_cache_supports(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::Q8_0 || t == DType::Q4_0; }
+bool kv_cache_supports(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 ||
+         t == DType::Q5_1;
+}
 
 namespace {
 
@@ -34,7 +37,8 @@ KvCache::KvCache(const StepShape& shape, int n_threads) : shape_(shape), kernels
   for (auto [type, dim, which] : {std::tuple{shape.cache_type_k, shape.head_dim_k, "K"},
                                   std::tuple{shape.cache_type_v, shape.head_dim_v, "V"}}) {
     if (!kv_cache_supports(type))
-      fail("KV cache: type {} for {} is not supported (use f32, f16, q8_0 or q4_0)", dtype_name(type), which);
+      fail("KV cache: type {} for {} is not supported (use f32, f16, q8_0, q4_0, q4_1 or q5_1)", dtype_name(type),
+           which);
     if (dim % dtype_block_size(type) != 0)
       fail("KV cache: {} head dim {} is not a multiple of the {} block size {}", which, dim, dtype_name(type),
            dtype_block_size(type));

@@ -1,8 +1,8 @@
 // KV cache storage and causal attention over it, for the CPU backend.
 //
 // Layout: per layer, per slot, per KV head, per position one row of head_dim elements in the
-// cache type (F32, F16, Q8_0 or Q4_0; the same block layouts as weights), K and V with their own
-// types:
+// cache type (F32, F16, Q8_0, Q4_0, Q4_1 or Q5_1; the same block layouts as weights), K and V with
+// their own types:
 //   K[layer][slot][kv_head][pos] : row_bytes(type_k, head_dim_k)
 // so the rows one head attends to are one contiguous run, read front to back (with positions
 // outermost, a head's rows sat a kv-head stride apart and every page boundary stalled the
@@ -21,7 +21,8 @@
 
 namespace velocity::engine::cpu {
 
-// Cache element types the CPU attention reads: F32, F16, Q8_0, Q4_0.
+// Cache element types the CPU attention reads: F32, F16, Q8_0, Q4_0, Q4_1, Q5_1 (the CUDA
+// backend's set: a user coming from llama.cpp may ask for --cache-type-k q4_1).
 bool kv_cache_supports(DType type);
 
 class KvCache {

@@ -39,7 +39,8 @@ struct AttendArgs {
 };
 
 using AttendFn = void (*)(const AttendArgs& args);
-// Writes n floats as one cache row of type t (F32, F16, Q8_0, Q4_0; n whole blocks).
+// Writes n floats as one cache row of type t (F32, F16, Q8_0, Q4_0, Q4_1, Q5_1; n whole
+// blocks).
 using StoreRowFn = void (*)(DType t, const float* x, uint8_t* dst, int64_t n);
 
 struct AttentionKernels {

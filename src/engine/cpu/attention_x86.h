@@ -29,7 +29,7 @@ inline uint16_t load_u16(const uint8_t* p) {
 }
 
 // One 32-element block of Q8_0 (2-byte scale, 32 int8) or Q4_0 (2-byte scale, 16 nibble bytes),
-// written as floats.
+// written as floats (Q4_1 and Q5_1 below).
 inline void q8_0_block_avx2(const uint8_t* b, float* y) {
   const __m256 d = _mm256_set1_ps(fp16_to_fp32(load_u16(b)));
   for (int i = 0; i < 32; i += 8) {
@@ -46,6 +46,38 @@ inline void q4_0_block_avx2(const uint8_t* b, float* y) {
   const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
   for (int i = 0; i < 4; ++i)
     _mm256_storeu_ps(y + 8 * i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[i]))));
+}
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+// Q4_1 (2-byte scale d, 2-byte min m, 16 nibble bytes) and Q5_1 (d, m, 32 fifth bits, 16 nibble
+// bytes): y = q * d + m. q * d is exact in float, so the fused multiply-add rounds once, as the
+// reference's multiply-then-add does: the same floats as dequantize_row.
+inline void q4_1_block_avx2(const uint8_t* b, float* y) {
+  const __m256 d = _mm256_set1_ps(fp16_to_fp32(load_u16(b))), m = _mm256_set1_ps(fp16_to_fp32(load_u16(b + 2)));
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 4));
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  const __m128i lo = _mm_and_si128(raw, m4), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m4);
+  const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+  for (int i = 0; i < 4; ++i)
+    _mm256_storeu_ps(y + 8 * i, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[i])), d, m));
+}
+inline void q5_1_block_avx2(const uint8_t* b, float* y) {
+  const __m256 d = _mm256_set1_ps(fp16_to_fp32(load_u16(b))), m = _mm256_set1_ps(fp16_to_fp32(load_u16(b + 2)));
+  const uint32_t qh = load_u32(b + 4);  // bit j: bit 4 of element j
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 8));
+  const __m128i m4 = _mm_set1_epi8(0x0F);
+  const __m128i lo = _mm_and_si128(raw, m4), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), m4);
+  const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), one = _mm256_set1_epi32(1);
+  for (int i = 0; i < 4; ++i) {
+    const __m256i bits = _mm256_set1_epi32(static_cast<int>(qh >> (8 * i)));
+    const __m256i bit4 = _mm256_and_si256(_mm256_srlv_epi32(bits, lanes), one);
+    const __m256i q = _mm256_or_si256(_mm256_cvtepu8_epi32(parts[i]), _mm256_slli_epi32(bit4, 4));
+    _mm256_storeu_ps(y + 8 * i, _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), d, m));
+  }
 }
 
 const float* load_row_avx2(DType t, const uint8_t* src, float* tmp, int64_t n) {
@@ -64,6 +96,12 @@ const float* load_row_avx2(DType t, const uint8_t* src, float* tmp, int64_t n) {
       return tmp;
     case DType::Q4_0:
       for (int64_t b = 0; b < n / 32; ++b) q4_0_block_avx2(src + 18 * b, tmp + 32 * b);
+      return tmp;
+    case DType::Q4_1:
+      for (int64_t b = 0; b < n / 32; ++b) q4_1_block_avx2(src + 20 * b, tmp + 32 * b);
+      return tmp;
+    case DType::Q5_1:
+      for (int64_t b = 0; b < n / 32; ++b) q5_1_block_avx2(src + 24 * b, tmp + 32 * b);
       return tmp;
     default:
       dequantize_row(t, src, tmp, n);
@@ -176,6 +214,34 @@ const float* load_row_avx512(DType t, const uint8_t* src, float* tmp, int64_t n)
         _mm512_storeu_ps(tmp + 32 * b + 16, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi))));
       }
       return tmp;
+    case DType::Q4_1:
+    case DType::Q5_1: {  // y = q * d + m (one rounding, as q4_1_block_avx2)
+      const bool five = t == DType::Q5_1;
+      const int64_t block_bytes = five ? 24 : 20;
+      const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+      const __m512i one = _mm512_set1_epi32(1);
+      for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* blk = src + block_bytes * b;
+        const __m512 d = _mm512_set1_ps(fp16_to_fp32(load_u16(blk)));
+        const __m512 m = _mm512_set1_ps(fp16_to_fp32(load_u16(blk + 2)));
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + (five ? 8 : 4)));
+        const __m128i m4 = _mm_set1_epi8(0x0F);
+        __m512i lo = _mm512_cvtepu8_epi32(_mm_and_si128(raw, m4));                      // elements 0..15
+        __m512i hi = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(raw, 4), m4));  // elements 16..31
+        if (five) {
+          const uint32_t qh = load_u32(blk + 4);
+          const __m512i qh_lo = _mm512_set1_epi32(static_cast<int>(qh));
+          const __m512i qh_hi = _mm512_set1_epi32(static_cast<int>(qh >> 16));
+          const __m512i b_lo = _mm512_and_si512(_mm512_srlv_epi32(qh_lo, lanes), one);
+          const __m512i b_hi = _mm512_and_si512(_mm512_srlv_epi32(qh_hi, lanes), one);
+          lo = _mm512_or_si512(lo, _mm512_slli_epi32(b_lo, 4));
+          hi = _mm512_or_si512(hi, _mm512_slli_epi32(b_hi, 4));
+        }
+        _mm512_storeu_ps(tmp + 32 * b, _mm512_fmadd_ps(_mm512_cvtepi32_ps(lo), d, m));
+        _mm512_storeu_ps(tmp + 32 * b + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(hi), d, m));
+      }
+      return tmp;
+    }
     default:
       return load_row_avx2(t, src, tmp, n);
   }
