@@ -295,8 +295,8 @@ CLI::App* add_serve(CLI::App& app, ServeArgs& args) {
   cmd->add_option("--prefill-chunk", f.prefill_chunk,
                   "Prompt tokens per step while other requests decode (default 128; smaller: steadier "
                   "inter-token latency, slower first token)");
-  cmd->add_option("--cache-type-k", f.cache_type_k, "KV cache type of K: f32, f16, q8_0, q4_0");
-  cmd->add_option("--cache-type-v", f.cache_type_v, "KV cache type of V: f32, f16, q8_0, q4_0");
+  cmd->add_option("--cache-type-k", f.cache_type_k, "KV cache type of K: f32, f16, q8_0, q4_0, q4_1, q5_1");
+  cmd->add_option("--cache-type-v", f.cache_type_v, "KV cache type of V: f32, f16, q8_0, q4_0, q4_1, q5_1");
   cmd->add_option("--chat-template-file", f.chat_template_file, "Jinja chat template replacing the model's");
   cmd->add_option("--host", f.host, "Address to bind (default 127.0.0.1)");
   cmd->add_option("--port", f.port, "Port (default 8080; 0: any free port)");

@@ -163,6 +163,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   w.count_bytes(mw.output);
   m->arch_->load(w, c);
   w.check_all_used();
+  w.finish_progress();
   m->bytes_per_token_ = w.bytes_per_token();
 
   std::vector<engine::Act> residuals;

@@ -2,7 +2,9 @@
 
 #include <charconv>
 
+#define PCRE2_CODE_UNIT_WIDTH 8
 #include <fmt/format.h>
+#include <pcre2.h>
 
 #include "core/error.h"
 
@@ -24,19 +26,46 @@ engine::Device Placement::layer(int64_t il) const {
   return layers[il];
 }
 
-engine::Device Placement::of(std::string_view name) const {
-  if (compiled_.size() != overrides.size()) {
-    compiled_.clear();
+struct Placement::Compiled {
+  std::vector<std::string> patterns;  // what was compiled: a copy whose overrides changed recompiles
+  std::vector<pcre2_code*> codes;
+
+  explicit Compiled(const std::vector<TensorOverride>& overrides) {
     for (const TensorOverride& o : overrides) {
-      try {
-        compiled_.emplace_back(o.pattern, std::regex::ECMAScript | std::regex::optimize);
-      } catch (const std::regex_error& e) {
-        fail("tensor placement pattern \"{}\" is not a valid regular expression: {}", o.pattern, e.what());
+      int error = 0;
+      PCRE2_SIZE offset = 0;
+      pcre2_code* code =
+          pcre2_compile(reinterpret_cast<PCRE2_SPTR>(o.pattern.data()), o.pattern.size(), 0, &error, &offset, nullptr);
+      if (!code) {
+        PCRE2_UCHAR message[256];
+        pcre2_get_error_message(error, message, sizeof(message));
+        fail("tensor placement pattern \"{}\" is not a valid regular expression (at offset {}): {}", o.pattern, offset,
+             reinterpret_cast<const char*>(message));
       }
+      codes.push_back(code);
+      patterns.push_back(o.pattern);
     }
   }
+  ~Compiled() {
+    for (pcre2_code* c : codes) pcre2_code_free(c);
+  }
+  Compiled(const Compiled&) = delete;
+  Compiled& operator=(const Compiled&) = delete;
+
+  bool matches(size_t i, std::string_view name) const {  // called while loading: a match block per call
+    pcre2_match_data* match = pcre2_match_data_create_from_pattern(codes[i], nullptr);
+    const int rc = pcre2_match(codes[i], reinterpret_cast<PCRE2_SPTR>(name.data()), name.size(), 0, 0, match, nullptr);
+    pcre2_match_data_free(match);
+    return rc >= 0;
+  }
+};
+
+engine::Device Placement::of(std::string_view name) const {
+  bool fresh = compiled_ && compiled_->patterns.size() == overrides.size();
+  for (size_t i = 0; fresh && i < overrides.size(); ++i) fresh = compiled_->patterns[i] == overrides[i].pattern;
+  if (!fresh) compiled_ = std::make_shared<const Compiled>(overrides);
   for (size_t i = 0; i < overrides.size(); ++i)
-    if (std::regex_search(name.begin(), name.end(), compiled_[i])) return overrides[i].device;
+    if (compiled_->matches(i, name)) return overrides[i].device;
   const int64_t il = tensor_layer(name);
   if (il >= 0 && !layers.empty() && il < static_cast<int64_t>(layers.size())) return layers[il];
   return device;

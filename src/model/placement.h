@@ -8,7 +8,7 @@
 //   p.overrides.push_back({"ffn_.*_exps", Device::cpu()});  // experts in host RAM (issue 14)
 #pragma once
 
-#include <regex>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,7 +18,7 @@
 namespace velocity::model {
 
 struct TensorOverride {
-  std::string pattern;     // ECMAScript regex searched in the tensor name
+  std::string pattern;     // regular expression (PCRE2 syntax) searched in the tensor name
   engine::Device device;
 };
 
@@ -36,7 +36,8 @@ struct Placement {
   std::string to_string() const;  // "cuda:0", "layers 0-19 cuda:0, 20-31 cuda:1", ...
 
  private:
-  mutable std::vector<std::regex> compiled_;  // overrides, compiled on first use
+  struct Compiled;  // the override patterns, compiled on first use (PCRE2)
+  mutable std::shared_ptr<const Compiled> compiled_;
 };
 
 // The layer index of a "blk.<il>.<rest>" tensor name, or -1.

@@ -3,11 +3,53 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
+#include <chrono>
 #include <vector>
 
 #include "core/error.h"
+#include "core/log.h"
 
 namespace velocity::model {
+
+namespace {
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+Weights::Weights(const gguf::File& file, const Placement& placement, std::vector<engine::Backend*> backends)
+    : file_(file), placement_(placement), backends_(std::move(backends)) {
+  for (const gguf::TensorInfo& t : file_.tensors())
+    if (placement_.of(t.name).kind != engine::Device::Kind::Cpu) progress_.total += t.n_bytes;
+  for (const engine::Device& d : placement_.devices())
+    if (d.kind != engine::Device::Kind::Cpu) progress_.devices += (progress_.devices.empty() ? "" : ", ") + d.to_string();
+  progress_.start = progress_.last = now_seconds();
+}
+
+engine::Weight Weights::upload(const gguf::TensorInfo& t, engine::Device device) {
+  engine::Weight w = backend(device).upload(t.name, t.type, t.shape, t.data);
+  if (device.kind == engine::Device::Kind::Cpu || progress_.total == 0) return w;
+  progress_.done += t.n_bytes;
+  const double now = now_seconds();
+  if (progress_.done - progress_.last_done >= progress_.total / 10 && now - progress_.last >= 1.0 &&
+      progress_.done < progress_.total) {
+    log_line(fmt::format("loading {}: {:.1f} of {:.1f} GB copied to {} ({:.0f}%)", file_.shards().at(0).path,
+                         static_cast<double>(progress_.done) / 1e9, static_cast<double>(progress_.total) / 1e9,
+                         progress_.devices, 100.0 * static_cast<double>(progress_.done) / static_cast<double>(progress_.total)));
+    progress_.last = now;
+    progress_.last_done = progress_.done;
+  }
+  return w;
+}
+
+void Weights::finish_progress() {
+  if (progress_.total == 0) return;
+  const double seconds = now_seconds() - progress_.start;
+  log_line(fmt::format("loaded {}: {:.2f} GB on {} in {:.1f} s ({:.1f} GB/s)", file_.shards().at(0).path,
+                       static_cast<double>(progress_.done) / 1e9, progress_.devices, seconds,
+                       static_cast<double>(progress_.done) / 1e9 / std::max(seconds, 1e-9)));
+}
 
 std::string Weights::layer(int64_t il, const char* suffix) { return fmt::format("blk.{}.{}", il, suffix); }
 
@@ -28,7 +70,7 @@ engine::Weight Weights::take(const gguf::TensorInfo& t, std::initializer_list<in
     fail("{}: the placement puts tensor {} on {} but layer {} runs on {}: a layer's tensors share its device", file_.shards().at(0).path,
          t.name, device.to_string(), il, placement_.layer(il).to_string());
   used_.insert(t.name);
-  return backend(device).upload(t.name, t.type, t.shape, t.data);
+  return upload(t, device);
 }
 
 engine::Weight Weights::get(const std::string& name, std::initializer_list<int64_t> shape) {
@@ -54,7 +96,7 @@ engine::Weight Weights::on_device(const std::string& name, std::initializer_list
          fmt::join(t->shape, ", "));
   if (!t->data) fail("{}: tensor {} has no data (a header-only file cannot be run)", file_.shards().at(0).path, t->name);
   used_.insert(t->name);
-  engine::Weight w = backend(device).upload(t->name, t->type, t->shape, t->data);
+  engine::Weight w = upload(*t, device);
   shared_.emplace_back(key, w);
   return w;
 }

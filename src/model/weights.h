@@ -19,8 +19,9 @@ namespace velocity::model {
 class Weights {
  public:
   // backends: one for each device of the placement.
-  Weights(const gguf::File& file, const Placement& placement, std::vector<engine::Backend*> backends)
-      : file_(file), placement_(placement), backends_(std::move(backends)) {}
+  // A load that copies to a GPU logs its progress (a line every ~10% of the bytes, at most one a
+  // second, and one at the end with the rate): a 40 GB model takes a while to come off the disk.
+  Weights(const gguf::File& file, const Placement& placement, std::vector<engine::Backend*> backends);
 
   // A tensor that must exist, with this shape (GGUF order).
   engine::Weight get(const std::string& name, std::initializer_list<int64_t> shape);
@@ -37,6 +38,8 @@ class Weights {
   // Every tensor in the file must have been taken (an unused tensor means the file is not what
   // the architecture expects). Error listing the first few unused names.
   void check_all_used() const;
+  // The closing progress line (when anything went to a GPU).
+  void finish_progress();
 
   // Decode-token bytes: every dense weight counts in full; for expert tensors the caller passes
   // the fraction of experts used.
@@ -48,12 +51,19 @@ class Weights {
 
  private:
   engine::Weight take(const gguf::TensorInfo& t, std::initializer_list<int64_t> shape, engine::Device device);
+  engine::Weight upload(const gguf::TensorInfo& t, engine::Device device);
   const gguf::File& file_;
   const Placement& placement_;
   std::vector<engine::Backend*> backends_;
   std::set<std::string> used_;
   std::vector<std::pair<std::string, engine::Weight>> shared_;  // on_device copies
   double bytes_per_token_ = 0;
+  struct Progress {
+    uint64_t total = 0, done = 0;  // bytes bound for devices other than the CPU
+    double start = 0, last = 0;    // seconds (steady clock)
+    uint64_t last_done = 0;
+    std::string devices;
+  } progress_;
 };
 
 }  // namespace velocity::model

@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <iostream>
 #include <limits>
 #include <optional>
 
+#include "core/log.h"
 #include "runtime/generate.h"
 #include "runtime/stop_strings.h"
 #include "tokenizer/stream_decode.h"
@@ -239,7 +239,7 @@ void Scheduler::fail_device(const std::string& what) {
     failure_ = what;
     queued.swap(queue_);
   }
-  std::cerr << fmt::format("velocity: the device failed; this model stops serving: {}\n", what);
+  log_line(fmt::format("the device failed; this model stops serving: {}", what));
   const std::string message = "the device failed: " + what;
   for (Slot& s : slots_) {
     kv_tokens_ -= static_cast<int64_t>(s.cached.size());

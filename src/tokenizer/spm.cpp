@@ -50,7 +50,7 @@ struct Candidate {
 
 void SpmModel::encode(std::string_view text, std::vector<int32_t>& out) const {
   if (text.empty()) return;
-  VELOCITY_CHECK(text.size() < UINT32_MAX, "SPM input of {} bytes is too long", text.size());
+  if (text.size() >= UINT32_MAX) fail("SPM input of {} bytes is too long", text.size());
   thread_local std::vector<Symbol> symbols;
   thread_local std::vector<Candidate> heap;
   symbols.clear();

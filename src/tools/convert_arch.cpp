@@ -34,7 +34,7 @@ namespace velocity::tools::convert {
 namespace {
 
 gguf::Value u32(int64_t v) {
-  VELOCITY_CHECK(v >= 0 && v <= 0xffffffffll, "{} does not fit UINT32", v);
+  if (v < 0 || v > 0xffffffffll) fail("{} does not fit UINT32", v);
   return gguf::Value::scalar<uint32_t>(static_cast<uint32_t>(v));
 }
 gguf::Value f32(float v) { return gguf::Value::scalar<float>(v); }

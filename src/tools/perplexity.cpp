@@ -217,7 +217,7 @@ PerplexityReport run_perplexity(const PerplexityOptions& options, std::ostream* 
       size_t row = 0;
       for (int64_t p = std::max(c0, first_logit); p < c1 && p <= last_logit; ++p, ++row) {
         const size_t target = static_cast<size_t>(window[static_cast<size_t>(p + 1)]);
-        VELOCITY_CHECK(target < n_vocab, "token id {} of the text is outside the vocabulary ({})", target, n_vocab);
+        if (target >= n_vocab) fail("token id {} of the text is outside the vocabulary ({})", target, n_vocab);
         const std::span<const float> logits = rows.subspan(row * n_vocab, n_vocab);
         const double lse = log_sum_exp(logits);
         nll_model.add(lse - static_cast<double>(logits[target]));

@@ -63,7 +63,7 @@ std::string apply_chat_template(const tokenizer::Vocab& vocab, const std::string
 // backslash stays as written.
 std::string process_escapes(const std::string& text);
 
-// A KV cache type from a flag value: f32, f16, q8_0, q4_0 (any case); Error otherwise.
+// A KV cache type from a flag value: f32, f16, q8_0, q4_0, q4_1, q5_1 (any case); Error otherwise.
 DType parse_cache_type(const std::string& name);
 
 }  // namespace velocity::tools

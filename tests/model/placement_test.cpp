@@ -112,5 +112,36 @@ TEST(Placement, TensorLayerOfNames) {
   EXPECT_EQ(tensor_layer("output.weight"), -1);
 }
 
+TEST(Placement, OverridesFirstMatchThenLayersThenDefault) {
+  const engine::Device cpu1{engine::Device::Kind::Cpu, 1}, cpu2{engine::Device::Kind::Cpu, 2};
+  Placement p;
+  p.layers = {engine::Device::cpu(), cpu1};
+  p.overrides.push_back({"ffn_(up|gate)_exps", cpu2});
+  p.overrides.push_back({"^output", cpu1});
+  EXPECT_EQ(p.of("blk.0.ffn_up_exps.weight"), cpu2);
+  EXPECT_EQ(p.of("blk.1.ffn_gate_exps.weight"), cpu2);
+  EXPECT_EQ(p.of("blk.1.ffn_down_exps.weight"), cpu1);  // its layer
+  EXPECT_EQ(p.of("blk.0.attn_q.weight"), engine::Device::cpu());
+  EXPECT_EQ(p.of("output.weight"), cpu1);
+  EXPECT_EQ(p.of("token_embd.weight"), engine::Device::cpu());
+  Placement q = p;  // a copy with other patterns recompiles them
+  q.overrides[0].pattern = "attn_q";
+  EXPECT_EQ(q.of("blk.0.attn_q.weight"), cpu2);
+  EXPECT_EQ(q.of("blk.0.ffn_up_exps.weight"), engine::Device::cpu());
+  EXPECT_EQ(p.of("blk.0.ffn_up_exps.weight"), cpu2);
+}
+
+TEST(Placement, InvalidPatternIsAClearError) {
+  Placement p;
+  p.overrides.push_back({"ffn_(up", engine::Device::cpu()});
+  try {
+    p.of("blk.0.ffn_up.weight");
+    FAIL() << "an unbalanced pattern compiled";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("\"ffn_(up\" is not a valid regular expression"), std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace velocity::model
