@@ -111,6 +111,9 @@ CLI::App* add_template(CLI::App& app, velocity::tools::TemplateOptions& options)
   CLI::App* cmd = app.add_subcommand("template", "Render a chat template over a conversation, as the model's tokenizer would");
   cmd->add_option("-m,--model", options.model, "GGUF model (its tokenizer.chat_template, BOS and EOS)");
   cmd->add_option("--template", options.template_file, "Jinja template file (overrides the model's)");
+  cmd->add_option("--chat-template", options.chat_template,
+                  "Built-in template: chatml, llama3, ... (overrides the model's)")
+      ->excludes("--template");
   cmd->add_option("--messages", options.messages_file,
                   "JSON file: an array of messages, or an object of template variables with \"messages\"")
       ->required();
@@ -216,6 +219,9 @@ CLI::App* add_run(CLI::App& app, RunArgs& args) {
   cmd->add_option("--stop", o.stop, "Stop string (repeatable); not printed")->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_flag("-e,--escape", args.escape, "Process escapes (\\n, \\t, \\\\, \\\", \\') in the prompt and stop strings");
   cmd->add_flag("--chat", o.chat, "Apply the model's chat template to the prompt (one user message)");
+  cmd->add_option("--chat-template", o.chat_template,
+                  "With --chat: a built-in template (chatml, llama3, ...) instead of the model's")
+      ->needs("--chat");
   cmd->add_flag("--ignore-eos", o.ignore_eos, "Do not stop at end-of-generation tokens");
   cmd->add_flag("--special", o.print_special, "Print control tokens (<|im_start|> ...) as text");
   cmd->add_option("-c,--ctx", o.n_ctx, "Context length (0: the model's, at most 4096)")->capture_default_str()
@@ -298,6 +304,9 @@ CLI::App* add_serve(CLI::App& app, ServeArgs& args) {
   cmd->add_option("--cache-type-k", f.cache_type_k, "KV cache type of K: f32, f16, q8_0, q4_0, q4_1, q5_1");
   cmd->add_option("--cache-type-v", f.cache_type_v, "KV cache type of V: f32, f16, q8_0, q4_0, q4_1, q5_1");
   cmd->add_option("--chat-template-file", f.chat_template_file, "Jinja chat template replacing the model's");
+  cmd->add_option("--chat-template", f.chat_template,
+                  "Built-in chat template (chatml, llama3, ...) replacing the model's")
+      ->excludes("--chat-template-file");
   cmd->add_option("--host", f.host, "Address to bind (default 127.0.0.1)");
   cmd->add_option("--port", f.port, "Port (default 8080; 0: any free port)");
   cmd->add_option("--api-key", f.api_keys, "Accepted API key (repeatable); required off loopback")
@@ -398,6 +407,27 @@ void run_perplexity(const PerplexityArgs& args) {
   }
 }
 
+// Every option takes one value per occurrence (repeat the flag for several), and a value that is
+// another option of the same command is an error: CLI11 would otherwise let `--api-key --port 9`
+// take "--port" as the key and leave the port at its default.
+void one_value_each(CLI::App& cmd) {
+  for (CLI::Option* opt : cmd.get_options()) {
+    if (opt->get_type_size_max() == 0 || opt->get_expected_max() == 0) continue;  // a flag
+    if (opt->get_items_expected_max() > 1) opt->allow_extra_args(false);  // -p 512 128: "128" is not -p's
+    CLI::App* owner = &cmd;
+    opt->check(CLI::Validator(
+        [owner, opt](std::string& value) -> std::string {
+          if (value.size() < 2 || value[0] != '-') return {};
+          const std::string name = value.substr(0, value.find('='));
+          if (!owner->get_option_no_throw(name) && !(name == "--help" || name == "-h")) return {};
+          return "needs a value, but " + name + " follows it (" + opt->get_name() + " " + name +
+                 ": give the value first, or repeat " + opt->get_name() + " for several values)";
+        },
+        "", "not another option"));
+  }
+  for (CLI::App* sub : cmd.get_subcommands({})) one_value_each(*sub);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -422,6 +452,7 @@ int main(int argc, char** argv) {
   CLI::App* perplexity_cmd = add_perplexity(app, perplexity_args);
   ServeArgs serve_args;
   CLI::App* serve_cmd = add_serve(app, serve_args);
+  one_value_each(app);
   try {
     app.parse(argc, argv);
     if (inspect_cmd->parsed()) run_inspect(inspect_args);

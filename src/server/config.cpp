@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "tokenizer/builtin_templates.h"
 
 namespace velocity::server {
 
@@ -285,6 +286,13 @@ void validate_with(ServerConfig& config, const Locator& at) {
     if (!valid_cache_type(m.cache_type_v)) bad(p + ".cache_type_v", fmt::format("unknown type '{}'", m.cache_type_v));
     if (!m.chat_template.empty() && !m.chat_template_file.empty())
       bad(p + ".chat_template", "give chat_template or chat_template_file, not both");
+    if (!m.chat_template.empty()) {
+      try {
+        tokenizer::resolve_chat_template(m.chat_template);
+      } catch (const Error& e) {
+        bad(p + ".chat_template", e.what());
+      }
+    }
     if (!m.chat_template_file.empty() && !fs::exists(m.chat_template_file, ec))
       bad(p + ".chat_template_file", fmt::format("'{}' does not exist", m.chat_template_file));
     const SamplingDefaults& d = m.sampling;
@@ -439,12 +447,14 @@ ServerConfig config_from_flags(const ServeFlags& flags) {
       {"model[0].name", "--name"},        {"model[0].ctx", "--ctx"},
       {"model[0].slots", "--slots"},      {"model[0].prefill_chunk", "--prefill-chunk"},
       {"model[0].cache_type_k", "--cache-type-k"},
-      {"model[0].cache_type_v", "--cache-type-v"}, {"model[0].chat_template_file", "--chat-template-file"},
+      {"model[0].cache_type_v", "--cache-type-v"}, {"model[0].chat_template", "--chat-template"},
+      {"model[0].chat_template_file", "--chat-template-file"},
       {"model[0].sampling.temperature", "--temperature"}, {"model[0].sampling.top_p", "--top-p"},
       {"model[0].sampling.top_k", "--top-k"}, {"model[0].sampling.min_p", "--min-p"},
       {"model[0].sampling.repeat_penalty", "--repeat-penalty"}};
   bool model_flags = !flags.model_path.empty() || !flags.model_name.empty() || flags.ctx || flags.slots || flags.prefill_chunk ||
-                     !flags.cache_type_k.empty() || !flags.cache_type_v.empty() || !flags.chat_template_file.empty() ||
+                     !flags.cache_type_k.empty() || !flags.cache_type_v.empty() || !flags.chat_template.empty() ||
+                     !flags.chat_template_file.empty() ||
                      flags.temperature || flags.top_p || flags.min_p || flags.repeat_penalty || flags.top_k ||
                      flags.seed || flags.device != "auto";
   ServerConfig config;
@@ -466,6 +476,7 @@ ServerConfig config_from_flags(const ServeFlags& flags) {
     if (flags.prefill_chunk) m.prefill_chunk = *flags.prefill_chunk;
     if (!flags.cache_type_k.empty()) m.cache_type_k = flags.cache_type_k;
     if (!flags.cache_type_v.empty()) m.cache_type_v = flags.cache_type_v;
+    m.chat_template = flags.chat_template;
     m.chat_template_file = flags.chat_template_file;
     if (flags.temperature) m.sampling.temperature = *flags.temperature;
     if (flags.top_p) m.sampling.top_p = *flags.top_p;

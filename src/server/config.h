@@ -67,7 +67,8 @@ struct ModelEntry {
                                       // with finish_reason "length"; 0 = no limit
   std::string cache_type_k = "f16";   // KV cache element type: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 iq4_nl
   std::string cache_type_v = "f16";
-  std::string chat_template;          // inline Jinja source overriding the GGUF's; "" = the GGUF's
+  std::string chat_template;          // overrides the GGUF's: a built-in template's name ("chatml",
+                                      // tokenizer/builtin_templates.h) or inline Jinja; "" = the GGUF's
   std::string chat_template_file;     // or a file holding it (read at load); at most one of the two
   // Control-token text inside message content ("<|eot_id|>") becomes control tokens, so a user
   // can forge turns and roles (llama.cpp's and transformers' behaviour). Off by default: content
@@ -132,6 +133,7 @@ struct ServeFlags {
   std::optional<int32_t> slots;            // --slots
   std::optional<int32_t> prefill_chunk;    // --prefill-chunk
   std::string cache_type_k, cache_type_v;  // --cache-type-k / -v ("" = default)
+  std::string chat_template;               // --chat-template (a built-in name or Jinja)
   std::string chat_template_file;          // --chat-template-file
   std::optional<float> temperature, top_p, min_p, repeat_penalty;
   std::optional<int32_t> top_k;

@@ -7,6 +7,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "tokenizer/builtin_templates.h"
 #include "tokenizer/chat_prompt.h"
 
 namespace velocity::server {
@@ -122,7 +123,7 @@ void EngineService::load() {
     model_ = model::Model::load(entry_.path, o);
     tokenizer_ = std::make_unique<tokenizer::Tokenizer>(tokenizer::Vocab::from_gguf(model_->file(), entry_.path));
     std::string source = tokenizer_->vocab().chat_template;
-    if (!entry_.chat_template.empty()) source = entry_.chat_template;
+    if (!entry_.chat_template.empty()) source = tokenizer::resolve_chat_template(entry_.chat_template);
     if (!entry_.chat_template_file.empty()) {
       std::ifstream in(entry_.chat_template_file, std::ios::binary);
       if (!in) fail("{}: cannot read the chat template file", entry_.chat_template_file);

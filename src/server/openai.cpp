@@ -100,6 +100,22 @@ std::optional<int64_t> integer_in(const json& object, const char* key, int64_t l
 }
 
 void reject_unsupported(Endpoint endpoint, const json& j) {
+  // Constrained output and tool calls: a client that sends them parses what comes back as JSON or
+  // as tool calls, so plain text would fail it later and less clearly.
+  if (const json* v = field(j, "response_format");
+      v && !(v->is_object() && v->contains("type") && (*v)["type"] == "text"))
+    unsupported("response_format", "is not supported yet (no structured output); send {\"type\": \"text\"} or omit it.");
+  for (const char* key : {"grammar", "json_schema"})
+    if (const json* v = field(j, key); v && !v->is_null() && !(v->is_string() && v->get_ref<const std::string&>().empty()))
+      unsupported(key, "is not supported yet (no constrained output); omit it.");
+  if (const json* v = field(j, "tools"); v && !v->is_null() && !(v->is_array() && v->empty()))
+    unsupported("tools", "is not supported yet (no tool calls); omit it.");
+  if (const json* v = field(j, "functions"); v && !v->is_null() && !(v->is_array() && v->empty()))
+    unsupported("functions", "is not supported yet (no function calls); omit it.");
+  if (const json* v = field(j, "tool_choice"); v && !v->is_null() && !(v->is_string() && *v == "none"))
+    unsupported("tool_choice", "is not supported yet (no tool calls); send \"none\" or omit it.");
+  if (const json* v = field(j, "function_call"); v && !v->is_null() && !(v->is_string() && *v == "none"))
+    unsupported("function_call", "is not supported yet (no function calls); send \"none\" or omit it.");
   if (endpoint == Endpoint::ChatCompletions) {
     if (const json* v = field(j, "logprobs"); v && !(v->is_boolean() && !v->get<bool>()))
       unsupported("logprobs", "is not supported yet (log probabilities are not returned); send false or omit it.");
@@ -275,11 +291,12 @@ OpenAIRequest parse_request(Endpoint endpoint, std::string_view body) {
 
   OpenAIRequest r;
   r.endpoint = endpoint;
-  const json* model = field(j, "model");
-  if (!model) throw ApiError::bad_request("Missing required parameter: 'model'.", "model", "missing_required_parameter");
-  if (!model->is_string()) invalid_type("model", "a string", *model);
-  r.model = model->get<std::string>();
-  if (r.model.empty()) invalid_value("model", "must not be empty.");
+  // Absent: the server's only model (routes.cpp); curl users often leave it out.
+  if (const json* model = field(j, "model")) {
+    if (!model->is_string()) invalid_type("model", "a string", *model);
+    r.model = model->get<std::string>();
+    if (r.model.empty()) invalid_value("model", "must not be empty.");
+  }
 
   if (endpoint == Endpoint::ChatCompletions) {
     r.messages = parse_messages(j);

@@ -308,6 +308,15 @@ void Session::handle_request() {
 
 void Session::handle_generation(Endpoint endpoint) {
   OpenAIRequest request = parse_request(endpoint, request_.body());
+  if (request.model.empty()) {
+    if (state_.models.size() != 1) {
+      std::string names;
+      for (const auto& m : state_.models) names += (names.empty() ? "" : ", ") + m->name();
+      throw ApiError::bad_request("Missing required parameter: 'model' (this server serves " + names + ").", "model",
+                                  "missing_required_parameter");
+    }
+    request.model = state_.models.front()->name();
+  }
   auto it = state_.by_name.find(request.model);
   if (it == state_.by_name.end()) {
     throw ApiError(404, "invalid_request_error", "The model '" + request.model + "' does not exist", "model",

@@ -4,7 +4,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <span>
@@ -14,6 +17,7 @@
 #include "engine/batch.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 
 namespace velocity::tools {
 
@@ -21,13 +25,31 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// The text to score: a regular file of UTF-8 (a GGUF or a directory given by mistake is refused
+// with the reason instead of being scored for hours or as "0 tokens").
 std::string read_text_file(const std::string& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec) fail("{}: cannot open the text file: {}", path, ec.message());
+  if (std::filesystem::is_directory(status)) fail("{}: is a directory; give a text file", path);
+  if (!std::filesystem::is_regular_file(status)) fail("{}: is not a regular file; give a text file", path);
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open the text file", path);
+  if (!in) fail("{}: cannot open the text file: {}", path, std::strerror(errno));
   std::ostringstream ss;
   ss << in.rdbuf();
-  if (in.bad()) fail("{}: read error", path);
-  return ss.str();
+  if (in.bad()) fail("{}: read error: {}", path, std::strerror(errno));
+  std::string text = ss.str();
+  if (!tokenizer::utf8_is_valid(text)) {
+    size_t bad = 0;
+    while (bad < text.size()) {
+      const size_t n = tokenizer::utf8_valid_length(text, bad);
+      if (n == 0) break;
+      bad += n;
+    }
+    fail("{}: is not UTF-8 text (invalid bytes at offset {}{}); give a text file", path, bad,
+         text.starts_with("GGUF") ? ": this is a GGUF model file" : "");
+  }
+  return text;
 }
 
 // Welford's running mean and variance: stable over millions of values.

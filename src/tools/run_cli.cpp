@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "model/model.h"
+#include "tokenizer/builtin_templates.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -52,9 +53,25 @@ DType parse_cache_type(const std::string& name) {
   return *type;
 }
 
+namespace {
+
+std::string chat_template_source(const std::string& chat_template) {
+  try {
+    return tokenizer::resolve_chat_template(chat_template);
+  } catch (const Error& e) {
+    fail("--chat-template: {}", e.what());
+  }
+}
+
+}  // namespace
+
 std::string apply_chat_template(const tokenizer::Vocab& vocab, const std::string& user_message,
-                                const std::string& model_name) {
-  if (vocab.chat_template.empty()) fail("{}: the model has no chat template (tokenizer.chat_template); run without --chat", model_name);
+                                const std::string& model_name, const std::string& chat_template) {
+  const std::string source = chat_template.empty() ? vocab.chat_template : chat_template_source(chat_template);
+  if (source.empty())
+    fail("{}: the model has no chat template (tokenizer.chat_template); give one with --chat-template NAME, or run "
+         "without --chat",
+         model_name);
   auto token_text = [&](int32_t id) {
     return id >= 0 && (size_t)id < vocab.tokens.size() ? vocab.tokens[(size_t)id] : std::string();
   };
@@ -64,13 +81,15 @@ std::string apply_chat_template(const tokenizer::Vocab& vocab, const std::string
   context["bos_token"] = token_text(vocab.bos);
   context["eos_token"] = token_text(vocab.eos);
   try {
-    return ChatTemplate(vocab.chat_template).render(context);
+    return ChatTemplate(source).render(context);
   } catch (const Error& e) {
     fail("{}: chat template: {}", model_name, e.what());
   }
 }
 
 RunReport run_prompt(const RunOptions& options, std::ostream& out) {
+  // An unknown --chat-template name fails before the model loads.
+  if (options.chat && !options.chat_template.empty()) (void)chat_template_source(options.chat_template);
   model::LoadOptions load;
   load.n_ctx = options.n_ctx;
   load.n_slots = 1;
@@ -84,8 +103,8 @@ RunReport run_prompt(const RunOptions& options, std::ostream& out) {
 
   std::vector<int32_t> prompt;
   if (options.chat) {
-    prompt = tok.encode(apply_chat_template(tok.vocab(), options.prompt, options.model_path), /*add_special=*/true,
-                        /*parse_special=*/true);
+    prompt = tok.encode(apply_chat_template(tok.vocab(), options.prompt, options.model_path, options.chat_template),
+                        /*add_special=*/true, /*parse_special=*/true);
     // Templates that write bos_token themselves would get a second BOS from add_special.
     const int32_t bos = tok.vocab().bos;
     if (prompt.size() >= 2 && bos >= 0 && prompt[0] == bos && prompt[1] == bos) prompt.erase(prompt.begin());

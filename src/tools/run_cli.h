@@ -4,8 +4,9 @@
 //   velocity run -m model.gguf -p "Once upon a time" -n 64 --temp 0
 //   velocity run -m model.gguf -p "Why is the sky blue?" --chat --seed 7 --stop "\n\n"
 //
-// --chat renders the model's chat template (GGUF tokenizer.chat_template) over one user message
-// with add_generation_prompt; a reasoning model's <think> section is printed as it comes.
+// --chat renders the model's chat template (GGUF tokenizer.chat_template), or the one
+// --chat-template names (a built-in such as chatml, or Jinja), over one user message with
+// add_generation_prompt; a reasoning model's <think> section is printed as it comes.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +30,7 @@ struct RunOptions {
   std::optional<uint64_t> seed;      // random when absent (the one used is reported)
   std::vector<std::string> stop;     // stop strings
   bool chat = false;                 // apply the model's chat template to the prompt
+  std::string chat_template;         // with chat: a built-in template's name or Jinja; "" = the model's
   bool ignore_eos = false;           // keep generating past end-of-generation tokens
   bool print_special = false;        // print control tokens (<|im_start|> ...); llama.cpp's --special
   int64_t n_ctx = 0;                 // 0: the model's context length, capped at 4096
@@ -55,9 +57,11 @@ RunReport run_prompt(const RunOptions& options, std::ostream& out);
 std::string format_run_summary(const RunReport& report);
 
 // The prompt as the model's chat template renders one user message, generation prompt opened.
-// Throws velocity::Error when the vocabulary carries no chat template or rendering fails.
+// `chat_template`, when not empty, replaces the vocabulary's: a built-in template's name or Jinja
+// (tokenizer::resolve_chat_template). Throws velocity::Error when there is no chat template, the
+// name is unknown or rendering fails.
 std::string apply_chat_template(const tokenizer::Vocab& vocab, const std::string& user_message,
-                                const std::string& model_name);
+                                const std::string& model_name, const std::string& chat_template = {});
 
 // llama.cpp's -e: \n, \r, \t, \\, \", \' and \0 become the characters they name; any other
 // backslash stays as written.

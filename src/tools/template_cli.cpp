@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "gguf/file.h"
+#include "tokenizer/builtin_templates.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/vocab.h"
 
@@ -24,8 +25,19 @@ std::string read_text(const std::string& path, const char* what) {
 }  // namespace
 
 std::string render_template(const TemplateOptions& options) {
-  if (options.model.empty() && options.template_file.empty()) fail("give a model (-m) or a template file (--template)");
+  if (options.model.empty() && options.template_file.empty() && options.chat_template.empty())
+    fail("give a model (-m), a template file (--template) or a built-in template (--chat-template NAME)");
+  if (!options.template_file.empty() && !options.chat_template.empty())
+    fail("give --template or --chat-template, not both");
   if (options.messages_file.empty()) fail("give the conversation with --messages FILE.json");
+  std::string source;
+  if (!options.chat_template.empty()) {
+    try {
+      source = tokenizer::resolve_chat_template(options.chat_template);
+    } catch (const Error& e) {
+      fail("--chat-template: {}", e.what());
+    }
+  }
 
   nlohmann::ordered_json context = nlohmann::ordered_json::object();
   const std::string messages_text = read_text(options.messages_file, "the messages");
@@ -46,7 +58,6 @@ std::string render_template(const TemplateOptions& options) {
   }
   context["add_generation_prompt"] = options.add_generation_prompt;
 
-  std::string source;
   if (!options.model.empty()) {
     const gguf::File file = gguf::File::open(options.model);
     const tokenizer::Vocab vocab = tokenizer::Vocab::from_gguf(file, options.model);
@@ -55,16 +66,24 @@ std::string render_template(const TemplateOptions& options) {
     };
     if (!context.contains("bos_token")) context["bos_token"] = token_text(vocab.bos);
     if (!context.contains("eos_token")) context["eos_token"] = token_text(vocab.eos);
-    if (options.template_file.empty()) {
+    if (options.template_file.empty() && options.chat_template.empty()) {
       const gguf::Value* value = file.find("tokenizer.chat_template");
-      if (!value) fail("{}: the model has no tokenizer.chat_template; give one with --template", options.model);
+      if (!value)
+        fail("{}: the model has no tokenizer.chat_template; give one with --template or --chat-template",
+             options.model);
       if (value->type() != gguf::ValueType::STRING)
         fail("{}: tokenizer.chat_template is not a string", options.model);
       source = value->as_string();
     }
   }
-  if (!options.template_file.empty()) source = read_text(options.template_file, "the template");
-  const std::string name = options.template_file.empty() ? options.model : options.template_file;
+  std::string name = options.model;
+  if (!options.template_file.empty()) {
+    source = read_text(options.template_file, "the template");
+    name = options.template_file;
+  } else if (!options.chat_template.empty()) {
+    name = tokenizer::builtin_template(options.chat_template) ? "chat template '" + options.chat_template + "'"
+                                                               : std::string("--chat-template");
+  }
   try {
     return ChatTemplate(source).render(context);
   } catch (const Error& e) {

@@ -254,6 +254,41 @@ TEST_F(ConfigTest, Flags) {
   EXPECT_THROW(config_from_flags(none), Error);
 }
 
+// chat_template is a built-in template's name or inline Jinja (issue 15: "chatml" was taken as
+// the template's text, so every prompt was the word "chatml"); anything else fails at load.
+TEST_F(ConfigTest, ChatTemplateNamesAndJinja) {
+  ServerConfig c = parse("[[model]]\npath = \"a.gguf\"\nchat_template = \"chatml\"\n");
+  EXPECT_EQ(c.models[0].chat_template, "chatml");
+  c = parse("[[model]]\npath = \"a.gguf\"\nchat_template = \"{% for m in messages %}{{ m.content }}{% endfor %}\"\n");
+  EXPECT_EQ(c.models[0].chat_template, "{% for m in messages %}{{ m.content }}{% endfor %}");
+
+  const std::string e = error_of("[[model]]\npath = \"a.gguf\"\nchat_template = \"chatml2\"\n");
+  for (const char* part : {"serve.toml:3:17", "model[0].chat_template", "'chatml2'", "chatml, qwen, llama3", "Jinja"})
+    EXPECT_NE(e.find(part), std::string::npos) << "'" << part << "' not in: " << e;
+
+  ServeFlags f;
+  f.model_path = (dir_ / "a.gguf").string();
+  f.chat_template = "llama3";
+  EXPECT_EQ(config_from_flags(f).models[0].chat_template, "llama3");
+  f.chat_template = "llama-3";
+  try {
+    config_from_flags(f);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& err) {
+    const std::string what = err.what();
+    EXPECT_NE(what.find("command line (--chat-template)"), std::string::npos) << what;
+    EXPECT_NE(what.find("'llama-3'"), std::string::npos) << what;
+  }
+  f.chat_template = "chatml";
+  f.chat_template_file = (dir_ / "template.jinja").string();
+  try {
+    config_from_flags(f);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("not both"), std::string::npos) << err.what();
+  }
+}
+
 TEST_F(ConfigTest, AllowedHostsAndCorsOrigins) {
   ServerConfig c = parse(R"(
 [server]

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "server/engine_service.h"
+#include "tokenizer/builtin_templates.h"
 
 namespace velocity::server {
 namespace {
@@ -157,6 +158,23 @@ TEST_F(EngineServiceTest, MessageContentCannotForgeControlTokens) {
   EXPECT_GT(as_text, as_control) << "the marker in content became a control token";
   text->drain(0);
   special->drain(0);
+}
+
+// A [[model]]'s chat_template = "chatml" renders the built-in template (issue 15: it was the
+// template's text, so every prompt was the word "chatml" whatever the messages).
+TEST_F(EngineServiceTest, ChatTemplateNameRendersTheBuiltIn) {
+  auto named = service("named", "chatml");
+  auto literal = service("literal", *tokenizer::builtin_template("chatml"));
+  auto a = std::make_shared<Outcome>(), b = std::make_shared<Outcome>(), c = std::make_shared<Outcome>();
+  auto ha = named->submit(chat_job("Who was Moses?", a, 1));
+  auto hb = literal->submit(chat_job("Who was Moses?", b, 1));
+  auto hc = named->submit(chat_job("Who was Moses? And who was his brother?", c, 1));
+  ASSERT_TRUE(a->wait(20s) && b->wait(20s) && c->wait(20s));
+  ASSERT_FALSE(a->done->rejected) << a->done->rejected->what();
+  EXPECT_EQ(a->done->usage.prompt_tokens, b->done->usage.prompt_tokens);
+  EXPECT_GT(c->done->usage.prompt_tokens, a->done->usage.prompt_tokens) << "the messages did not reach the prompt";
+  named->drain(0);
+  literal->drain(0);
 }
 
 }  // namespace

@@ -73,7 +73,6 @@ TEST(HttpErrors, MalformedRequestTable) {
       {"body is an array", kChat, "[]", 400, "body"},
       {"body is a string", kChat, "\"x\"", 400, "body"},
       {"nested brackets", kChat, std::string(20000, '['), 400, ""},
-      {"missing model", kChat, R"({"messages":[{"role":"user","content":"hi"}]})", 400, "model"},
       {"model is a number", kChat, R"({"model":3,"messages":[{"role":"user","content":"hi"}]})", 400, "model"},
       {"unknown model", kChat, R"({"model":"nope","messages":[{"role":"user","content":"hi"}]})", 404, "model"},
       {"missing messages", kChat, R"({"model":"fake"})", 400, "messages"},
@@ -264,6 +263,30 @@ TEST(HttpErrors, NotReadyAndQueueFull) {
   EXPECT_EQ(full.header("retry-after"), "1");  // clients (and the openai SDKs) back off this long
   t1.join();
   t2.join();
+}
+
+
+// "model" may be left out when the server has one model (curl users often do); with several it
+// is required, and the error names them.
+TEST(HttpErrors, ModelIsOptionalOnlyWithOneModel) {
+  const std::string no_model = R"({"messages":[{"role":"user","content":"hi"}],"max_tokens":2})";
+  {
+    TestServer server(keyed_settings(), {small_context()});
+    Response r = post(server.port, kChat, no_model, kKey);
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(json::parse(r.body)["model"], "fake") << r.body;
+    r = post(server.port, kCompletions, R"({"prompt":"hi","max_tokens":2})", kKey);
+    EXPECT_EQ(r.status, 200) << r.body;
+  }
+  FakeServiceOptions a, b;
+  a.name = "alpha";
+  b.name = "beta";
+  TestServer server(keyed_settings(), {a, b});
+  Response r = post(server.port, kChat, no_model, kKey);
+  EXPECT_EQ(r.status, 400) << r.body;
+  expect_error_shape(r.body, "no model, two served");
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "model");
+  EXPECT_NE(r.body.find("alpha, beta"), std::string::npos) << r.body;
 }
 
 }  // namespace

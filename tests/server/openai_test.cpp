@@ -61,6 +61,10 @@ TEST(OpenAIRequest, UnsupportedFieldsSwitchedOffAreAccepted) {
                                 R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": null})"));
   EXPECT_NO_THROW(parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": null, "echo": false,
                                                            "suffix": "", "best_of": 1})"));
+  EXPECT_NO_THROW(parse_request(Endpoint::ChatCompletions,
+                                R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [],
+                                    "tool_choice": "none", "response_format": {"type": "text"}, "functions": null,
+                                    "grammar": "", "json_schema": null})"));
   try {
     parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "x", "echo": true})");
     ADD_FAILURE() << "no error";
@@ -149,7 +153,6 @@ TEST(OpenAIRequest, InvalidRequestsNameTheField) {
   const Bad cases[] = {
       {Endpoint::ChatCompletions, "", ""},
       {Endpoint::ChatCompletions, "[]", "body"},
-      {Endpoint::ChatCompletions, R"({"messages": [{"role": "user", "content": "x"}]})", "model"},
       {Endpoint::ChatCompletions, R"({"model": "", "messages": [{"role": "user", "content": "x"}]})", "model"},
       {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1e999})", ""},
       {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": -1e999})", ""},
@@ -168,6 +171,14 @@ TEST(OpenAIRequest, InvalidRequestsNameTheField) {
       {Endpoint::Completions, R"({"model": "m", "prompt": "x", "echo": true})", "echo"},
       {Endpoint::Completions, R"({"model": "m", "prompt": "x", "suffix": "}"})", "suffix"},
       {Endpoint::Completions, R"({"model": "m", "prompt": "x", "best_of": 2})", "best_of"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})", "response_format"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}]})", "tools"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})", "tool_choice"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "functions": [{"name": "f"}]})", "functions"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "function_call": "auto"})", "function_call"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "grammar": "root ::= \"a\""})", "grammar"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "json_schema": {"type": "object"}})", "json_schema"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "response_format": {"type": "json_schema"}})", "response_format"},
       {Endpoint::Completions, R"({"model": "m"})", "prompt"},
       {Endpoint::Completions, R"({"model": "m", "prompt": ["a", "b"]})", "prompt"},
       {Endpoint::Completions, R"({"model": "m", "prompt": [1, 2, 3]})", "prompt"},

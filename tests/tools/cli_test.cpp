@@ -131,6 +131,27 @@ TEST_F(CliTest, BadCommandLinesExit2) {
   EXPECT_FALSE(fs::exists(path("x.gguf")));
 }
 
+// An option's value that is another option is a mistake (`--api-key --port 18616` once served on
+// 8080 with the key "--port"); each occurrence takes one value (`-p 512 128` is not two sizes).
+TEST_F(CliTest, OptionsDoNotSwallowTheNextOption) {
+  Result r = run({"serve", "-m", path("none.gguf"), "--api-key", "--port", "18616"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "--api-key: needs a value, but --port follows it")) << r.err;
+  r = run({"run", "-m", path("none.gguf"), "--stop", "--temp", "0", "-p", "hi"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "--stop: needs a value, but --temp follows it")) << r.err;
+  r = run({"serve", "-m", path("none.gguf"), "--allowed-host", "--cors-origin=http://a.example"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "but --cors-origin follows it")) << r.err;
+  r = run({"bench", "-m", path("none.gguf"), "-p", "512", "128"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "128")) << r.err;
+  // Values that only look like options stay values; repeated options collect.
+  r = run({"run", "-m", path("none.gguf"), "--stop", "-1", "--stop", "-x", "-p", "hi"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;  // parsed; then the missing model
+  EXPECT_TRUE(contains(r.err, "none.gguf")) << r.err;
+}
+
 TEST_F(CliTest, InspectMissingFile) {
   const std::string p = path("does-not-exist.gguf");
   const Result r = run({"inspect", p});
@@ -404,6 +425,41 @@ TEST_F(CliTest, TemplateErrorsNameTheFile) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find(tmpl), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("only user turns"), std::string::npos) << r.err;
+}
+
+// `--chat-template NAME` picks a built-in template (issue 15: "chatml" was taken as the literal
+// template text, and every prompt became "chatml").
+TEST_F(CliTest, TemplateRendersABuiltInTemplateByName) {
+  const std::string messages = path("messages.json");
+  std::ofstream(messages) << R"([{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Hi 你好"}])";
+  const std::string model = synth_tiny("m.gguf");  // it has no tokenizer.chat_template
+  Result r = run({"template", "-m", model, "--chat-template", "chatml", "--messages", messages});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nHi 你好<|im_end|>\n<|im_start|>assistant\n");
+  r = run({"template", "--chat-template", "llama3", "--messages", messages, "--no-generation-prompt"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "<|start_header_id|>system<|end_header_id|>\n\nBe terse.<|eot_id|>"
+            "<|start_header_id|>user<|end_header_id|>\n\nHi 你好<|eot_id|>");
+  // An unknown name is an error listing the names; with --template it is a command-line error.
+  r = run({"template", "-m", model, "--chat-template", "chatm1", "--messages", messages});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "--chat-template: 'chatm1' is neither a built-in chat template (chatml, ")) << r.err;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  r = run({"template", "--chat-template", "chatml", "--template", path("t.jinja"), "--messages", messages});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  r = run({"run", "-m", model, "--chat-template", "chatml", "-p", "hi"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;  // needs --chat
+  r = run({"serve", "-m", model, "--chat-template", "chatml", "--chat-template-file", path("t.jinja")});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  r = run({"serve", "-m", model, "--chat-template", "chatm1"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "--chat-template")) << r.err;
+  EXPECT_TRUE(contains(r.err, "chatml, ")) << r.err;
+  r = run({"run", "-m", model, "--chat", "--chat-template", "chatm1", "-p", "hi", "-n", "1"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "--chat-template: 'chatm1'")) << r.err;
 }
 
 // `velocity serve` drains on the first SIGTERM/SIGINT (shutdown_grace_s, 30 s by default); a

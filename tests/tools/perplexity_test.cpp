@@ -309,6 +309,14 @@ TEST_F(PerplexityTest, Errors) {
   expect_error({"perplexity", "-m", q4_0(), "-f", text_file("empty.txt", "")}, "at least 2");
   expect_error({"perplexity", "-m", q4_0(), "-f", text_file("one.txt", "a")}, "at least 2");
   expect_error({"perplexity", "-m", q4_0(), "-f", good, "--ctx", "16", "--stride", "17"}, "stride");
+  // Not a text file: a model given as the text, a directory, a device, bytes that are not UTF-8.
+  expect_error({"perplexity", "-m", q4_0(), "-f", q4_0()}, "is not UTF-8 text (invalid bytes at offset");
+  expect_error({"perplexity", "-m", q4_0(), "-f", q4_0()}, "this is a GGUF model file");
+  expect_error({"perplexity", "-m", q4_0(), "-f", path("")}, "is a directory");
+  expect_error({"perplexity", "-m", q4_0(), "-f", "/dev/null"}, "is not a regular file");
+  expect_error({"perplexity", "-m", q4_0(), "-f", text_file("latin1.txt", "caf\xe9 au lait")},
+               "invalid bytes at offset 3");
+  expect_error({"perplexity", "-m", q4_0(), "-f", path("missing.txt")}, "No such file or directory");
   // Bad command line: exit 2.
   EXPECT_EQ(run_binary({"perplexity", "-m", q4_0()}).exit_code, 2);
   EXPECT_EQ(run_binary({"perplexity", "-m", q4_0(), "-f", good, "--ctx", "1"}).exit_code, 2);

@@ -255,6 +255,13 @@ TEST(RunCli, ChatTemplateOneUserMessage) {
   EXPECT_THROW(velocity::tools::apply_chat_template(vocab, "hi", "m.gguf"), velocity::Error);
   vocab.chat_template = "{{ raise_exception('no') }}";
   EXPECT_THROW(velocity::tools::apply_chat_template(vocab, "hi", "m.gguf"), velocity::Error);
+  // --chat-template: a built-in name (or Jinja) replaces the vocabulary's, which may be absent.
+  vocab.chat_template.clear();
+  EXPECT_EQ(velocity::tools::apply_chat_template(vocab, "hi", "m.gguf", "chatml"),
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(velocity::tools::apply_chat_template(vocab, "hi", "m.gguf", "{{ bos_token }}{{ messages[0].content }}"),
+            "<s>hi");
+  EXPECT_THROW(velocity::tools::apply_chat_template(vocab, "hi", "m.gguf", "chatm1"), velocity::Error);
 }
 
 TEST(RunCli, EscapesAndCacheTypes) {
