@@ -253,18 +253,21 @@ TEST(HttpErrors, NotReadyAndQueueFull) {
 
   // One running + one queued fill the model; the third gets 429.
   std::string slow = chat("", R"([{"role":"user","content":"__forever__ a"}])");
-  std::thread t1([&] { post(server.port, kChat, chat(R"("max_tokens":40)", R"([{"role":"user","content":"__forever__ a"}])")); });
-  std::thread t2([&] { post(server.port, kChat, chat(R"("max_tokens":40)", R"([{"role":"user","content":"__forever__ a"}])")); });
-  for (int i = 0; i < 200 && server.fake().n_in_flight() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  ASSERT_EQ(server.fake().n_in_flight(), 2);
-  Response full = post(server.port, kChat, slow);
-  EXPECT_EQ(full.status, 429);
-  expect_error_shape(full.body, "429");
-  EXPECT_EQ(full.header("retry-after"), "1");  // clients (and the openai SDKs) back off this long
+  std::thread t1([&] { post(server.port, kChat, chat(R"("max_tokens":100)", R"([{"role":"user","content":"__forever__ a"}])")); });
+  std::thread t2([&] { post(server.port, kChat, chat(R"("max_tokens":100)", R"([{"role":"user","content":"__forever__ a"}])")); });
+  // A loaded machine (CI's two cores) can take a while to get both in: wait up to 10 s, and join
+  // the clients whatever happens (an early return would leave them running past the server).
+  for (int i = 0; i < 2000 && server.fake().n_in_flight() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(server.fake().n_in_flight(), 2);
+  if (server.fake().n_in_flight() == 2) {
+    Response full = post(server.port, kChat, slow);
+    EXPECT_EQ(full.status, 429);
+    expect_error_shape(full.body, "429");
+    EXPECT_EQ(full.header("retry-after"), "1");  // clients (and the openai SDKs) back off this long
+  }
   t1.join();
   t2.join();
 }
-
 
 // "model" may be left out when the server has one model (curl users often do); with several it
 // is required, and the error names them.
