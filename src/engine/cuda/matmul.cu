@@ -1,0 +1,423 @@
+// matmul / matmul_ids / get_rows (kernels.h): which kernel serves which tokens, the launch sizes,
+// and the workspace. matmul_common.cuh describes the paths; this file only chooses among them.
+//
+//   F32 weights, F16/BF16 rows whose length is not a multiple of 64  -> generic (f32, every token)
+//   every other weight: x converted once per call, then
+//     decode tokens [0, n_decode)   -> decode kernel (64 tokens per launch; matmul_ids: one job
+//                                      per (token, slot) pair, reading the expert id on the device)
+//     prompt tokens                 -> prompt kernel (matmul_ids: routed on the device first)
+// The launch sizes depend on the weight's shape and the device only (never on n_tokens), so a
+// token's outputs do not depend on the tokens beside it.
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+
+#include "engine/cuda/matmul_common.cuh"
+
+namespace velocity::engine::cuda {
+namespace mm {
+namespace {
+
+[[noreturn]] void fail_matmul(const char* format, ...) {
+  char message[512];
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(message, sizeof message, format, args);
+  va_end(args);
+  throw_error(message);
+}
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+template <class T>
+T* device_alloc(int64_t count, const char* what) {
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, static_cast<size_t>(count) * sizeof(T));
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    fail_matmul("make_matmul_workspace: cannot allocate %lld bytes for %s on the GPU (%s)",
+                static_cast<long long>(count * static_cast<int64_t>(sizeof(T))), what, cudaGetErrorString(e));
+  }
+  return static_cast<T*>(p);
+}
+
+Workspace& workspace_of(MatmulWorkspace& ws) {
+  auto* w = dynamic_cast<Workspace*>(&ws);
+  VELOCITY_CUDA_CHECK(w != nullptr, "the matmul workspace does not come from make_matmul_workspace");
+  return *w;
+}
+
+// Uses the mma paths (else the generic kernel).
+bool mma_path(const Weight& w) {
+  if (w.type == DType::F32) return false;
+  if (w.type == DType::F16 || w.type == DType::BF16) return w.n_in % kChunkK == 0;
+  return true;
+}
+
+void check_weight(const Weight& w, const char* op) {
+  const int name_len = static_cast<int>(w.name.size());
+  if (!matmul_supports(w.type))
+    fail_matmul("%s: weight '%.*s' has type %.*s, which the CUDA backend cannot multiply", op, name_len, w.name.data(),
+                static_cast<int>(dtype_name(w.type).size()), dtype_name(w.type).data());
+  if (w.n_in <= 0 || w.n_in % dtype_block_size(w.type) != 0 || w.n_out < 0 || w.n_mat < 1)
+    fail_matmul("%s: weight '%.*s' has a bad shape (%lld x %lld x %lld)", op, name_len, w.name.data(),
+                static_cast<long long>(w.n_in), static_cast<long long>(w.n_out), static_cast<long long>(w.n_mat));
+  if (w.data == nullptr) fail_matmul("%s: weight '%.*s' has no data", op, name_len, w.name.data());
+  const int64_t stride = weight_stride(w.type, w.n_in);
+  if (has_row_layout(w.type) && (w.layout != WeightLayout::Cuda || w.stride != stride))
+    fail_matmul(
+        "%s: weight '%.*s' is not in the CUDA layout (%lld bytes per row, expected %lld: convert it with "
+        "to_weight_layout at upload)",
+        op, name_len, w.name.data(), static_cast<long long>(w.stride), static_cast<long long>(stride));
+  if (!has_row_layout(w.type) && w.stride != stride)
+    fail_matmul("%s: weight '%.*s' has %lld bytes per row, expected %lld", op, name_len, w.name.data(),
+                static_cast<long long>(w.stride), static_cast<long long>(stride));
+  if (mma_path(w) && (reinterpret_cast<uintptr_t>(w.data) & 15) != 0)
+    fail_matmul("%s: weight '%.*s' is not 16-byte aligned in device memory", op, name_len, w.name.data());
+}
+
+WeightView view_of(const Weight& w) {
+  WeightView v;
+  v.data = w.data;
+  v.stride = w.stride;
+  v.mat_bytes = w.n_out * w.stride;
+  v.n_out = static_cast<int>(w.n_out);
+  v.n_mat = static_cast<int>(w.n_mat);
+  v.n_in = static_cast<int>(w.n_in);
+  v.rl = row_layout(w.type, w.n_in);
+  return v;
+}
+
+ActView acts_of(const Workspace& ws) {
+  ActView a;
+  a.x16 = ws.x16;
+  a.ldk = ws.ldk;
+  a.inv_scale = ws.inv_scale;
+  a.xs16 = ws.xs16;
+  a.xs32 = ws.xs32;
+  a.ld_xs = ws.ld_xs;
+  return a;
+}
+
+void convert(const Workspace& ws, const WeightView& wv, const float* x, int64_t ldx, int64_t n_rows, int64_t n_xs,
+             cudaStream_t stream) {
+  ConvertParams c;
+  c.x = x;
+  c.ldx = ldx;
+  c.n_rows = static_cast<int>(n_rows);
+  c.n_in = wv.n_in;
+  c.k_pad = wv.rl.nc * kChunkK;
+  c.n_xs = static_cast<int>(n_xs);
+  c.x16 = ws.x16;
+  c.ldk = ws.ldk;
+  c.inv_scale = ws.inv_scale;
+  c.xs16 = ws.xs16;
+  c.xs32 = ws.xs32;
+  c.ld_xs = ws.ld_xs;
+  launch_convert(c, stream);
+}
+
+#define VELOCITY_MATMUL_MMA_TYPES(X) \
+  X(Q8_0) X(Q4_0) X(Q4_1) X(Q5_0) X(Q5_1) X(MXFP4) X(Q2_K) X(Q3_K) X(Q4_K) X(Q5_K) X(Q6_K) X(F16) X(BF16)
+
+void dispatch_decode(DType type, const DecodeParams& p, dim3 grid, int max_tokens, bool pdl, cudaStream_t stream) {
+  switch (type) {
+#define VELOCITY_CASE(t) \
+  case DType::t: launch_decode<DType::t>(p, grid, max_tokens, pdl, stream); return;
+    VELOCITY_MATMUL_MMA_TYPES(VELOCITY_CASE)
+#undef VELOCITY_CASE
+    default: break;
+  }
+  fail_matmul("matmul: no decode kernel for this type");
+}
+
+void dispatch_prompt(DType type, const PromptParams& p, dim3 grid, cudaStream_t stream) {
+  switch (type) {
+#define VELOCITY_CASE(t) \
+  case DType::t: launch_prompt<DType::t>(p, grid, stream); return;
+    VELOCITY_MATMUL_MMA_TYPES(VELOCITY_CASE)
+#undef VELOCITY_CASE
+    default: break;
+  }
+  fail_matmul("matmul: no prompt kernel for this type");
+}
+
+int floor_log2(int v) {
+  int l = 0;
+  while ((2 << l) <= v) ++l;
+  return l;
+}
+
+// Decode launch shape of a plain product: wr tiles per block along the rows, the rest of the 8
+// warps splitting K, and `splits` blocks splitting K: enough blocks for two per SM where the rows
+// alone give fewer, within the partial-sum scratch (sized for 64 tokens, so the choice does not
+// depend on the call's token count).
+struct DecodeShape {
+  int wr = 8, wk_log2 = 0, splits = 1, row_blocks = 1;
+};
+DecodeShape plain_decode_shape(const Workspace& ws, const WeightView& wv, int n_iters) {
+  DecodeShape d;
+  const int n_tiles = static_cast<int>(ceil_div(wv.n_out, kTileRows));
+  const int rw = ws.tuning.rows_warps;
+  d.wr = rw == 1 || rw == 2 || rw == 4 ? rw : 8;
+  d.wk_log2 = floor_log2(8 / d.wr);
+  d.row_blocks = static_cast<int>(ceil_div(n_tiles, d.wr));
+  int64_t s = ws.tuning.splits > 0 ? ws.tuning.splits : ceil_div(2 * int64_t{ws.n_sm}, d.row_blocks);
+  s = std::min<int64_t>(s, std::max(1, n_iters >> d.wk_log2));
+  s = std::min<int64_t>(s, kPartialFloats / (int64_t{kDecodeTokens} * d.row_blocks * d.wr * kTileRows));
+  if (d.row_blocks > kCounters) s = 1;
+  d.splits = static_cast<int>(std::max<int64_t>(1, s));
+  return d;
+}
+
+// Element counts of the workspace's buffers (make_matmul_workspace, matmul_workspace_bytes).
+struct WorkspaceSizes {
+  int64_t ldk, rows, x16, inv_scale, xs16, xs32, partial, counters, routing, pair_list;
+  explicit WorkspaceSizes(int64_t max_rows, int64_t max_n_in)
+      : ldk(round_up(max_n_in, 256)),
+        rows(round_up(max_rows, 8)),
+        x16(rows * ldk),
+        inv_scale(rows),
+        xs16(ldk / 16 * rows),
+        xs32(ldk / 32 * rows),
+        partial(kPartialFloats),
+        counters(kCounters),
+        routing(kMaxExperts + 1),
+        pair_list(rows) {}
+  uint64_t bytes() const {
+    return static_cast<uint64_t>(x16 * 2 + (inv_scale + xs16 + xs32 + partial) * 4 + counters * 4 + 2 * routing * 4 +
+                                 pair_list * 4);
+  }
+};
+
+}  // namespace
+
+Workspace::Workspace(int64_t rows, int64_t n_in) {
+  VELOCITY_CUDA(cudaGetDevice(&device));
+  VELOCITY_CUDA(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, device));
+  VELOCITY_CUDA(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, device));
+  const WorkspaceSizes sz(rows, n_in);
+  max_rows = rows;
+  max_n_in = n_in;
+  ldk = sz.ldk;
+  ld_xs = sz.rows;
+  x16 = device_alloc<__half>(sz.x16, "converted activations");
+  inv_scale = device_alloc<float>(sz.inv_scale, "activation scales");
+  xs16 = device_alloc<float>(sz.xs16, "activation sums");
+  xs32 = device_alloc<float>(sz.xs32, "activation sums");
+  partial = device_alloc<float>(sz.partial, "split-K partial sums");
+  counters = device_alloc<int>(sz.counters, "split-K counters");
+  expert_off = device_alloc<int32_t>(sz.routing, "routing tables");
+  tile_off = device_alloc<int32_t>(sz.routing, "routing tables");
+  pair_list = device_alloc<int32_t>(sz.pair_list, "routing tables");
+  // Zero before any kernel of any stream can use them: the counters must start at 0, and no
+  // kernel reads the other buffers before writing them, but zeros keep stray reads finite.
+  VELOCITY_CUDA(cudaMemset(counters, 0, sizeof(int) * kCounters));
+  VELOCITY_CUDA(cudaMemset(x16, 0, sizeof(__half) * static_cast<size_t>(ld_xs * ldk)));
+  VELOCITY_CUDA(cudaDeviceSynchronize());
+}
+
+Workspace::~Workspace() {
+  for (void* p : {static_cast<void*>(x16), static_cast<void*>(inv_scale), static_cast<void*>(xs16),
+                  static_cast<void*>(xs32), static_cast<void*>(partial), static_cast<void*>(counters),
+                  static_cast<void*>(expert_off), static_cast<void*>(tile_off), static_cast<void*>(pair_list)})
+    if (p != nullptr) (void)cudaFree(p);  // never throws: the context may already be gone
+}
+
+int iter_chunks(DType type) {
+  switch (type) {
+#define VELOCITY_CASE(t) \
+  case DType::t: return Fmt<DType::t>::kIterChunks;
+    VELOCITY_MATMUL_MMA_TYPES(VELOCITY_CASE)
+#undef VELOCITY_CASE
+    default: return 1;
+  }
+}
+
+}  // namespace mm
+
+std::unique_ptr<MatmulWorkspace> make_matmul_workspace(int64_t max_rows, int64_t max_n_in) {
+  if (max_rows <= 0 || max_n_in <= 0 || max_rows > (int64_t{1} << 24) || max_n_in > (int64_t{1} << 24))
+    throw_error("make_matmul_workspace: sizes must be positive and below 2^24");
+  return std::make_unique<mm::Workspace>(max_rows, max_n_in);
+}
+
+uint64_t matmul_workspace_bytes(int64_t max_rows, int64_t max_n_in) {
+  if (max_rows <= 0 || max_n_in <= 0) return 0;
+  return mm::WorkspaceSizes(max_rows, max_n_in).bytes();
+}
+
+void set_matmul_decode_tuning(MatmulWorkspace& ws, mm::DecodeTuning tuning) { mm::workspace_of(ws).tuning = tuning; }
+
+void matmul(const Weight& w, const float* x, int64_t ldx, int64_t n_tokens, int64_t n_decode, float* y, int64_t ldy,
+            MatmulWorkspace& workspace, cudaStream_t stream) {
+  using namespace mm;
+  Workspace& ws = workspace_of(workspace);
+  check_weight(w, "matmul");
+  if (w.n_mat != 1)
+    fail_matmul("matmul: weight '%.*s' has %lld matrices; pass one (Weight::matrix)", static_cast<int>(w.name.size()),
+                w.name.data(), static_cast<long long>(w.n_mat));
+  if (n_tokens < 0 || n_tokens > ws.max_rows || w.n_in > ws.max_n_in)
+    fail_matmul("matmul: %lld tokens of %lld inputs exceed the workspace (%lld x %lld)",
+                static_cast<long long>(n_tokens), static_cast<long long>(w.n_in), static_cast<long long>(ws.max_rows),
+                static_cast<long long>(ws.max_n_in));
+  VELOCITY_CUDA_CHECK(x != nullptr && y != nullptr && ldx >= w.n_in && ldy >= w.n_out, "matmul: bad activations");
+  if (n_tokens == 0 || w.n_out == 0) return;
+  n_decode = n_decode < 0 ? 0 : (n_decode > n_tokens ? n_tokens : n_decode);
+  const WeightView wv = view_of(w);
+
+  if (!mma_path(w)) {
+    GenericParams g;
+    g.w = w.data, g.stride = w.stride, g.mat_bytes = wv.mat_bytes, g.type = w.type;
+    g.n_in = wv.n_in, g.n_out = wv.n_out, g.n_mat = 1;
+    g.x = x, g.ldx = ldx, g.y = y, g.ldy = ldy, g.n_tok = static_cast<int>(n_tokens);
+    launch_generic(g, stream);
+    return;
+  }
+
+  convert(ws, wv, x, ldx, n_tokens, n_decode, stream);
+  const ActView acts = acts_of(ws);
+  if (n_decode > 0) {
+    DecodeParams p;
+    p.w = wv;
+    p.n_iters = static_cast<int>(ceil_div(wv.rl.nc, iter_chunks(w.type)));
+    const DecodeShape shape = plain_decode_shape(ws, wv, p.n_iters);
+    p.wr = shape.wr;
+    p.wk_log2 = shape.wk_log2;
+    p.partial = ws.partial;
+    p.counters = ws.counters;
+    p.ldy = ldy;
+    const dim3 grid(static_cast<unsigned>(shape.row_blocks), static_cast<unsigned>(shape.splits), 1);
+    for (int64_t t0 = 0; t0 < n_decode; t0 += kDecodeTokens) {  // the weights once per 64 tokens
+      p.n_tok = static_cast<int>(std::min<int64_t>(kDecodeTokens, n_decode - t0));
+      p.a = acts;
+      p.a.x16 += t0 * ws.ldk;
+      p.a.inv_scale += t0;
+      p.a.xs16 += t0;
+      p.a.xs32 += t0;
+      p.y = y + t0 * ldy;
+      dispatch_decode(w.type, p, grid, p.n_tok, ws.cc_major >= 9 && t0 == 0, stream);
+    }
+  }
+  if (n_decode < n_tokens) {
+    PromptParams p;
+    p.w = wv;
+    p.a = acts;
+    p.y = y;
+    p.ldy = ldy;
+    p.t0 = static_cast<int>(n_decode);
+    p.t1 = static_cast<int>(n_tokens);
+    const dim3 grid(static_cast<unsigned>(ceil_div(n_tokens - n_decode, kPromptTokens)),
+                    static_cast<unsigned>(ceil_div(w.n_out, kPromptRows)), 1);
+    dispatch_prompt(w.type, p, grid, stream);
+  }
+}
+
+void matmul_ids(const Weight& w, const int32_t* ids, int64_t k, const float* x, int64_t ldx, bool x_per_slot,
+                int64_t n_tokens, int64_t n_decode, float* y, int64_t ldy, MatmulWorkspace& workspace,
+                cudaStream_t stream) {
+  using namespace mm;
+  Workspace& ws = workspace_of(workspace);
+  check_weight(w, "matmul_ids");
+  const int64_t n_pairs = n_tokens * k, x_rows = x_per_slot ? n_pairs : n_tokens;
+  if (k < 1 || n_tokens < 0 || n_pairs > ws.max_rows || w.n_in > ws.max_n_in)
+    fail_matmul("matmul_ids: %lld tokens x %lld slots of %lld inputs exceed the workspace (%lld x %lld)",
+                static_cast<long long>(n_tokens), static_cast<long long>(k), static_cast<long long>(w.n_in),
+                static_cast<long long>(ws.max_rows), static_cast<long long>(ws.max_n_in));
+  if (w.n_mat > kMaxExperts)
+    fail_matmul("matmul_ids: weight '%.*s' has %lld experts, more than the %d the CUDA kernels route",
+                static_cast<int>(w.name.size()), w.name.data(), static_cast<long long>(w.n_mat), kMaxExperts);
+  if (n_pairs > 65535)
+    fail_matmul("matmul_ids: %lld (token, slot) pairs, more than 65535", static_cast<long long>(n_pairs));
+  VELOCITY_CUDA_CHECK(ids != nullptr && x != nullptr && y != nullptr && ldx >= w.n_in && ldy >= w.n_out,
+                      "matmul_ids: bad arguments");
+  if (n_tokens == 0 || w.n_out == 0) return;
+  n_decode = n_decode < 0 ? 0 : (n_decode > n_tokens ? n_tokens : n_decode);
+  const WeightView wv = view_of(w);
+
+  if (!mma_path(w)) {
+    GenericParams g;
+    g.w = w.data, g.stride = w.stride, g.mat_bytes = wv.mat_bytes, g.type = w.type;
+    g.n_in = wv.n_in, g.n_out = wv.n_out, g.n_mat = wv.n_mat;
+    g.x = x, g.ldx = ldx, g.y = y, g.ldy = ldy;
+    g.ids = ids, g.k = static_cast<int>(k), g.x_per_slot = x_per_slot, g.n_pairs = static_cast<int>(n_pairs);
+    launch_generic(g, stream);
+    return;
+  }
+
+  convert(ws, wv, x, ldx, x_rows, x_per_slot ? n_decode * k : n_decode, stream);
+  const ActView acts = acts_of(ws);
+  if (n_decode > 0) {
+    // One job per decode (token, slot) pair; K split over the block's warps (a fixed split: the
+    // largest power of two <= min(8, iterations)), 16 * (8 >> split) rows per block.
+    DecodeParams p;
+    p.w = wv;
+    p.a = acts;
+    p.n_iters = static_cast<int>(ceil_div(wv.rl.nc, iter_chunks(w.type)));
+    p.wk_log2 = floor_log2(std::min(8, std::max(1, p.n_iters)));
+    p.wr = 8 >> p.wk_log2;
+    p.n_tok = 1;
+    p.ids = ids;
+    p.k = static_cast<int>(k);
+    p.x_per_slot = x_per_slot;
+    p.y = y;
+    p.ldy = ldy;
+    const dim3 grid(static_cast<unsigned>(ceil_div(ceil_div(w.n_out, kTileRows), p.wr)), 1,
+                    static_cast<unsigned>(n_decode * k));
+    dispatch_decode(w.type, p, grid, 1, ws.cc_major >= 9, stream);
+  }
+  if (n_decode < n_tokens) {
+    const int p0 = static_cast<int>(n_decode * k), p1 = static_cast<int>(n_pairs);
+    launch_route(ids, p0, p1, static_cast<int>(w.n_mat), ws, stream);
+    PromptParams p;
+    p.w = wv;
+    p.a = acts;
+    p.y = y;
+    p.ldy = ldy;
+    p.ids_mode = 1;
+    p.pair_list = ws.pair_list;
+    p.expert_off = ws.expert_off;
+    p.tile_off = ws.tile_off;
+    p.n_expert = static_cast<int>(w.n_mat);
+    p.k = static_cast<int>(k);
+    p.x_per_slot = x_per_slot;
+    // Worst case: every expert's last tile partly filled.
+    const int64_t n_prompt = p1 - p0,
+                  max_tiles = ceil_div(n_prompt, kPromptTokens) + std::min<int64_t>(w.n_mat, n_prompt);
+    const dim3 grid(static_cast<unsigned>(max_tiles), static_cast<unsigned>(ceil_div(w.n_out, kPromptRows)), 1);
+    dispatch_prompt(w.type, p, grid, stream);
+  }
+}
+
+void get_rows(const Weight& w, const int32_t* ids, int64_t n, float* out, int64_t ldo, cudaStream_t stream) {
+  using namespace mm;
+  // Quantised rows in the GGUF layout (an embedding uploaded as is) are read in place.
+  const bool gguf_rows = has_row_layout(w.type) && w.layout != WeightLayout::Cuda;
+  if (gguf_rows) {
+    if (!matmul_supports(w.type) || w.n_in <= 0 || w.n_in % dtype_block_size(w.type) != 0 || w.data == nullptr ||
+        w.stride != dtype_row_bytes(w.type, w.n_in))
+      fail_matmul("get_rows: weight '%.*s' is neither in the CUDA layout nor in GGUF rows",
+                  static_cast<int>(w.name.size()), w.name.data());
+  } else {
+    check_weight(w, "get_rows");
+  }
+  VELOCITY_CUDA_CHECK(ids != nullptr && out != nullptr && ldo >= w.n_in && n >= 0 && n < (int64_t{1} << 31),
+                      "get_rows: bad arguments");
+  if (n == 0) return;
+  GetRowsParams p;
+  p.w = w.data;
+  p.stride = w.stride;
+  p.n_rows = w.n_out * w.n_mat;
+  p.type = w.type;
+  p.n_in = static_cast<int>(w.n_in);
+  p.row_layout = has_row_layout(w.type) && !gguf_rows;
+  p.rl = row_layout(w.type, w.n_in);
+  p.ids = ids;
+  p.n = static_cast<int>(n);
+  p.out = out;
+  p.ldo = ldo;
+  launch_get_rows(p, stream);
+}
+
+}  // namespace velocity::engine::cuda

@@ -1,0 +1,238 @@
+// The small kernels around the matrix products: the activation converter, the MoE routing
+// tables, the generic f32 product and get_rows. None of them is where the time goes (the
+// converter moves n_tokens * n_in * 6 bytes, get_rows n * n_in * 4), so they are written for
+// clarity; the generic product serves F32 weights (routers, small) and odd-length F16/BF16 rows.
+#include <cfloat>
+
+#include "engine/cuda/matmul_common.cuh"
+#include "engine/cuda/matmul_gguf.cuh"
+
+namespace velocity::engine::cuda::mm {
+namespace {
+
+// x (n_rows, ldx) -> x16 (n_rows, ldk); grid (n_rows, slices of 512 segments of 16), 512 threads.
+// Each row: e = 14 - (exponent of max |x|), so max |x| * 2^e is in [2^13, 2^14): the f16 range
+// with no overflow and the full 11-bit precision for everything within 2^-14 of the maximum.
+// Every block of a row takes the maximum of the whole row (the same value in every block), then
+// converts its slice: per segment of 16 (one per thread), the f16 values and, for decode rows,
+// their f32 sum in k order. Many small blocks: a decode call (1..8 rows) is latency-bound here.
+constexpr int kConvertThreads = 512;
+__global__ void __launch_bounds__(kConvertThreads) convert_kernel(const ConvertParams p) {
+  pdl_launch_dependents();  // the decode kernel may start prefetching weights now
+  __shared__ float s_max[kConvertThreads / 32];
+  const int row = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const float* x = p.x + static_cast<int64_t>(row) * p.ldx;
+  float m = 0.0f;
+  for (int i = threadIdx.x; i < p.n_in; i += kConvertThreads) m = fmaxf(m, fabsf(x[i]));
+  m = warp_max(m);
+  if (lane == 0) s_max[warp] = m;
+  __syncthreads();
+  m = s_max[0];
+  for (int w = 1; w < kConvertThreads / 32; ++w) m = fmaxf(m, s_max[w]);
+  int e = 0;
+  if (m > 0.0f && m <= FLT_MAX) {
+    int exponent;
+    frexpf(m, &exponent);  // m = f * 2^exponent, f in [0.5, 1)
+    e = min(max(14 - exponent, -100), 100);
+  }
+  const float scale = ldexpf(1.0f, e);  // a power of two: x * scale is exact
+  if (blockIdx.y == 0 && threadIdx.x == 0) p.inv_scale[row] = ldexpf(1.0f, -e);
+
+  const int seg = static_cast<int>(blockIdx.y) * kConvertThreads + threadIdx.x, n_seg = p.k_pad / 16;
+  float sum = 0.0f;
+  if (seg < n_seg) {
+    uint32_t h[8];
+    for (int j = 0; j < 16; j += 2) {
+      const int k = 16 * seg + j;
+      const __half a = __float2half_rn(k < p.n_in ? x[k] * scale : 0.0f);
+      const __half b = __float2half_rn(k + 1 < p.n_in ? x[k + 1] * scale : 0.0f);
+      sum += __half2float(a);
+      sum += __half2float(b);
+      h[j / 2] = static_cast<uint32_t>(__half_as_ushort(a)) | static_cast<uint32_t>(__half_as_ushort(b)) << 16;
+    }
+    uint4* o = reinterpret_cast<uint4*>(p.x16 + static_cast<int64_t>(row) * p.ldk + 16 * seg);
+    o[0] = make_uint4(h[0], h[1], h[2], h[3]);
+    o[1] = make_uint4(h[4], h[5], h[6], h[7]);
+  }
+  if (row < p.n_xs) {                                         // the same for the whole block
+    const float next = __shfl_xor_sync(0xffffffffu, sum, 1);  // segment seg + 1 (even seg)
+    if (seg < n_seg) {
+      p.xs16[static_cast<int64_t>(seg) * p.ld_xs + row] = sum;
+      if ((seg & 1) == 0) p.xs32[static_cast<int64_t>(seg >> 1) * p.ld_xs + row] = sum + next;
+    }
+  }
+}
+
+// Pairs [p0, p1) grouped by expert; one block of 1024 threads, thread e owns expert e. The order
+// of the pairs within an expert's list is that of the atomics: results do not depend on it (a
+// pair's outputs are its own mma column whichever tile slot it lands in).
+__global__ void __launch_bounds__(1024) route_kernel(const int32_t* ids, int p0, int p1, int n_expert,
+                                                     int32_t* expert_off, int32_t* tile_off, int32_t* list) {
+  static_assert(kMaxExperts == 1024, "one thread per expert");
+  __shared__ int count[kMaxExperts], cursor[kMaxExperts], warp_pairs[32], warp_tiles[32];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  count[tid] = 0;
+  __syncthreads();
+  for (int p = p0 + tid; p < p1; p += 1024) {
+    const int e = ids[p];
+    if (e >= 0 && e < n_expert) atomicAdd(&count[e], 1);
+  }
+  __syncthreads();
+  // Exclusive scans over experts of the pair counts and of the tile counts.
+  const int c = tid < n_expert ? count[tid] : 0, t = (c + kPromptTokens - 1) / kPromptTokens;
+  int ic = c, it = t;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int a = __shfl_up_sync(0xffffffffu, ic, o), b = __shfl_up_sync(0xffffffffu, it, o);
+    if (lane >= o) ic += a, it += b;
+  }
+  if (lane == 31) warp_pairs[warp] = ic, warp_tiles[warp] = it;
+  __syncthreads();
+  if (warp == 0) {
+    const int a0 = warp_pairs[lane], b0 = warp_tiles[lane];
+    int a = a0, b = b0;
+    for (int o = 1; o < 32; o <<= 1) {
+      const int u = __shfl_up_sync(0xffffffffu, a, o), v = __shfl_up_sync(0xffffffffu, b, o);
+      if (lane >= o) a += u, b += v;
+    }
+    warp_pairs[lane] = a - a0, warp_tiles[lane] = b - b0;
+  }
+  __syncthreads();
+  const int off_c = warp_pairs[warp] + ic - c, off_t = warp_tiles[warp] + it - t;
+  if (tid < n_expert) {
+    expert_off[tid] = off_c, tile_off[tid] = off_t, cursor[tid] = off_c;
+    if (tid == n_expert - 1) expert_off[n_expert] = off_c + c, tile_off[n_expert] = off_t + t;
+  }
+  __syncthreads();
+  for (int p = p0 + tid; p < p1; p += 1024) {
+    const int e = ids[p];
+    if (e >= 0 && e < n_expert) list[atomicAdd(&cursor[e], 1)] = p;
+  }
+}
+
+// W (n_out, n_in) GGUF rows . x (tokens, n_in) F32 -> y; grid (ceil(n_out / 4), token groups of 8,
+// jobs), 128 threads. Lane l takes the 32-element items l, l + 32, ... of the row in order; the
+// lanes' sums meet in a fixed butterfly.
+__global__ void __launch_bounds__(128) generic_kernel(const GenericParams p) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int row = static_cast<int>(blockIdx.x) * 4 + warp;
+  if (row >= p.n_out) return;
+  const uint8_t* wmat = p.w;
+  int xr0, yr0, ntok;
+  if (p.ids != nullptr) {
+    const int job = static_cast<int>(blockIdx.z);
+    int e = p.ids[job];
+    e = e < 0 ? 0 : (e >= p.n_mat ? p.n_mat - 1 : e);
+    wmat += static_cast<int64_t>(e) * p.mat_bytes;
+    xr0 = p.x_per_slot ? job : job / p.k;
+    yr0 = job;
+    ntok = 1;
+  } else {
+    xr0 = yr0 = 8 * static_cast<int>(blockIdx.y);
+    ntok = min(8, p.n_tok - xr0);
+  }
+  const uint8_t* wrow = wmat + static_cast<int64_t>(row) * p.stride;
+  float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  const int n_items = (p.n_in + 31) / 32;
+  for (int item = lane; item < n_items; item += 32) {
+    const int cnt = min(32, p.n_in - 32 * item);
+    float v[32];
+    dequant32_gguf(p.type, wrow, item, cnt, v);
+    VELOCITY_UNROLL
+    for (int t = 0; t < 8; ++t) {
+      if (t >= ntok) break;
+      const float* xt = p.x + static_cast<int64_t>(xr0 + t) * p.ldx + 32 * item;
+      VELOCITY_UNROLL
+      for (int i = 0; i < 32; ++i)
+        if (i < cnt) acc[t] = __fmaf_rn(v[i], xt[i], acc[t]);
+    }
+  }
+  VELOCITY_UNROLL
+  for (int t = 0; t < 8; ++t) {
+    if (t >= ntok) break;
+    const float s = warp_sum(acc[t]);
+    if (lane == 0) p.y[static_cast<int64_t>(yr0 + t) * p.ldy + row] = s;
+  }
+}
+
+// One row of the CUDA row layout: thread (chunk J, lane c) decodes its 16 elements of the chunk
+// exactly as the decode path's lane c does (as row g of the lane's pair).
+template <class F>
+__device__ void get_row_layout(const uint8_t* row, const RowLayout& rl, int n_in, float* out) {
+  for (int idx = threadIdx.x; idx < rl.nc * 4; idx += blockDim.x) {
+    const int J = idx >> 2, c = idx & 3;
+    typename F::template Data<1> d{};
+    F::template load<LoadGlobal, 1>(row, nullptr, rl, J, c, d);
+    VELOCITY_UNROLL
+    for (int s = 0; s < 4; ++s) {
+      uint32_t a[4];
+      float sc[2], off[2];
+      F::template frag<1>(d, 0, J & 3, s, a);
+      F::template scale<1>(d, 0, J & 3, s, sc, off);
+      VELOCITY_UNROLL
+      for (int kk = 0; kk < 4; ++kk) {
+        const int k = kChunkK * J + F::k_step(s) + F::k_lane(c) + kk;
+        if (k < n_in) out[k] = dequant_value<F>(sc[0], h2f(a[2 * (kk >> 1)] >> (16 * (kk & 1))), off[0]);
+      }
+    }
+  }
+}
+
+// out[t] = row ids[t] as F32; grid n, 128 threads.
+__global__ void __launch_bounds__(128) get_rows_kernel(const GetRowsParams p) {
+  int64_t id = p.ids[blockIdx.x];
+  id = id < 0 ? 0 : (id >= p.n_rows ? p.n_rows - 1 : id);  // ids are promised valid
+  const uint8_t* row = p.w + id * p.stride;
+  float* out = p.out + static_cast<int64_t>(blockIdx.x) * p.ldo;
+  if (!p.row_layout) {
+    const int n_items = (p.n_in + 31) / 32;
+    for (int item = threadIdx.x; item < n_items; item += blockDim.x) {
+      const int cnt = min(32, p.n_in - 32 * item);
+      float v[32];
+      dequant32_gguf(p.type, row, item, cnt, v);
+      for (int i = 0; i < cnt; ++i) out[32 * item + i] = v[i];
+    }
+    return;
+  }
+  switch (p.type) {
+    case DType::Q8_0: get_row_layout<Fmt<DType::Q8_0>>(row, p.rl, p.n_in, out); break;
+    case DType::Q4_0: get_row_layout<Fmt<DType::Q4_0>>(row, p.rl, p.n_in, out); break;
+    case DType::Q4_1: get_row_layout<Fmt<DType::Q4_1>>(row, p.rl, p.n_in, out); break;
+    case DType::Q5_0: get_row_layout<Fmt<DType::Q5_0>>(row, p.rl, p.n_in, out); break;
+    case DType::Q5_1: get_row_layout<Fmt<DType::Q5_1>>(row, p.rl, p.n_in, out); break;
+    case DType::MXFP4: get_row_layout<Fmt<DType::MXFP4>>(row, p.rl, p.n_in, out); break;
+    case DType::Q2_K: get_row_layout<Fmt<DType::Q2_K>>(row, p.rl, p.n_in, out); break;
+    case DType::Q3_K: get_row_layout<Fmt<DType::Q3_K>>(row, p.rl, p.n_in, out); break;
+    case DType::Q4_K: get_row_layout<Fmt<DType::Q4_K>>(row, p.rl, p.n_in, out); break;
+    case DType::Q5_K: get_row_layout<Fmt<DType::Q5_K>>(row, p.rl, p.n_in, out); break;
+    case DType::Q6_K: get_row_layout<Fmt<DType::Q6_K>>(row, p.rl, p.n_in, out); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+void launch_convert(const ConvertParams& p, cudaStream_t stream) {
+  if (p.n_rows <= 0) return;
+  const dim3 grid(static_cast<unsigned>(p.n_rows), static_cast<unsigned>(ceil_div(p.k_pad / 16, kConvertThreads)));
+  convert_kernel<<<grid, kConvertThreads, 0, stream>>>(p);
+  VELOCITY_CUDA_LAUNCHED();
+}
+
+void launch_route(const int32_t* ids, int p0, int p1, int n_expert, Workspace& ws, cudaStream_t stream) {
+  route_kernel<<<1, 1024, 0, stream>>>(ids, p0, p1, n_expert, ws.expert_off, ws.tile_off, ws.pair_list);
+  VELOCITY_CUDA_LAUNCHED();
+}
+
+void launch_generic(const GenericParams& p, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(ceil_div(p.n_out, 4)), p.ids ? 1u : static_cast<unsigned>(ceil_div(p.n_tok, 8)),
+                  p.ids ? static_cast<unsigned>(p.n_pairs) : 1u);
+  generic_kernel<<<grid, 128, 0, stream>>>(p);
+  VELOCITY_CUDA_LAUNCHED();
+}
+
+void launch_get_rows(const GetRowsParams& p, cudaStream_t stream) {
+  get_rows_kernel<<<p.n, 128, 0, stream>>>(p);
+  VELOCITY_CUDA_LAUNCHED();
+}
+
+}  // namespace velocity::engine::cuda::mm

@@ -1,0 +1,265 @@
+// The decode path: W (n_out, n_in) @ x16 (n_tok, Kp) -> y (n_tok, n_out) for n_tok <= 64 decode
+// tokens, every weight byte read once per call. Memory-bound: what matters is keeping enough
+// weight bytes in flight and spending few instructions per weight.
+//
+// A block is 8 warps; a warp owns a tile of 16 rows (rows g and g + 8 in each lane, as the A
+// fragment of mma.sync.m16n8k16 wants them) and a run of K, walked in iterations of
+// Fmt::kIterChunks chunks of 64: the next iteration's weights are loaded (16-byte loads where the
+// layout allows) while the current one is decoded, so two iterations' bytes are in flight per
+// warp (Q4_K: 2 x 4.6 KiB). Each 16-element k step: the lane turns its 8 weights into exact
+// integer levels in f16 (a few integer ops), loads its B fragment (4 consecutive f16
+// activations of token g, one 8-byte load, from L1: the block's 8 warps read the same
+// activations), and issues one mma per 8 tokens. After each sub-block (16 or 32 k) the sub-block
+// sum is scaled in f32: acc += s * sum (+ o * sum x for the formats with an offset, sum x
+// precomputed by the converter). Tokens 8..63 take further n-tiles of the same A fragment, so
+// 64 tokens cost 8 mma per step but no more weight traffic.
+//
+// Work split: plain products use 8 tiles (128 rows) per block and split K across gridDim.y blocks
+// (a fixed split chosen from the weight's shape and the SM count) when the rows alone give too
+// few blocks; the partial sums go to the workspace and the last block to finish a row block adds
+// them in split order (a counter per row block, reset by that block). matmul_ids jobs (one token,
+// one expert each) instead split K across the warps of a block and add the warps' sums in warp
+// order through shared memory. Both orders depend on the shape only.
+//
+// The kernel starts with programmatic dependent launch on sm_90+: its first weight loads are in
+// flight before the converter (the previous kernel) has finished writing x16.
+#pragma once
+
+#include "engine/cuda/matmul_common.cuh"
+
+namespace velocity::engine::cuda::mm {
+
+__device__ __forceinline__ uint2 load_b(const __half* p, bool valid) {
+  return valid ? __ldg(reinterpret_cast<const uint2*>(p)) : make_uint2(0u, 0u);
+}
+
+// One iteration (kIterChunks chunks) of a warp: acc[nt] += W(rows g, g + 8; chunks) . x(tokens).
+// xg: token g's x16 row plus the lane's k offset.
+template <class F, int kNT>
+__device__ __forceinline__ void decode_iteration(const typename F::template Data<F::kIterChunks>& d, int it,
+                                                 const DecodeParams& p, const __half* xg, int xr0, int ntok, int n_nt,
+                                                 int g, int c, float (&acc)[kNT][4]) {
+  constexpr int kC = F::kIterChunks, kSS = F::kScaleSteps;
+  const int j0 = it * kC;
+  const int64_t tile_stride = int64_t{8} * p.a.ldk;  // x16 rows of the next 8 tokens
+  [[maybe_unused]] float tmp[kNT][4];
+  VELOCITY_UNROLL
+  for (int jj = 0; jj < kC; ++jj) {
+    const int J = j0 + jj;
+    if (J >= p.w.rl.nc) break;
+    const int jpos = kC == 4 ? jj : (J & 3);
+    const int64_t kchunk = int64_t{J} * kChunkK;
+    VELOCITY_UNROLL
+    for (int s = 0; s < 4; ++s) {
+      uint32_t a[4];
+      F::template frag<kC>(d, jj, jpos, s, a);
+      const __half* xb = xg + kchunk + F::k_step(s);
+      if constexpr (F::kNatural) {
+        VELOCITY_UNROLL
+        for (int nt = 0; nt < kNT; ++nt) {
+          if (nt >= n_nt) continue;
+          const uint2 b = load_b(xb + nt * tile_stride, 8 * nt + g < ntok);
+          mma_16816(acc[nt], a, b.x, b.y);
+        }
+      } else {
+        if (s % kSS == 0) {
+          VELOCITY_UNROLL
+          for (int nt = 0; nt < kNT; ++nt) tmp[nt][0] = tmp[nt][1] = tmp[nt][2] = tmp[nt][3] = 0.0f;
+        }
+        VELOCITY_UNROLL
+        for (int nt = 0; nt < kNT; ++nt) {
+          if (nt >= n_nt) continue;
+          const uint2 b = load_b(xb + nt * tile_stride, 8 * nt + g < ntok);
+          mma_16816(tmp[nt], a, b.x, b.y);
+        }
+        if (s % kSS == kSS - 1) {
+          float sc[2], off[2];
+          F::template scale<kC>(d, jj, jpos, s, sc, off);
+          // the sub-block's index in the xs arrays (16 or 32 elements each)
+          const int64_t sub = (kchunk + 16 * (s - (kSS - 1))) / (16 * kSS);
+          VELOCITY_UNROLL
+          for (int nt = 0; nt < kNT; ++nt) {
+            if (nt >= n_nt) continue;
+            acc[nt][0] = __fmaf_rn(sc[0], tmp[nt][0], acc[nt][0]);
+            acc[nt][1] = __fmaf_rn(sc[0], tmp[nt][1], acc[nt][1]);
+            acc[nt][2] = __fmaf_rn(sc[1], tmp[nt][2], acc[nt][2]);
+            acc[nt][3] = __fmaf_rn(sc[1], tmp[nt][3], acc[nt][3]);
+            if constexpr (F::kOffset) {
+              const float* xs = (kSS == 1 ? p.a.xs16 : p.a.xs32) + sub * p.a.ld_xs + xr0;
+              const int t0 = 8 * nt + 2 * c;
+              const float x0 = t0 < ntok ? __ldg(xs + t0) : 0.0f;
+              const float x1 = t0 + 1 < ntok ? __ldg(xs + t0 + 1) : 0.0f;
+              acc[nt][0] = __fmaf_rn(off[0], x0, acc[nt][0]);
+              acc[nt][1] = __fmaf_rn(off[0], x1, acc[nt][1]);
+              acc[nt][2] = __fmaf_rn(off[1], x0, acc[nt][2]);
+              acc[nt][3] = __fmaf_rn(off[1], x1, acc[nt][3]);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// W (n_out, n_in) @ x16 (tokens, Kp) -> y (tokens, n_out); grid (row blocks, K splits, jobs),
+// 256 threads; dynamic shared memory 8 * kNT * 4 * 32 floats when K is split over warps.
+template <class F, int kNT>
+__global__ void __launch_bounds__(kThreads, kNT == 1 ? 2 : 1) decode_kernel(const DecodeParams p) {
+  constexpr int kC = F::kIterChunks;
+  using Data = typename F::template Data<kC>;
+  extern __shared__ float red[];
+  __shared__ int s_last;
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
+  const int wk_n = 1 << p.wk_log2;
+  const int wk = warp & (wk_n - 1), wr = warp >> p.wk_log2;
+  const int tile = static_cast<int>(blockIdx.x) * p.wr + wr;
+  const int row0 = tile * kTileRows + g, row1 = row0 + 8;
+  const bool active = tile * kTileRows < p.w.n_out;
+
+  // The job: the whole call, or one (token, slot) pair of matmul_ids.
+  const uint8_t* wmat = p.w.data;
+  int xr0 = 0, yr0 = 0, ntok = p.n_tok;
+  if (p.ids != nullptr) {
+    int e = p.ids[blockIdx.z];
+    e = e < 0 ? 0 : (e >= p.w.n_mat ? p.w.n_mat - 1 : e);  // ids are promised valid; never read out of bounds
+    wmat += static_cast<int64_t>(e) * p.w.mat_bytes;
+    xr0 = p.x_per_slot ? static_cast<int>(blockIdx.z) : static_cast<int>(blockIdx.z) / p.k;
+    yr0 = static_cast<int>(blockIdx.z);
+    ntok = 1;
+  }
+  const uint8_t* rg = row0 < p.w.n_out ? wmat + static_cast<int64_t>(row0) * p.w.stride : nullptr;
+  const uint8_t* rg8 = row1 < p.w.n_out ? wmat + static_cast<int64_t>(row1) * p.w.stride : nullptr;
+
+  // This warp's iterations: a fixed partition of [0, n_iters) into gridDim.y * wk_n runs.
+  const int n_split = static_cast<int>(gridDim.y) << p.wk_log2;
+  const int split = (static_cast<int>(blockIdx.y) << p.wk_log2) + wk;
+  const int it0 = static_cast<int>(static_cast<int64_t>(split) * p.n_iters / n_split);
+  const int it1 = static_cast<int>(static_cast<int64_t>(split + 1) * p.n_iters / n_split);
+  const int n_nt = (ntok + 7) >> 3;
+
+  float acc[kNT][4];
+  VELOCITY_UNROLL
+  for (int nt = 0; nt < kNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+  // Two iterations in flight: the first two are requested before waiting for the converter.
+  Data cur{}, nxt{};
+  if (active && it0 < it1) F::template load<LoadGlobal, kC>(rg, rg8, p.w.rl, it0 * kC, c, cur);
+  if (active && it0 + 1 < it1) F::template load<LoadGlobal, kC>(rg, rg8, p.w.rl, (it0 + 1) * kC, c, nxt);
+  pdl_wait();  // x16, xs, inv_scale come from the converter
+  if (active) {
+    const __half* xg = p.a.x16 + static_cast<int64_t>(xr0 + g) * p.a.ldk + F::k_lane(c);
+    for (int it = it0; it < it1; ++it) {
+      decode_iteration<F, kNT>(cur, it, p, xg, xr0, ntok, n_nt, g, c, acc);
+      if (it + 1 < it1) {
+        cur = nxt;
+        if (it + 2 < it1) F::template load<LoadGlobal, kC>(rg, rg8, p.w.rl, (it + 2) * kC, c, nxt);
+      }
+    }
+  }
+
+  // K split over the block's warps: warps wk > 0 hand their sums to warp wk = 0, added in order.
+  if (p.wk_log2 > 0) {
+    if (wk > 0 && active) {
+      VELOCITY_UNROLL
+      for (int nt = 0; nt < kNT; ++nt) {
+        if (nt >= n_nt) continue;
+        VELOCITY_UNROLL
+        for (int i = 0; i < 4; ++i) red[((warp * kNT + nt) * 4 + i) * 32 + lane] = acc[nt][i];
+      }
+    }
+    __syncthreads();
+    if (wk == 0 && active) {
+      for (int w = 1; w < wk_n; ++w) {
+        VELOCITY_UNROLL
+        for (int nt = 0; nt < kNT; ++nt) {
+          if (nt >= n_nt) continue;
+          VELOCITY_UNROLL
+          for (int i = 0; i < 4; ++i) acc[nt][i] += red[(((warp + w) * kNT + nt) * 4 + i) * 32 + lane];
+        }
+      }
+    }
+  }
+  const bool writer = wk == 0 && active;
+
+  if (gridDim.y == 1) {
+    if (!writer) return;
+    VELOCITY_UNROLL
+    for (int nt = 0; nt < kNT; ++nt) {
+      if (nt >= n_nt) continue;
+      VELOCITY_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        const int tk = 8 * nt + 2 * c + h;
+        if (tk >= ntok) continue;
+        const float inv = p.a.inv_scale[xr0 + tk];
+        float* yrow = p.y + static_cast<int64_t>(yr0 + tk) * p.ldy;
+        if (row0 < p.w.n_out) yrow[row0] = acc[nt][h] * inv;
+        if (row1 < p.w.n_out) yrow[row1] = acc[nt][2 + h] * inv;
+      }
+    }
+    return;
+  }
+
+  // K split over blocks (plain products only): partial sums, then the last block of this row
+  // block adds them in split order.
+  const int rows_pad = static_cast<int>(gridDim.x) * p.wr * kTileRows;
+  if (writer) {
+    VELOCITY_UNROLL
+    for (int nt = 0; nt < kNT; ++nt) {
+      if (nt >= n_nt) continue;
+      VELOCITY_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        const int tk = 8 * nt + 2 * c + h;
+        if (tk >= ntok) continue;
+        float* part = p.partial + (static_cast<int64_t>(blockIdx.y) * ntok + tk) * rows_pad;
+        part[row0] = acc[nt][h];
+        part[row1] = acc[nt][2 + h];
+      }
+    }
+  }
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) s_last = atomicAdd(&p.counters[blockIdx.x], 1) == static_cast<int>(gridDim.y) - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  const int block_rows = p.wr * kTileRows, row_base = static_cast<int>(blockIdx.x) * block_rows;
+  for (int idx = threadIdx.x; idx < block_rows * ntok; idx += kThreads) {
+    const int r = row_base + idx % block_rows, tk = idx / block_rows;
+    if (r >= p.w.n_out) continue;
+    float sum = 0.0f;
+    for (int s = 0; s < static_cast<int>(gridDim.y); ++s)
+      sum += __ldcg(p.partial + (static_cast<int64_t>(s) * ntok + tk) * rows_pad + r);
+    p.y[static_cast<int64_t>(tk) * p.ldy + r] = sum * p.a.inv_scale[tk];
+  }
+  if (threadIdx.x == 0) p.counters[blockIdx.x] = 0;  // ready for the next launch (stream order)
+}
+
+template <class F, int kNT>
+void launch_decode_nt(const DecodeParams& p, dim3 grid, bool pdl, cudaStream_t stream) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = p.wk_log2 > 0 ? size_t{8} * kNT * 4 * 32 * sizeof(float) : 0;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  VELOCITY_CUDA(cudaLaunchKernelEx(&cfg, decode_kernel<F, kNT>, p));
+  VELOCITY_CUDA_LAUNCHED();
+}
+
+template <DType kT>
+void launch_decode(const DecodeParams& p, dim3 grid, int max_tokens_per_job, bool pdl, cudaStream_t stream) {
+  // One n-tile for up to 8 tokens (the common case, fewer registers), 8 n-tiles up to 64.
+  if (max_tokens_per_job <= 8)
+    launch_decode_nt<Fmt<kT>, 1>(p, grid, pdl, stream);
+  else
+    launch_decode_nt<Fmt<kT>, kDecodeTokens / 8>(p, grid, pdl, stream);
+}
+
+}  // namespace velocity::engine::cuda::mm
+
+#define VELOCITY_MATMUL_DECODE_INSTANTIATE(type) \
+  template void velocity::engine::cuda::mm::launch_decode<type>(const DecodeParams&, dim3, int, bool, cudaStream_t);
