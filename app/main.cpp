@@ -12,6 +12,8 @@
 #include <iterator>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -228,7 +230,7 @@ CLI::App* add_run(CLI::App& app, RunArgs& args) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a GPU is present)");
+  cmd->add_option("--device", o.device, "Where the model runs: cpu (default) or cuda:N (the new CUDA backend, not yet validated on a GPU)");
   cmd->add_option("--cache-type-k", args.cache_type_k, "KV cache type of K")->capture_default_str()
       ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
   cmd->add_option("--cache-type-v", args.cache_type_v, "KV cache type of V")->capture_default_str()
@@ -258,7 +260,7 @@ CLI::App* add_bench(CLI::App& app, BenchArgs& args) {
   CLI::Option* threads = cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   CLI::Option* device =
-      cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a GPU is present)");
+      cmd->add_option("--device", o.device, "Where the model runs: cpu (default) or cuda:N (the new CUDA backend, not yet validated on a GPU)");
   CLI::Option* type_k = cmd->add_option("--cache-type-k", args.cache_type_k, "KV cache type of K")->capture_default_str()
       ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
   CLI::Option* type_v = cmd->add_option("--cache-type-v", args.cache_type_v, "KV cache type of V")->capture_default_str()
@@ -285,6 +287,8 @@ CLI::App* add_bench(CLI::App& app, BenchArgs& args) {
 struct ServeArgs {
   velocity::server::ServeFlags flags;
   int n_threads = 0;
+  std::string flash_attn;  // llama-server's -fa [on|off|auto]: accepted, nothing to choose
+  bool jinja = false;      // llama-server's --jinja: accepted, templates are always Jinja
 };
 
 CLI::App* add_serve(CLI::App& app, ServeArgs& args) {
@@ -293,16 +297,20 @@ CLI::App* add_serve(CLI::App& app, ServeArgs& args) {
   auto& f = args.flags;
   cmd->add_option("--config", f.config_file, "TOML config: a [server] table and one [[model]] table per model");
   cmd->add_option("-m,--model", f.model_path, "GGUF model (one model; excludes --config)");
-  cmd->add_option("--name", f.model_name, "Model name clients send (default: the file name)");
-  cmd->add_option("--device", f.device, "Where the model runs: auto (cuda:0 when a GPU is present, else cpu), cpu, cuda:N")
+  cmd->add_option("--name,--alias", f.model_name, "Model name clients send (default: the file name)");
+  cmd->add_option("--device", f.device, "Where the model runs: auto (cpu for now), cpu, cuda:N (the new CUDA backend, not yet validated on a GPU)")
       ->capture_default_str();
-  cmd->add_option("-c,--ctx", f.ctx, "Context length per slot");
-  cmd->add_option("--slots", f.slots, "Sequences decoded together (parallel requests)");
+  cmd->add_option("-c,--ctx,--ctx-size", f.ctx, "Context length per slot");
+  cmd->add_option("--slots,--parallel", f.slots, "Sequences decoded together (parallel requests; llama-server: -np)");
   cmd->add_option("--prefill-chunk", f.prefill_chunk,
                   "Prompt tokens per step while other requests decode (default 128; smaller: steadier "
                   "inter-token latency, slower first token)");
-  cmd->add_option("--cache-type-k", f.cache_type_k, "KV cache type of K: f32, f16, q8_0, q4_0, q4_1, q5_1");
-  cmd->add_option("--cache-type-v", f.cache_type_v, "KV cache type of V: f32, f16, q8_0, q4_0, q4_1, q5_1");
+  cmd->add_option("--cache-type-k", f.cache_type_k, "KV cache type of K: f32, f16, q8_0, q4_0, q4_1, q5_1 (-ctk)");
+  cmd->add_option("--cache-type-v", f.cache_type_v, "KV cache type of V: f32, f16, q8_0, q4_0, q4_1, q5_1 (-ctv)");
+  // llama-server flags that mean nothing different here, accepted so its command lines carry over.
+  cmd->add_option("--flash-attn", args.flash_attn, "Accepted for llama-server command lines (-fa [on]): attention is always flash")
+      ->expected(0, 1);
+  cmd->add_flag("--jinja", args.jinja, "Accepted for llama-server command lines: chat templates are always Jinja");
   cmd->add_option("--chat-template-file", f.chat_template_file, "Jinja chat template replacing the model's");
   cmd->add_option("--chat-template", f.chat_template,
                   "Built-in chat template (chatml, llama3, ...) replacing the model's")
@@ -393,7 +401,7 @@ CLI::App* add_perplexity(CLI::App& app, PerplexityArgs& args) {
   cmd->add_option("--kl-base", o.kl_base_path, "Base GGUF model (same vocabulary): report KL(base || model) and top-token agreement");
   cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a GPU is present)");
+  cmd->add_option("--device", o.device, "Where the model runs: cpu (default) or cuda:N (the new CUDA backend, not yet validated on a GPU)");
   cmd->add_flag("--json", args.json, "Print the result as JSON");
   return cmd;
 }
@@ -453,8 +461,20 @@ int main(int argc, char** argv) {
   ServeArgs serve_args;
   CLI::App* serve_cmd = add_serve(app, serve_args);
   one_value_each(app);
+  // llama-server's multi-letter single-dash flags, which CLI11 would read as bundled short flags.
+  std::vector<std::string> args(argv, argv + argc);
+  for (std::string& a : args) {
+    static const std::pair<const char*, const char*> kLlamaFlags[] = {
+        {"-np", "--parallel"}, {"-ctk", "--cache-type-k"}, {"-ctv", "--cache-type-v"}, {"-fa", "--flash-attn"}};
+    for (const auto& [from, to] : kLlamaFlags) {
+      const std::string_view f(from);
+      if (a == f || (a.starts_with(f) && a.size() > f.size() && a[f.size()] == '=')) a = to + a.substr(f.size());
+    }
+  }
+  std::vector<char*> arg_ptrs;
+  for (std::string& a : args) arg_ptrs.push_back(a.data());
   try {
-    app.parse(argc, argv);
+    app.parse(argc, arg_ptrs.data());
     if (inspect_cmd->parsed()) run_inspect(inspect_args);
     if (synth_cmd->parsed()) run_synth(synth_args);
     if (convert_cmd->parsed()) run_convert(convert_args);

@@ -152,6 +152,21 @@ TEST_F(CliTest, OptionsDoNotSwallowTheNextOption) {
   EXPECT_TRUE(contains(r.err, "none.gguf")) << r.err;
 }
 
+// llama-server's common flags carry over to `velocity serve` where they mean the same.
+TEST_F(CliTest, ServeTakesLlamaServerFlags) {
+  Result r = run({"serve", "-m", path("none.gguf"), "-np", "2", "-ctk", "q8_0", "-ctv=q8_0", "--ctx-size", "128",
+                  "-fa", "--jinja", "--alias", "x"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;  // parsed; then the missing model
+  EXPECT_TRUE(contains(r.err, "none.gguf")) << r.err;
+  r = run({"serve", "-m", path("none.gguf"), "-fa", "on", "--parallel", "4"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  // -np is --slots: its value is checked as the slots (before the file is read).
+  std::ofstream(path("x.gguf")) << "not read";
+  r = run({"serve", "-m", path("x.gguf"), "-np", "0"});
+  EXPECT_NE(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "slots")) << r.err;
+}
+
 TEST_F(CliTest, InspectMissingFile) {
   const std::string p = path("does-not-exist.gguf");
   const Result r = run({"inspect", p});
