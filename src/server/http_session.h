@@ -168,6 +168,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_prompt_processed(uint64_t serial);
   void on_delta(uint64_t serial, std::string text, std::string reasoning);
   void on_done(uint64_t serial, Completion completion);
+  // One line per finished generation on stderr: id, model, outcome, tokens, prefill time, tok/s.
+  void log_request(const Completion& completion) const;
 
   // Streaming (http_session.cpp).
   void stream_begin();

@@ -404,9 +404,22 @@ void Session::on_delta(uint64_t serial, std::string text, std::string reasoning)
   }
 }
 
+void Session::log_request(const Completion& c) const {
+  std::string outcome;
+  if (c.rejected) outcome = fmt::format("refused ({} {})", c.rejected->status, c.rejected->code);
+  else if (gen_->client_gone) outcome = "client gone";
+  else if (c.finish == FinishReason::Error) outcome = "failed: " + c.error;
+  else outcome = "finish " + std::string(finish_reason_name(c.finish));
+  log_line(fmt::format("{} model '{}': {}; prompt {} tokens ({} prefilled in {:.0f} ms), completion {} tokens at "
+                       "{:.1f} tok/s",
+                       gen_->meta.id, gen_->meta.model, outcome, c.usage.prompt_tokens, c.timings.prompt_n,
+                       c.timings.prompt_ms, c.usage.completion_tokens, c.timings.predicted_per_second()));
+}
+
 void Session::on_done(uint64_t serial, Completion completion) {
   if (!gen_ || gen_->serial != serial || gen_->done) return;
   gen_->done = true;
+  log_request(completion);
   if (gen_->accepted) gen_->metrics->finish(completion);
   std::shared_ptr<Session> self = std::move(gen_self_);  // released when this returns
   keepalive_timer_.cancel();

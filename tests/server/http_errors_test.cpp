@@ -292,5 +292,22 @@ TEST(HttpErrors, ModelIsOptionalOnlyWithOneModel) {
   EXPECT_NE(r.body.find("alpha, beta"), std::string::npos) << r.body;
 }
 
+// Operators see one line per request: its id, model, outcome and token counts.
+TEST(HttpErrors, EveryGenerationLogsOneLine) {
+  TestServer server(keyed_settings(), {small_context()});
+  ::testing::internal::CaptureStderr();
+  Response r = post(server.port, kChat, chat(R"("max_tokens":3)"), kKey);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json body = json::parse(r.body);
+  const std::string id = body["id"];
+  const size_t at = log.find(id + " model 'fake': finish " + body["choices"][0]["finish_reason"].get<std::string>() +
+                             "; prompt " + std::to_string(body["usage"]["prompt_tokens"].get<int64_t>()) + " tokens");
+  ASSERT_NE(at, std::string::npos) << log;
+  EXPECT_NE(log.find("completion " + std::to_string(body["usage"]["completion_tokens"].get<int64_t>()) + " tokens at ", at),
+            std::string::npos)
+      << log;
+}
+
 }  // namespace
 }  // namespace velocity::server::test
