@@ -290,9 +290,13 @@ void CudaBackend::begin_step(const Batch& batch) {
     outputs_.push_back(batch.outputs[i]);
     if (i < batch.n_decode) ++n_decode_outputs;
   }
-  // A decode step whose every token wants an output: padded to a bucket and captured.
+  // A decode step whose every token wants an output: padded to a bucket and captured. Only when
+  // this backend runs the whole step (embedding to logits): in a placement over several devices
+  // the residual arrives from another backend with the batch's own row count, and there is no
+  // run_step to replay (session 4's hybrid test failed with "rope over 3 rows in a step of 4").
   const bool decode_only = batch.n_decode == n && n_decode_outputs == n;
-  const int64_t bucket = decode_only ? graph_bucket(n) : 0;
+  const bool whole_step = shape_.has_embedding && shape_.has_output;
+  const int64_t bucket = decode_only && whole_step ? graph_bucket(n) : 0;
   graph_step_ = graphs_enabled_ && bucket > 0 && bucket <= shape_.max_tokens && bucket <= shape_.max_logits &&
                 !graph_failed_[bucket];
   const int64_t padded = graph_step_ ? bucket : n;
