@@ -298,7 +298,7 @@ TEST_F(GpuOps, FfnAndMoeBlocks) {
   StepShape s = shape();
   s.n_expert = 16;
   s.n_expert_used = 4;
-  s.n_ff_expert = 128;
+  s.n_ff_expert = 256;  // a K-quant row holds whole 256-value blocks (128 tripped a dtype check)
   reserve(s);
   const int64_t d = 256;
   for (DType type : {DType::Q4_K, DType::Q8_0, DType::MXFP4, DType::F16}) {
@@ -321,7 +321,7 @@ TEST_F(GpuOps, FfnAndMoeBlocks) {
       EXPECT_LT(compare(x), 3e-2) << "ffn " << dtype_name(type) << " decode " << decode;
 
       auto router = weight(DType::F32, {d, 16}, 65, 1.0f);
-      auto ge = weight(type, {d, 128, 16}, 66), ue = weight(type, {d, 128, 16}, 67), de = weight(type, {128, d, 16}, 68);
+      auto ge = weight(type, {d, 256, 16}, 66), ue = weight(type, {d, 256, 16}, 67), de = weight(type, {256, d, 16}, 68);
       MoeLayer mc{norm.c, router.c, ge.c, ue.c, de.c}, mg{norm.g, router.g, ge.g, ue.g, de.g};
       MoeParams mp{16, 4, true};
       auto xm = act(random_vector(n * d, 69), n, d);
