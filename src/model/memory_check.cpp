@@ -29,8 +29,11 @@ void check_device_memory(const gguf::File& file, const Placement& placement, con
     for (const std::string& name : need.extra)
       if (const gguf::TensorInfo* t = file.find_tensor(name)) weights += static_cast<double>(b.weight_bytes(t->type, t->shape));
     const engine::StepShape& s = need.shape;
+    // First: reserve_bytes refuses cache types the backend cannot store (a head dim that is not
+    // whole blocks) with a clear Error, before kv_cache_bytes would size them.
+    const double reserve = static_cast<double>(b.reserve_bytes(s));
     const double kv = static_cast<double>(engine::Backend::kv_cache_bytes(s));
-    const double buffers = static_cast<double>(b.reserve_bytes(s)) - kv + static_cast<double>(s.max_tokens * s.n_embd * 4);
+    const double buffers = reserve - kv + static_cast<double>(s.max_tokens * s.n_embd * 4);
     const double needed = weights + kv + buffers;
     const double available = static_cast<double>(*free) * (1 - kHeadroomFraction) - kHeadroomBytes;
     if (needed <= available) continue;

@@ -89,7 +89,22 @@ uint64_t CudaBackend::weight_bytes(DType type, std::span<const int64_t> shape) c
   return static_cast<uint64_t>(rows) * static_cast<uint64_t>(weight_stride(type, shape[0]));
 }
 
+namespace {
+// The cache types this backend stores, and head dims of whole blocks: a clear Error (as the CPU
+// backend gives) before anything sizes or allocates the cache.
+void check_cache_types(const StepShape& s) {
+  for (DType t : {s.cache_type_k, s.cache_type_v})
+    if (!kv_cache_supports(t))
+      fail("KV cache type {} is not supported by the CUDA backend (f32, f16, q8_0, q4_0, q4_1, q5_1)", dtype_name(t));
+  for (auto [type, dim, which] : {std::tuple{s.cache_type_k, s.head_dim_k, "K"}, std::tuple{s.cache_type_v, s.head_dim_v, "V"}})
+    if (dim % dtype_block_size(type) != 0)
+      fail("KV cache: {} head dim {} is not a multiple of the {} block size {}", which, dim, dtype_name(type),
+           dtype_block_size(type));
+}
+}  // namespace
+
 uint64_t CudaBackend::reserve_bytes(const StepShape& s) const {
+  if (s.n_layer > 0) check_cache_types(s);  // the memory check asks before reserve()
   const int64_t max_in = std::max({s.n_embd, s.n_head * s.head_dim_v, s.n_ff, s.n_ff_expert});
   const int64_t max_rows = s.max_tokens * std::max<int64_t>(1, s.n_expert_used);
   StepShape padded = s;
@@ -189,13 +204,7 @@ void CudaBackend::reserve(const StepShape& shape) {
   VELOCITY_CUDA(cudaStreamSynchronize(stream_));  // the uploads are done
   shape_ = shape;
   const StepShape& s = shape_;
-  for (DType t : {s.cache_type_k, s.cache_type_v})
-    if (!kv_cache_supports(t))
-      fail("KV cache type {} is not supported by the CUDA backend (f32, f16, q8_0, q4_0, q4_1, q5_1)", dtype_name(t));
-  for (auto [type, dim, which] : {std::tuple{s.cache_type_k, s.head_dim_k, "K"}, std::tuple{s.cache_type_v, s.head_dim_v, "V"}})
-    if (dim % dtype_block_size(type) != 0)
-      fail("KV cache: {} head dim {} is not a multiple of the {} block size {}", which, dim, dtype_name(type),
-           dtype_block_size(type));
+  check_cache_types(s);
 
   // The KV cache first: it is the part a user sizes with --ctx / --slots / cache types.
   kv_.assign(static_cast<size_t>(s.n_layer), KvLayer{});
