@@ -4,17 +4,15 @@
 // what the eager ops compute, a model split between the CPU and the GPU equals either, and a
 // decode step allocates nothing on the host.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <atomic>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <new>
 #include <string>
 #include <vector>
 
+#include "../support/alloc_counter.h"
+#include "../support/synth_model.h"
 #include "core/error.h"
 #include "engine/backend.h"
 #include "model/model.h"
@@ -22,47 +20,11 @@
 #include "runtime/sampler.h"
 #include "tools/synth.h"
 
-// Host allocations while g_count_allocations is set (any thread: the CPU backend's pool too).
-namespace {
-std::atomic<bool> g_count_allocations{false};
-std::atomic<int64_t> g_allocations{0};
-void* counted(std::size_t n) {
-  if (g_count_allocations.load(std::memory_order_relaxed)) g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-}  // namespace
-void* operator new(std::size_t n) { return counted(n); }
-void* operator new[](std::size_t n) { return counted(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-// The nothrow forms too (std::stable_sort's buffer): each new must meet its own delete (ASan checks).
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  try { return counted(n); } catch (...) { return nullptr; }
-}
-void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
-  try { return counted(n); } catch (...) { return nullptr; }
-}
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
-
 namespace velocity::model {
 namespace {
 
 std::string synth_model(const std::string& arch, const std::string& type) {
-  const auto dir = std::filesystem::temp_directory_path() / ("velocity-gpu-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  const std::string path = (dir / (arch + "-" + type + ".gguf")).string();
-  if (!std::filesystem::exists(path)) {
-    tools::SynthOptions o;
-    o.arch = arch;
-    o.type = type;
-    o.output = path;
-    tools::synth(o);
-  }
-  return path;
+  return test::synth_model("gpu", arch, type);
 }
 
 double row_rel_err(std::span<const float> a, std::span<const float> b) {
@@ -202,11 +164,7 @@ TEST_P(GpuModel, DecodeStepAllocatesNothing) {
     for (int32_t s = 0; s < 3; ++s) b.positions[s] = 1;
     model->step(b);
     for (int32_t s = 0; s < 3; ++s) b.positions[s] = 2;
-    g_allocations = 0;
-    g_count_allocations = true;
-    model->step(b);
-    g_count_allocations = false;
-    EXPECT_EQ(g_allocations.load(), 0) << d.to_string() << ": a decode step allocated";
+    EXPECT_EQ(test::count_allocations([&] { model->step(b); }), 0) << d.to_string() << ": a decode step allocated";
   }
 }
 

@@ -3,32 +3,20 @@
 // layers. Two CPU backends ("cpu" and "cpu:1") run the same kernels, so the logits must be equal
 // bit for bit; the GPU tests do the same with cuda:0 against the CPU.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstring>
-#include <filesystem>
 #include <string>
 #include <vector>
 
+#include "../support/synth_model.h"
 #include "core/error.h"
 #include "model/model.h"
-#include "tools/synth.h"
 
 namespace velocity::model {
 namespace {
 
 std::string synth_model(const std::string& arch, const std::string& type) {
-  const auto dir = std::filesystem::temp_directory_path() / ("velocity-placement-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  const std::string path = (dir / (arch + "-" + type + ".gguf")).string();
-  if (!std::filesystem::exists(path)) {
-    tools::SynthOptions o;
-    o.arch = arch;
-    o.type = type;
-    o.output = path;
-    tools::synth(o);
-  }
-  return path;
+  return test::synth_model("placement", arch, type);
 }
 
 std::vector<float> run_steps(Model& m, int n_prompt, int n_decode) {
