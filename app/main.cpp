@@ -230,7 +230,7 @@ CLI::App* add_run(CLI::App& app, RunArgs& args) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--device", o.device, "Where the model runs: cpu (default) or cuda:N (the new CUDA backend, not fully validated yet)");
+  cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a supported GPU is present, else cpu)");
   cmd->add_option("--cache-type-k", args.cache_type_k, "KV cache type of K")->capture_default_str()
       ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
   cmd->add_option("--cache-type-v", args.cache_type_v, "KV cache type of V")->capture_default_str()
@@ -260,7 +260,7 @@ CLI::App* add_bench(CLI::App& app, BenchArgs& args) {
   CLI::Option* threads = cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   CLI::Option* device =
-      cmd->add_option("--device", o.device, "Where the model runs: cpu (default) or cuda:N (the new CUDA backend, not fully validated yet)");
+      cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a supported GPU is present, else cpu)");
   CLI::Option* type_k = cmd->add_option("--cache-type-k", args.cache_type_k, "KV cache type of K")->capture_default_str()
       ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
   CLI::Option* type_v = cmd->add_option("--cache-type-v", args.cache_type_v, "KV cache type of V")->capture_default_str()
@@ -298,7 +298,7 @@ CLI::App* add_serve(CLI::App& app, ServeArgs& args) {
   cmd->add_option("--config", f.config_file, "TOML config: a [server] table and one [[model]] table per model");
   cmd->add_option("-m,--model", f.model_path, "GGUF model (one model; excludes --config)");
   cmd->add_option("--name,--alias", f.model_name, "Model name clients send (default: the file name)");
-  cmd->add_option("--device", f.device, "Where the model runs: auto (cpu for now), cpu, cuda:N (the new CUDA backend, not fully validated yet)")
+  cmd->add_option("--device", f.device, "Where the model runs: auto (cuda:0 when a supported GPU is present, else cpu), cpu, cuda:N")
       ->capture_default_str();
   cmd->add_option("-c,--ctx,--ctx-size", f.ctx, "Context length per slot");
   cmd->add_option("--slots,--parallel", f.slots, "Sequences decoded together (parallel requests; llama-server: -np)");
@@ -401,7 +401,7 @@ CLI::App* add_perplexity(CLI::App& app, PerplexityArgs& args) {
   cmd->add_option("--kl-base", o.kl_base_path, "Base GGUF model (same vocabulary): report KL(base || model) and top-token agreement");
   cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--device", o.device, "Where the model runs: cpu (default) or cuda:N (the new CUDA backend, not fully validated yet)");
+  cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a supported GPU is present, else cpu)");
   cmd->add_flag("--json", args.json, "Print the result as JSON");
   return cmd;
 }

@@ -96,13 +96,18 @@ void Backend::reserve_blocks() {
   }
 }
 
+void Backend::matmuls(const Act& x, std::span<const Weight* const> ws, std::span<Act* const> ys) {
+  VELOCITY_CHECK(ws.size() == ys.size());
+  for (size_t i = 0; i < ws.size(); ++i) matmul(*ws[i], x, *ys[i]);
+}
+
 void Backend::attention_block(const AttentionLayer& layer, const AttentionParams& p, Act& x) {
   const int64_t n = x.n_rows;
   BlockScratch& s = scratch_;
   rms_norm(x, layer.norm, p.norm_eps, rows(s.norm, n));
-  matmul(layer.wq, s.norm, rows(s.q, n));
-  matmul(layer.wk, s.norm, rows(s.k, n));
-  matmul(layer.wv, s.norm, rows(s.v, n));
+  const Weight* const qkv[] = {&layer.wq, &layer.wk, &layer.wv};
+  Act* const qkv_out[] = {&rows(s.q, n), &rows(s.k, n), &rows(s.v, n)};
+  matmuls(s.norm, qkv, qkv_out);
   if (layer.bq.present()) add_bias(s.q, layer.bq);
   if (layer.bk.present()) add_bias(s.k, layer.bk);
   if (layer.bv.present()) add_bias(s.v, layer.bv);
@@ -124,8 +129,9 @@ void Backend::ffn_block(const FfnLayer& layer, float eps, Act& x) {
   Act gate = s.gate, up = s.up;  // views with this layer's width
   gate.n_cols = up.n_cols = layer.gate.n_out;
   gate.n_rows = up.n_rows = n;
-  matmul(layer.gate, s.norm, gate);
-  matmul(layer.up, s.norm, up);
+  const Weight* const gate_up[] = {&layer.gate, &layer.up};
+  Act* const gate_up_out[] = {&gate, &up};
+  matmuls(s.norm, gate_up, gate_up_out);
   swiglu(gate, up, gate);
   matmul(layer.down, gate, rows(s.proj, n));
   add(x, s.proj);
@@ -154,10 +160,10 @@ void Backend::output_block(const Weight& norm, const Weight& head, float eps, co
 
 namespace velocity::engine {
 
-// The CPU until the CUDA backend passes all its GPU tests: on its one run (H100, session 4) 53 of
-// 63 passed, with the Hugging Face logits, serve and perplexity checks (docs/NOTES.md). Then:
-//   return cuda_device_count() > 0 ? Device::cuda(0) : Device::cpu();
-Device default_device() { return Device::cpu(); }
+// cuda:0 when this build has CUDA and the machine a GPU the kernels support (compute capability
+// 8.0 or newer); else the CPU. The CUDA backend became the default once all its GPU tests, the
+// Hugging Face logits, serve and perplexity checks passed on an H100 (docs/NOTES.md, session 5).
+Device default_device() { return cuda_device_supported(0) ? Device::cuda(0) : Device::cpu(); }
 
 std::unique_ptr<Backend> make_backend(Device device, int n_threads) {
   if (device.is_cpu()) return make_cpu_backend(n_threads, device.index);

@@ -198,6 +198,9 @@ class Backend {
   virtual void rms_norm_heads(Act& x, int64_t head_dim, const Weight& w, float eps) = 0;
   // y = x W^T: y[t, r] = sum_i W[r, i] x[t, i]; x [T, n_in] -> y [T, n_out]
   virtual void matmul(const Weight& w, const Act& x, Act& y) = 0;
+  // y_i = x W_i^T for products that share their input (Q, K, V; gate, up): a backend may prepare
+  // x once for all of them (the CUDA backend converts it once). The default runs matmul for each.
+  virtual void matmuls(const Act& x, std::span<const Weight* const> ws, std::span<Act* const> ys);
   // y[t] += b
   virtual void add_bias(Act& y, const Weight& b) = 0;
   // rotary embedding of every head of head_dim in x [T, n_heads * head_dim], in place, at each
@@ -270,6 +273,8 @@ std::unique_ptr<Backend> make_cpu_backend(int n_threads, int32_t index);  // "cp
 std::unique_ptr<Backend> make_cuda_backend(int index);
 // Number of CUDA GPUs this process can use (0 without CUDA support or a driver).
 int cuda_device_count();
+// Whether cuda:index exists and the CUDA kernels support it (compute capability 8.0 or newer).
+bool cuda_device_supported(int index);
 // The backend for `device`.
 std::unique_ptr<Backend> make_backend(Device device, int n_threads = 0);
 // The device a model runs on when none is named: cuda:0 when a CUDA GPU is present, else the CPU.

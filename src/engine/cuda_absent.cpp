@@ -10,6 +10,7 @@ std::unique_ptr<Backend> make_cuda_backend(int index) {
 }
 
 int cuda_device_count() { return 0; }
+bool cuda_device_supported(int) { return false; }
 std::optional<double> measure_copy_bandwidth(Device, uint64_t) { return std::nullopt; }
 std::optional<double> tensor_peak_flops(Device) { return std::nullopt; }
 

@@ -56,8 +56,10 @@ void check_device_memory(const gguf::File& file, const Placement& placement, con
     }
     std::string advice;
     if (weights > available)
-      advice = fmt::format("the weights alone need {}: use a smaller quantisation, or keep layers or experts in host RAM",
-                           gb(weights));
+      advice = fmt::format(
+          "the weights alone need {}: use a smaller quantisation, keep layers or experts in host RAM, or run on the CPU "
+          "(--device cpu)",
+          gb(weights));
     else if (fits.empty())
       advice = "no smaller context or slot count fits next to the weights";
     else

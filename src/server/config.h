@@ -44,8 +44,8 @@ struct SamplingDefaults {
   int64_t max_tokens = -1;          // used when the request gives none; -1 = until the context is full
 };
 
-// A compute device as written in the config: "auto" (the default: engine::default_device(), the
-// CPU until the CUDA backend is validated on a GPU), "cpu" or "cuda:N".
+// A compute device as written in the config: "auto" (the default: engine::default_device(), cuda:0
+// when a supported GPU is present, else the CPU), "cpu" or "cuda:N".
 struct DeviceSpec {
   enum class Kind { Auto, Cpu, Cuda } kind = Kind::Auto;
   int32_t index = 0;  // N of "cuda:N"; 0 otherwise

@@ -47,7 +47,7 @@ struct BenchOptions {
   std::vector<int64_t> batch = {1};       // sequences decoded together (decode tests)
   int repetitions = 5;                    // timed runs per test (>= 1)
   int n_threads = 0;                      // 0: one per online core
-  std::string device;                     // "cpu", "cuda:N"; "": engine::default_device() (cpu for now)
+  std::string device;                     // "cpu", "cuda:N"; "": engine::default_device() (cuda:0 if present)
   DType cache_type_k = DType::F16;
   DType cache_type_v = DType::F16;
   uint64_t bandwidth_bytes = 1ull << 30;  // buffer of the bandwidth measurement; 0: not measured

@@ -35,7 +35,7 @@ struct PerplexityOptions {
   int64_t n_ctx = 512;       // tokens per window (>= 2)
   int64_t stride = 0;        // tokens between window starts; 0: n_ctx
   int n_threads = 0;         // CPU threads; 0: one per online core
-  std::string device;        // "cpu", "cuda:N"; "": engine::default_device() (cpu for now)
+  std::string device;        // "cpu", "cuda:N"; "": engine::default_device() (cuda:0 if present)
 };
 
 // One window of the plan: text tokens [start, start + length), scoring positions

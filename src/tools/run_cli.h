@@ -35,7 +35,7 @@ struct RunOptions {
   bool print_special = false;        // print control tokens (<|im_start|> ...); llama.cpp's --special
   int64_t n_ctx = 0;                 // 0: the model's context length, capped at 4096
   int n_threads = 0;                 // 0: one per online core
-  std::string device;                // "cpu", "cuda:N"; "": engine::default_device() (cpu for now)
+  std::string device;                // "cpu", "cuda:N"; "": engine::default_device() (cuda:0 if present)
   DType cache_type_k = DType::F16;
   DType cache_type_v = DType::F16;
 

@@ -448,7 +448,9 @@ int check_outputs(const char* what, DType type, int64_t n_in, int64_t n_out, con
 
 struct GpuContext {
   cudaStream_t stream = nullptr;
-  GpuContext() { cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking); }
+  // A blocking stream: ordered after the legacy-stream cudaMemcpy/cudaMemset that upload and
+  // poison the buffers (a non-blocking stream raced them: poisoned outputs, "not bitwise").
+  GpuContext() { cudaStreamCreate(&stream); }
   ~GpuContext() {
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
@@ -661,6 +663,45 @@ TEST(MatmulWorkspace, BytesMatchTheAllocation) {
     const double taken = static_cast<double>(free_before) - static_cast<double>(free_after);
     EXPECT_GE(taken + (2 << 20), static_cast<double>(bytes)) << rows << " x " << n_in;
     EXPECT_LE(taken, static_cast<double>(bytes) + 12.0 * (2 << 20)) << rows << " x " << n_in;
+  }
+}
+
+// Products sharing one input (x converted once for all: Q, K, V) equal the same products run
+// one by one, bitwise, with mixed weight types (an F32 one on the generic path among them), for
+// decode-only, prompt-only and mixed calls.
+TEST(Matmul, SharedInputEqualsSeparateCalls) {
+  VELOCITY_REQUIRE_GPU();
+  GpuContext ctx;
+  std::mt19937 rng(23);
+  const int64_t n_in = 1024;
+  auto ws = make_matmul_workspace(40, n_in);
+  auto q = make_matrix(DType::Q4_K, n_in, 512, 1, rng), k = make_matrix(DType::Q6_K, n_in, 128, 1, rng),
+       v = make_matrix(DType::F32, n_in, 130, 1, rng);
+  const TestMatrix* ms[] = {q.get(), k.get(), v.get()};
+  for (auto [n, n_decode] : {std::pair<int64_t, int64_t>{1, 1}, {9, 9}, {33, 0}, {37, 5}}) {
+    const std::vector<float> x = make_x(n, n_in, rng);
+    const int64_t ldx = n_in + 3;
+    DeviceBuffer dx(x.size() * sizeof(float));
+    upload(dx, x);
+    std::vector<std::unique_ptr<DeviceBuffer>> ys;
+    MatmulOut outs[3];
+    for (int i = 0; i < 3; ++i) {
+      const int64_t ldy = ms[i]->n_out + 5;
+      ys.push_back(std::make_unique<DeviceBuffer>(static_cast<size_t>(n * ldy) * sizeof(float)));
+      check_cuda(cudaMemset(ys.back()->as<void>(), 0xFF, ys.back()->bytes()), "poison");
+      outs[i] = {&ms[i]->w, ys.back()->as<float>(), ldy};
+    }
+    matmul(std::span<const MatmulOut>(outs, 3), dx.as<float>(), ldx, n, n_decode, *ws, ctx.stream);
+    check_cuda(cudaStreamSynchronize(ctx.stream), "shared matmul");
+    for (int i = 0; i < 3; ++i) {
+      std::vector<float> together(static_cast<size_t>(n * outs[i].ldy));
+      download(together, *ys[static_cast<size_t>(i)]);
+      const std::vector<float> alone = run_matmul(ctx, *ms[i], *ws, x, n, n_decode);
+      for (int64_t t = 0; t < n; ++t)
+        EXPECT_EQ(0, std::memcmp(together.data() + t * outs[i].ldy, alone.data() + t * outs[i].ldy,
+                                 static_cast<size_t>(ms[i]->n_out) * sizeof(float)))
+            << type_name(ms[i]->type) << " token " << t << " of " << n << " (decode " << n_decode << ")";
+    }
   }
 }
 

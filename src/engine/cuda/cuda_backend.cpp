@@ -44,9 +44,6 @@ CudaBackend::CudaBackend(int index) : index_(index) {
     fail("device cuda:{} ({}) has compute capability {}.{}; velocity's kernels need 8.0 (Ampere) or newer", index,
          props.name, props.major, props.minor);
   name_ = fmt::format("cuda:{} ({})", index, props.name);
-  log_line(fmt::format("{}: the CUDA backend is new and not fully validated yet (53 of 63 GPU tests passed on its "
-                       "one run); compare its output with --device cpu before relying on it",
-                       name_));
   VELOCITY_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   for (int i = 0; i < 2; ++i) {
     VELOCITY_CUDA(cudaHostAlloc(reinterpret_cast<void**>(&staging_[i]), kStagingBytes, cudaHostAllocDefault));
@@ -443,6 +440,26 @@ void CudaBackend::matmul(const Weight& w, const Act& x, Act& y) {
   cuda::matmul(w, x.data, x.n_cols, x.n_rows, decode_rows(x.n_rows), y.data, y.n_cols, *matmul_ws_, stream_);
 }
 
+void CudaBackend::matmuls(const Act& x, std::span<const Weight* const> ws, std::span<Act* const> ys) {
+  VELOCITY_CHECK(ws.size() == ys.size());
+  cuda::MatmulOut outs[4];  // a decode step allocates nothing
+  if (ws.size() > std::size(outs)) return Backend::matmuls(x, ws, ys);
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const Weight& w = *ws[i];
+    Act& y = *ys[i];
+    if (w.n_in != x.n_cols || w.n_out != y.n_cols || w.n_mat != 1)
+      fail("matmul {}: weight [{} -> {}] x{} with activations of {} columns into {} columns", w.name, w.n_in, w.n_out,
+           w.n_mat, x.n_cols, y.n_cols);
+    VELOCITY_CHECK(w.device == device() && w.layout == WeightLayout::Cuda, "matmul {}: weight on {}", w.name,
+                   w.device.to_string());
+    VELOCITY_CHECK(y.capacity >= x.n_rows);
+    y.n_rows = x.n_rows;
+    outs[i] = {&w, y.data, y.n_cols};
+  }
+  cuda::matmul(std::span<const cuda::MatmulOut>(outs, ws.size()), x.data, x.n_cols, x.n_rows, decode_rows(x.n_rows),
+               *matmul_ws_, stream_);
+}
+
 void CudaBackend::add_bias(Act& y, const Weight& b) {
   VELOCITY_CHECK(b.type == DType::F32 && b.n_in == y.n_cols && b.device == device());
   cuda::add_bias(y.data, y.n_cols, reinterpret_cast<const float*>(b.data), y.n_rows, y.n_cols, stream_);
@@ -561,6 +578,16 @@ std::optional<double> tensor_peak_flops(Device device) {
   // and workstation parts of Ampere, Ada and Blackwell (8.6, 8.9, 12.x) 1024.
   const int per_clock = major == 9 ? 4096 : major == 10 ? 8192 : (major == 8 && minor == 0) ? 2048 : 1024;
   return static_cast<double>(sms) * static_cast<double>(khz) * 1e3 * per_clock;
+}
+
+bool cuda_device_supported(int index) {
+  if (index < 0 || index >= cuda_device_count()) return false;
+  int major = 0;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return major >= 8;
 }
 
 int cuda_device_count() {

@@ -58,6 +58,7 @@ class CudaBackend final : public Backend {
   void rms_norm(const Act& x, const Weight& w, float eps, Act& out) override;
   void rms_norm_heads(Act& x, int64_t head_dim, const Weight& w, float eps) override;
   void matmul(const Weight& w, const Act& x, Act& y) override;
+  void matmuls(const Act& x, std::span<const Weight* const> ws, std::span<Act* const> ys) override;
   void add_bias(Act& y, const Weight& b) override;
   void rope(Act& x, int64_t head_dim, const RopeParams& rope) override;
   void attention(const AttentionParams& p, const Act& q, const Act& k, const Act& v, Act& out) override;

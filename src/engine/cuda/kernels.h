@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 
 #include "core/dtype.h"
 #include "engine/tensor.h"
@@ -54,6 +55,15 @@ uint64_t matmul_workspace_bytes(int64_t max_rows, int64_t max_n_in);
 // y[t, r] = sum_i W[r, i] x[t, i] for t < n_tokens, r < w.n_out (w.n_mat == 1, CUDA layout).
 void matmul(const Weight& w, const float* x, int64_t ldx, int64_t n_tokens, int64_t n_decode, float* y,
             int64_t ldy, MatmulWorkspace& ws, cudaStream_t stream);
+// Several products of one input (Q, K and V; gate and up): x converted once for all of them.
+// Every weight takes the same n_in.
+struct MatmulOut {
+  const Weight* w = nullptr;
+  float* y = nullptr;
+  int64_t ldy = 0;
+};
+void matmul(std::span<const MatmulOut> outs, const float* x, int64_t ldx, int64_t n_tokens, int64_t n_decode,
+            MatmulWorkspace& ws, cudaStream_t stream);
 
 // Expert products (w 3-D, n_mat experts): for t < n_tokens, j < k,
 //   y[t*k + j, r] = sum_i W_e[r, i] x[row, i],  e = ids[t*k + j],  row = x_per_slot ? t*k + j : t.

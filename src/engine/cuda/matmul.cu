@@ -152,7 +152,10 @@ int floor_log2(int v) {
 // Decode launch shape of a plain product: wr tiles per block along the rows, the rest of the 8
 // warps splitting K, and `splits` blocks splitting K: enough blocks for two per SM where the rows
 // alone give fewer, within the partial-sum scratch (sized for 64 tokens, so the choice does not
-// depend on the call's token count).
+// depend on the call's token count). Balancing the waves instead (the split s minimising
+// ceil(row_blocks s / 2 n_sm) / s) was measured on an H100 (session 5): no gain on the large
+// shapes, 10-35% slower on 4096 -> 1024: the kernel is bound by bytes in flight per SM, not by
+// whole waves (docs/NOTES.md).
 struct DecodeShape {
   int wr = 8, wk_log2 = 0, splits = 1, row_blocks = 1;
 };
@@ -250,10 +253,10 @@ uint64_t matmul_workspace_bytes(int64_t max_rows, int64_t max_n_in) {
 
 void set_matmul_decode_tuning(MatmulWorkspace& ws, mm::DecodeTuning tuning) { mm::workspace_of(ws).tuning = tuning; }
 
-void matmul(const Weight& w, const float* x, int64_t ldx, int64_t n_tokens, int64_t n_decode, float* y, int64_t ldy,
-            MatmulWorkspace& workspace, cudaStream_t stream) {
-  using namespace mm;
-  Workspace& ws = workspace_of(workspace);
+namespace mm {
+namespace {
+
+void check_plain(const Workspace& ws, const Weight& w, const float* y, int64_t ldy, int64_t n_tokens) {
   check_weight(w, "matmul");
   if (w.n_mat != 1)
     fail_matmul("matmul: weight '%.*s' has %lld matrices; pass one (Weight::matrix)", static_cast<int>(w.name.size()),
@@ -262,11 +265,15 @@ void matmul(const Weight& w, const float* x, int64_t ldx, int64_t n_tokens, int6
     fail_matmul("matmul: %lld tokens of %lld inputs exceed the workspace (%lld x %lld)",
                 static_cast<long long>(n_tokens), static_cast<long long>(w.n_in), static_cast<long long>(ws.max_rows),
                 static_cast<long long>(ws.max_n_in));
-  VELOCITY_CUDA_CHECK(x != nullptr && y != nullptr && ldx >= w.n_in && ldy >= w.n_out, "matmul: bad activations");
-  if (n_tokens == 0 || w.n_out == 0) return;
-  n_decode = n_decode < 0 ? 0 : (n_decode > n_tokens ? n_tokens : n_decode);
-  const WeightView wv = view_of(w);
+  VELOCITY_CUDA_CHECK(y != nullptr && ldy >= w.n_out, "matmul: bad output");
+}
 
+// The products of one weight on activations already converted (mma paths) or read as they are
+// (generic).
+void run_plain(Workspace& ws, const Weight& w, const float* x, int64_t ldx, int64_t n_tokens, int64_t n_decode,
+               float* y, int64_t ldy, cudaStream_t stream) {
+  if (w.n_out == 0) return;
+  const WeightView wv = view_of(w);
   if (!mma_path(w)) {
     GenericParams g;
     g.w = w.data, g.stride = w.stride, g.mat_bytes = wv.mat_bytes, g.type = w.type;
@@ -275,8 +282,6 @@ void matmul(const Weight& w, const float* x, int64_t ldx, int64_t n_tokens, int6
     launch_generic(g, stream);
     return;
   }
-
-  convert(ws, wv, x, ldx, n_tokens, n_decode, stream);
   const ActView acts = acts_of(ws);
   if (n_decode > 0) {
     DecodeParams p;
@@ -312,6 +317,38 @@ void matmul(const Weight& w, const float* x, int64_t ldx, int64_t n_tokens, int6
                     static_cast<unsigned>(ceil_div(w.n_out, kPromptRows)), 1);
     dispatch_prompt(w.type, p, grid, stream);
   }
+}
+
+}  // namespace
+}  // namespace mm
+
+void matmul(const Weight& w, const float* x, int64_t ldx, int64_t n_tokens, int64_t n_decode, float* y, int64_t ldy,
+            MatmulWorkspace& workspace, cudaStream_t stream) {
+  const MatmulOut out{&w, y, ldy};
+  matmul(std::span<const MatmulOut>(&out, 1), x, ldx, n_tokens, n_decode, workspace, stream);
+}
+
+void matmul(std::span<const MatmulOut> outs, const float* x, int64_t ldx, int64_t n_tokens, int64_t n_decode,
+            MatmulWorkspace& workspace, cudaStream_t stream) {
+  using namespace mm;
+  Workspace& ws = workspace_of(workspace);
+  if (outs.empty()) return;
+  const int64_t n_in = outs[0].w->n_in;
+  bool convert_x = false;
+  for (const MatmulOut& o : outs) {
+    check_plain(ws, *o.w, o.y, o.ldy, n_tokens);
+    if (o.w->n_in != n_in)
+      fail_matmul("matmul: the products of one call share their input, but '%.*s' takes %lld values, not %lld",
+                  static_cast<int>(o.w->name.size()), o.w->name.data(), static_cast<long long>(o.w->n_in),
+                  static_cast<long long>(n_in));
+    convert_x = convert_x || mma_path(*o.w);
+  }
+  VELOCITY_CUDA_CHECK(x != nullptr && ldx >= n_in, "matmul: bad activations");
+  if (n_tokens == 0) return;
+  n_decode = n_decode < 0 ? 0 : (n_decode > n_tokens ? n_tokens : n_decode);
+  // The converted x depends on n_in alone (its padding, rl.nc chunks of 64, too): one for all.
+  if (convert_x) convert(ws, view_of(*outs[0].w), x, ldx, n_tokens, n_decode, stream);
+  for (const MatmulOut& o : outs) run_plain(ws, *o.w, x, ldx, n_tokens, n_decode, o.y, o.ldy, stream);
 }
 
 void matmul_ids(const Weight& w, const int32_t* ids, int64_t k, const float* x, int64_t ldx, bool x_per_slot,

@@ -29,36 +29,57 @@
 
 namespace velocity::engine::cuda::mm {
 
-__device__ __forceinline__ uint2 load_b(const __half* p, bool valid) {
-  return valid ? __ldg(reinterpret_cast<const uint2*>(p)) : make_uint2(0u, 0u);
+// Where a lane reads its activations: B fragments of n-tile nt at xb + xrow[nt] (x16 halves), the
+// sub-block sums of tokens (2c, 2c + 1) of n-tile nt at xs + xst[nt][0 or 1] (floats). Tokens past
+// the job's last are clamped to it: their loads need no predicate and stay in bounds, and what
+// they load only reaches their own output columns (an mma column depends on its B column alone),
+// which are never stored.
+template <int kNT>
+struct ActOffsets {
+  int xrow[kNT];
+  int xst[kNT][2];
+};
+
+template <int kNT>
+__device__ __forceinline__ ActOffsets<kNT> act_offsets(int64_t ldk, int ntok, int g, int c) {
+  ActOffsets<kNT> o;
+  VELOCITY_UNROLL
+  for (int nt = 0; nt < kNT; ++nt) {
+    o.xrow[nt] = min(8 * nt + g, ntok - 1) * static_cast<int>(ldk);
+    o.xst[nt][0] = min(8 * nt + 2 * c, ntok - 1);
+    o.xst[nt][1] = min(8 * nt + 2 * c + 1, ntok - 1);
+  }
+  return o;
 }
 
+__device__ __forceinline__ uint2 load_b(const __half* p) { return __ldg(reinterpret_cast<const uint2*>(p)); }
+
 // One iteration (kIterChunks chunks) of a warp: acc[nt] += W(rows g, g + 8; chunks) . x(tokens).
-// xg: token g's x16 row plus the lane's k offset.
+// xg: the job's first x16 row plus the lane's k offset; xs: the job's sums (xs16 or xs32 by the
+// format's sub-block) at its first token.
 template <class F, int kNT>
 __device__ __forceinline__ void decode_iteration(const typename F::template Data<F::kIterChunks>& d, int it,
-                                                 const DecodeParams& p, const __half* xg, int xr0, int ntok, int n_nt,
-                                                 int g, int c, float (&acc)[kNT][4]) {
+                                                 const DecodeParams& p, const __half* xg, const float* xs,
+                                                 const ActOffsets<kNT>& ao, int n_nt, float (&acc)[kNT][4]) {
   constexpr int kC = F::kIterChunks, kSS = F::kScaleSteps;
   const int j0 = it * kC;
-  const int64_t tile_stride = int64_t{8} * p.a.ldk;  // x16 rows of the next 8 tokens
   [[maybe_unused]] float tmp[kNT][4];
   VELOCITY_UNROLL
   for (int jj = 0; jj < kC; ++jj) {
     const int J = j0 + jj;
     if (J >= p.w.rl.nc) break;
     const int jpos = kC == 4 ? jj : (J & 3);
-    const int64_t kchunk = int64_t{J} * kChunkK;
+    const __half* xj = xg + J * kChunkK;
     VELOCITY_UNROLL
     for (int s = 0; s < 4; ++s) {
       uint32_t a[4];
       F::template frag<kC>(d, jj, jpos, s, a);
-      const __half* xb = xg + kchunk + F::k_step(s);
+      const __half* xb = xj + F::k_step(s);
       if constexpr (F::kNatural) {
         VELOCITY_UNROLL
         for (int nt = 0; nt < kNT; ++nt) {
           if (nt >= n_nt) continue;
-          const uint2 b = load_b(xb + nt * tile_stride, 8 * nt + g < ntok);
+          const uint2 b = load_b(xb + ao.xrow[nt]);
           mma_16816(acc[nt], a, b.x, b.y);
         }
       } else {
@@ -69,14 +90,14 @@ __device__ __forceinline__ void decode_iteration(const typename F::template Data
         VELOCITY_UNROLL
         for (int nt = 0; nt < kNT; ++nt) {
           if (nt >= n_nt) continue;
-          const uint2 b = load_b(xb + nt * tile_stride, 8 * nt + g < ntok);
+          const uint2 b = load_b(xb + ao.xrow[nt]);
           mma_16816(tmp[nt], a, b.x, b.y);
         }
         if (s % kSS == kSS - 1) {
           float sc[2], off[2];
           F::template scale<kC>(d, jj, jpos, s, sc, off);
-          // the sub-block's index in the xs arrays (16 or 32 elements each)
-          const int64_t sub = (kchunk + 16 * (s - (kSS - 1))) / (16 * kSS);
+          // the sub-block's row of the xs arrays (16 or 32 elements each)
+          [[maybe_unused]] const float* xsub = xs + (J * (4 / kSS) + s / kSS) * static_cast<int>(p.a.ld_xs);
           VELOCITY_UNROLL
           for (int nt = 0; nt < kNT; ++nt) {
             if (nt >= n_nt) continue;
@@ -85,10 +106,8 @@ __device__ __forceinline__ void decode_iteration(const typename F::template Data
             acc[nt][2] = __fmaf_rn(sc[1], tmp[nt][2], acc[nt][2]);
             acc[nt][3] = __fmaf_rn(sc[1], tmp[nt][3], acc[nt][3]);
             if constexpr (F::kOffset) {
-              const float* xs = (kSS == 1 ? p.a.xs16 : p.a.xs32) + sub * p.a.ld_xs + xr0;
-              const int t0 = 8 * nt + 2 * c;
-              const float x0 = t0 < ntok ? __ldg(xs + t0) : 0.0f;
-              const float x1 = t0 + 1 < ntok ? __ldg(xs + t0 + 1) : 0.0f;
+              const float x0 = __ldg(xsub + ao.xst[nt][0]);
+              const float x1 = __ldg(xsub + ao.xst[nt][1]);
               acc[nt][0] = __fmaf_rn(off[0], x0, acc[nt][0]);
               acc[nt][1] = __fmaf_rn(off[0], x1, acc[nt][1]);
               acc[nt][2] = __fmaf_rn(off[1], x0, acc[nt][2]);
@@ -147,9 +166,11 @@ __global__ void __launch_bounds__(kThreads, kNT == 1 ? 2 : 1) decode_kernel(cons
   if (active && it0 + 1 < it1) F::template load<LoadGlobal, kC>(rg, rg8, p.w.rl, (it0 + 1) * kC, c, nxt);
   pdl_wait();  // x16, xs, inv_scale come from the converter
   if (active) {
-    const __half* xg = p.a.x16 + static_cast<int64_t>(xr0 + g) * p.a.ldk + F::k_lane(c);
+    const __half* xg = p.a.x16 + static_cast<int64_t>(xr0) * p.a.ldk + F::k_lane(c);
+    const float* xs = (F::kScaleSteps == 1 ? p.a.xs16 : p.a.xs32) + xr0;
+    const ActOffsets<kNT> ao = act_offsets<kNT>(p.a.ldk, ntok, g, c);
     for (int it = it0; it < it1; ++it) {
-      decode_iteration<F, kNT>(cur, it, p, xg, xr0, ntok, n_nt, g, c, acc);
+      decode_iteration<F, kNT>(cur, it, p, xg, xs, ao, n_nt, acc);
       if (it + 1 < it1) {
         cur = nxt;
         if (it + 2 < it1) F::template load<LoadGlobal, kC>(rg, rg8, p.w.rl, (it + 2) * kC, c, nxt);

@@ -206,34 +206,41 @@ struct LoadPlain {
   }
 };
 
-// Read-only global memory through the non-coherent (texture) path: the weights of a kernel.
+// Read-only global memory through the non-coherent path, not kept in L1: the weights of a kernel,
+// each byte read once per call. Left to allocate in L1, the weight stream evicted the activations
+// that every warp of the SM re-reads (L1 hit rate 31%, each activation load an L2 round trip:
+// ncu on the decode kernel, docs/NOTES.md).
 struct LoadGlobal {
   VELOCITY_HD static void b16(const uint8_t* p, uint32_t* w) {
 #if defined(__CUDA_ARCH__)
-    const uint4 v = __ldg(reinterpret_cast<const uint4*>(p));
-    w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3])
+                 : "l"(p));
 #else
     LoadPlain::b16(p, w);
 #endif
   }
   VELOCITY_HD static void b8(const uint8_t* p, uint32_t* w) {
 #if defined(__CUDA_ARCH__)
-    const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
-    w[0] = v.x, w[1] = v.y;
+    asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(w[0]), "=r"(w[1]) : "l"(p));
 #else
     LoadPlain::b8(p, w);
 #endif
   }
   VELOCITY_HD static uint32_t b4(const uint8_t* p) {
 #if defined(__CUDA_ARCH__)
-    return __ldg(reinterpret_cast<const unsigned int*>(p));
+    uint32_t w;
+    asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(w) : "l"(p));
+    return w;
 #else
     return LoadPlain::b4(p);
 #endif
   }
   VELOCITY_HD static uint32_t b2(const uint8_t* p) {
 #if defined(__CUDA_ARCH__)
-    return __ldg(reinterpret_cast<const unsigned short*>(p));
+    unsigned short h;
+    asm("ld.global.nc.L1::no_allocate.u16 %0, [%1];" : "=h"(h) : "l"(p));
+    return h;
 #else
     return LoadPlain::b2(p);
 #endif
