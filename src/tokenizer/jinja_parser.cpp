@@ -18,6 +18,7 @@ class Parser {
   Template run() {
     Template t;
     t.body = subparse({}, nullptr);
+    if (!unknown_.empty()) error_at(tokens_[unknown_.front().first], unknown_.front().second);
     return t;
   }
 
@@ -28,6 +29,24 @@ class Parser {
   int n_varargs_ = 0;  // Name nodes seen for `varargs` / `kwargs` / `caller` (macro signatures)
   int n_kwargs_ = 0;
   int n_caller_ = 0;
+  // Unknown filter and test names, as jinja2 treats them: inside an {% if %} (its test and
+  // branches) or a conditional expression ("soft", soft_ > 0) they fail only when evaluated (the
+  // interpreter's "No filter named"), so a template whose unreachable branch names a filter we
+  // lack still loads (DeepSeek-V3.2's from_json); anywhere else they are errors of the template.
+  // A macro, for, call, set or filter block body starts a new jinja2 frame: not soft again.
+  // unknown_: (token index, message) of names met outside a soft region, raised after parsing
+  // (an expression that later turns out to be the first part of `a if c else b` drops its own).
+  int soft_ = 0;
+  std::vector<std::pair<size_t, std::string>> unknown_;
+  struct SoftGuard {  // soft (true) or a new frame (false) while it lives
+    Parser& p;
+    int saved;
+    SoftGuard(Parser& parser, bool soft) : p(parser), saved(parser.soft_) { p.soft_ = soft ? saved + 1 : 0; }
+    ~SoftGuard() { p.soft_ = saved; }
+  };
+  void unknown_name(size_t token, std::string message) {
+    if (soft_ == 0) unknown_.emplace_back(token, std::move(message));
+  }
 
   struct DepthGuard {
     Parser& p;
@@ -187,6 +206,7 @@ class Parser {
   }
 
   StmtPtr parse_if(const Token& at) {
+    SoftGuard soft(*this, true);
     auto s = stmt(StmtKind::If, at);
     s->expr = parse_tuple(false, {});
     expect_block_end();
@@ -211,6 +231,7 @@ class Parser {
     s->target = parse_assign_target(false, {"in"});
     if (!skip_name("in")) error_at(cur(), "expected 'in', got " + describe(cur()));
     s->expr = parse_tuple(false, {"recursive"});
+    SoftGuard frame(*this, false);  // the loop's condition and body
     if (skip_name("if")) s->filter = parse_expression(true);
     if (skip_name("recursive")) s->loop_recursive = true;
     expect_block_end();
@@ -237,6 +258,7 @@ class Parser {
     }
     auto s = stmt(StmtKind::SetBlock, at);
     s->target = std::move(target);
+    SoftGuard frame(*this, false);
     if (is_op("|")) s->filter = parse_filter_chain(nullptr);
     expect_block_end();
     s->body = subparse({"endset"}, &at);
@@ -261,6 +283,7 @@ class Parser {
   }
 
   StmtPtr parse_macro(const Token& at) {
+    SoftGuard frame(*this, false);
     auto s = stmt(StmtKind::Macro, at);
     s->name = expect_name();
     parse_signature(*s);
@@ -283,6 +306,7 @@ class Parser {
     if (s->expr->kind != ExprKind::Call) error_at(at, "expected call");
     expect_block_end();
     int varargs = n_varargs_, kwargs = n_kwargs_;
+    SoftGuard frame(*this, false);
     s->body = subparse({"endcall"}, &at);
     s->uses_varargs = n_varargs_ > varargs;
     s->uses_kwargs = n_kwargs_ > kwargs;
@@ -292,6 +316,7 @@ class Parser {
   }
 
   StmtPtr parse_filter_block(const Token& at) {
+    SoftGuard frame(*this, false);
     auto s = stmt(StmtKind::FilterBlock, at);
     s->expr = parse_filter_chain(nullptr, /*require_first_pipe=*/false);
     expect_block_end();
@@ -352,10 +377,13 @@ class Parser {
 
   ExprPtr parse_condexpr() {
     DepthGuard guard(*this);
+    const size_t unknown_before = unknown_.size();
     ExprPtr expr1 = parse_or();
     while (is_name("if")) {
       const Token& at = cur();
       next();
+      unknown_.resize(unknown_before);  // expr1 is a branch: soft
+      SoftGuard soft(*this, true);
       ExprPtr cond = parse_or();
       ExprPtr expr3 = skip_name("else") ? parse_condexpr() : nullptr;
       auto e = make(ExprKind::Cond, at);
@@ -746,8 +774,9 @@ class Parser {
       first = false;
       const Token& at = cur();
       auto e = make(ExprKind::Filter, at);
+      const size_t name_token = pos_;
       e->name = parse_dotted_name();
-      if (!has_filter(e->name)) error_at(at, "no filter named '" + e->name + "'");
+      if (!has_filter(e->name)) unknown_name(name_token, "no filter named '" + e->name + "'");
       e->children.push_back(std::move(node));
       if (is_op("(")) parse_call_args(*e);
       node = finish(std::move(e));
@@ -759,10 +788,10 @@ class Parser {
     const Token& at = cur();
     next();  // is
     bool negated = skip_name("not");
-    const Token& name_token = cur();
+    const size_t name_token = pos_;
     auto e = make(ExprKind::Test, at);
     e->name = parse_dotted_name();
-    if (!has_test(e->name)) error_at(name_token, "no test named '" + e->name + "'");
+    if (!has_test(e->name)) unknown_name(name_token, "no test named '" + e->name + "'");
     e->children.push_back(std::move(node));
     if (is_op("(")) {
       parse_call_args(*e);
