@@ -135,6 +135,7 @@ void EngineService::load() {
       template_.emplace(source);
       reasoning_ = reasoning_format(source);
     }
+    template_source_ = source;
     // A text of more bytes than n_ctx tokens can hold is refused before it is tokenised.
     size_t longest = 1;
     for (int32_t id = 0; id < tokenizer_->n_vocab(); ++id) longest = std::max(longest, tokenizer_->token_to_piece(id).size());
@@ -372,6 +373,12 @@ void EngineService::prepare(const std::shared_ptr<Preparing>& p) {
   }
   if (p->cancel) handle->cancel();  // cancelled while being queued: Handle::cancel saw no request yet
   run->accept();
+}
+
+std::string EngineService::chat_template_source() const {
+  // Written by the loader before it publishes Ready (state_ is atomic): read only after that.
+  if (state_ != State::Ready && state_ != State::Draining) return {};
+  return template_source_;
 }
 
 ServiceStats EngineService::stats() const {

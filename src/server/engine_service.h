@@ -41,6 +41,8 @@ class EngineService final : public ModelService {
   const SamplingDefaults& sampling_defaults() const override { return entry_.sampling; }
   std::shared_ptr<JobHandle> submit(GenerationJob job) override;
   ServiceStats stats() const override;
+  std::string model_path() const override { return entry_.path; }
+  std::string chat_template_source() const override;
 
   // Waits for the load to end; true when Ready.
   bool wait_loaded();
@@ -72,6 +74,7 @@ class EngineService final : public ModelService {
   std::unique_ptr<model::Model> model_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
   std::optional<ChatTemplate> template_;
+  std::string template_source_;  // what template_ was parsed from ("" = none)
   tok::ReasoningFormat reasoning_ = tok::ReasoningFormat::None;
   std::unique_ptr<runtime::Scheduler> scheduler_;
   int64_t max_prompt_bytes_ = 0;  // n_ctx x the longest token's bytes: a longer text cannot fit

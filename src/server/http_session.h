@@ -154,6 +154,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void handle_generation(Endpoint endpoint);
   void handle_models();
   void handle_health();
+  void handle_props();
+  void handle_version();
   void handle_metrics();
   bool authorized() const;
   // Who may ask, before routing (routes.cpp; README.md "Security").

@@ -27,6 +27,23 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
   return diff == 0;
 }
 
+// A query value: %XX escapes and '+' for space (malformed escapes are kept as they are).
+std::string percent_decode(std::string_view v) {
+  auto hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; };
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i] == '+') {
+      out += ' ';
+    } else if (v[i] == '%' && i + 2 < v.size() && hex(v[i + 1]) && hex(v[i + 2])) {
+      out += static_cast<char>(std::stoi(std::string(v.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      out += v[i];
+    }
+  }
+  return out;
+}
+
 uint64_t random_seed() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   return rng();
@@ -39,7 +56,8 @@ struct Route {
 constexpr Route kRoutes[] = {
     {"/v1/chat/completions", http::verb::post}, {"/v1/completions", http::verb::post},
     {"/v1/models", http::verb::get},            {"/health", http::verb::get},
-    {"/metrics", http::verb::get},
+    {"/metrics", http::verb::get},              {"/props", http::verb::get},
+    {"/version", http::verb::get},
 };
 
 // --- who may ask: Host and Origin (README.md, "Security") -------------------------------------
@@ -296,6 +314,8 @@ void Session::handle_request() {
     if (target == "/v1/chat/completions") return handle_generation(Endpoint::ChatCompletions);
     if (target == "/v1/completions") return handle_generation(Endpoint::Completions);
     if (target == "/metrics") return handle_metrics();
+    if (target == "/props") return handle_props();
+    if (target == "/version") return handle_version();
     return handle_models();
   } catch (const ApiError& e) {
     return respond_error(e);
@@ -501,6 +521,61 @@ void Session::handle_health() {
   body["status"] = state_.shutting_down ? "draining" : "unavailable";
   body["models"] = models;
   respond(http::status::service_unavailable, body.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+// GET /props[?model=NAME]: llama-server's shape (default_generation_settings, total_slots,
+// model_path, chat_template, build_info) for one model; the query names it when several are
+// served.
+void Session::handle_props() {
+  std::string_view target = request_.target();
+  std::string name;
+  if (size_t q = target.find('?'); q != std::string_view::npos) {
+    std::string_view query = target.substr(q + 1);
+    while (!query.empty()) {
+      std::string_view pair = query.substr(0, query.find('&'));
+      query = pair.size() < query.size() ? query.substr(pair.size() + 1) : std::string_view{};
+      if (pair.starts_with("model=")) name = percent_decode(pair.substr(6));
+    }
+  }
+  if (name.empty()) {
+    if (state_.models.size() != 1) {
+      std::string names;
+      for (const auto& m : state_.models) names += (names.empty() ? "" : ", ") + m->name();
+      throw ApiError::bad_request("Name the model: /props?model=NAME (this server serves " + names + ").", "model",
+                                  "missing_required_parameter");
+    }
+    name = state_.models.front()->name();
+  }
+  auto it = state_.by_name.find(name);
+  if (it == state_.by_name.end())
+    throw ApiError(404, "invalid_request_error", "The model '" + name + "' does not exist", "model", "model_not_found");
+  const ModelService& m = *it->second;
+  const SamplingDefaults& d = m.sampling_defaults();
+  std::string message;
+  const ModelService::State st = m.state(&message);
+  json params = {{"temperature", d.temperature},
+                 {"top_p", d.top_p},
+                 {"top_k", d.top_k},
+                 {"min_p", d.min_p},
+                 {"repeat_penalty", d.repeat_penalty},
+                 {"repeat_last_n", d.repeat_last_n},
+                 {"presence_penalty", d.presence_penalty},
+                 {"frequency_penalty", d.frequency_penalty},
+                 {"seed", d.seed ? json(*d.seed) : json(-1)},
+                 {"n_predict", d.max_tokens}};
+  json body = {{"model", m.name()},
+               {"state", state_name(st)},
+               {"default_generation_settings", {{"n_ctx", m.n_ctx()}, {"params", params}}},
+               {"total_slots", m.stats().n_slots},
+               {"model_path", m.model_path()},
+               {"chat_template", m.chat_template_source()},
+               {"build_info", "velocity " VELOCITY_VERSION}};
+  respond(http::status::ok, body.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+// GET /version: the server's version.
+void Session::handle_version() {
+  respond(http::status::ok, json{{"version", VELOCITY_VERSION}}.dump());
 }
 
 void Session::handle_metrics() {

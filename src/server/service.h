@@ -157,6 +157,10 @@ class ModelService {
 
   // For /metrics; cheap (a few atomics or one short lock).
   virtual ServiceStats stats() const = 0;
+
+  // For /props: the model file and the chat template's source ("" while loading or unknown).
+  virtual std::string model_path() const { return {}; }
+  virtual std::string chat_template_source() const { return {}; }
 };
 
 std::string_view state_name(ModelService::State state);  // "loading", "ready", "draining", "failed"

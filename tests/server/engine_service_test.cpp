@@ -178,4 +178,17 @@ TEST_F(EngineServiceTest, ChatTemplateNameRendersTheBuiltIn) {
 }
 
 }  // namespace
+// /props reads the model file and the template the service uses: the GGUF's, or the one named in
+// the config instead (a built-in by name).
+TEST(EngineService, ReportsItsModelPathAndChatTemplate) {
+  auto s = service("demo");
+  EXPECT_EQ(s->model_path(), demo_path());
+  auto chatml = service("demo", "chatml");
+  const std::string source = chatml->chat_template_source();
+  EXPECT_NE(source.find("<|im_start|>"), std::string::npos) << source;
+  EXPECT_NE(source, s->chat_template_source());
+  s->drain(0);
+  chatml->drain(0);
+}
+
 }  // namespace velocity::server

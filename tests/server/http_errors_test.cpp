@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <regex>
 #include <thread>
 
 #include "test_client.h"
@@ -307,6 +308,52 @@ TEST(HttpErrors, EveryGenerationLogsOneLine) {
   EXPECT_NE(log.find("completion " + std::to_string(body["usage"]["completion_tokens"].get<int64_t>()) + " tokens at ", at),
             std::string::npos)
       << log;
+}
+
+
+// GET /props (llama-server's shape) and /version: the served model's settings, the model named by
+// ?model= when several are served; behind the API key like every route but /health.
+TEST(HttpErrors, PropsAndVersion) {
+  {
+    FakeServiceOptions o = small_context();
+    o.defaults.temperature = 0.25f;
+    o.defaults.top_k = 7;
+    TestServer server(keyed_settings(), {o});
+    Response r = get(server.port, "/props", kKey);
+    ASSERT_EQ(r.status, 200) << r.body;
+    json props = json::parse(r.body);
+    EXPECT_EQ(props["model"], "fake");
+    EXPECT_EQ(props["default_generation_settings"]["n_ctx"], 32);
+    EXPECT_FLOAT_EQ(props["default_generation_settings"]["params"]["temperature"].get<float>(), 0.25f);
+    EXPECT_EQ(props["default_generation_settings"]["params"]["top_k"], 7);
+    EXPECT_EQ(props["default_generation_settings"]["params"]["seed"], -1);
+    EXPECT_EQ(props["total_slots"], 4);
+    EXPECT_TRUE(props["chat_template"].is_string() && props["model_path"].is_string()) << r.body;
+    EXPECT_EQ(get(server.port, "/props").status, 401);
+    r = get(server.port, "/version", kKey);
+    ASSERT_EQ(r.status, 200) << r.body;
+    const std::string version = json::parse(r.body)["version"];
+    EXPECT_TRUE(std::regex_match(version, std::regex(R"(\d+\.\d+\.\d+)"))) << version;
+    EXPECT_NE(props["build_info"].get<std::string>().find(version), std::string::npos) << r.body;
+    EXPECT_EQ(request(server.port, http::verb::post, "/props", "{}", {{"Authorization", std::string("Bearer ") + kKey}}).status,
+              405);
+  }
+  FakeServiceOptions a = small_context(), b;
+  a.name = "alpha";
+  b.name = "beta b";
+  b.n_slots = 2;
+  TestServer server(keyed_settings(), {a, b});
+  Response r = get(server.port, "/props", kKey);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("alpha, beta b"), std::string::npos) << r.body;
+  r = get(server.port, "/props?model=beta+b", kKey);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["model"], "beta b");
+  EXPECT_EQ(json::parse(r.body)["total_slots"], 2);
+  r = get(server.port, "/props?x=1&model=alpha", kKey);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["default_generation_settings"]["n_ctx"], 32);
+  EXPECT_EQ(get(server.port, "/props?model=gamma", kKey).status, 404);
 }
 
 }  // namespace
