@@ -4,8 +4,12 @@
 // (CLI11's message).
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <exception>
 #include <iostream>
@@ -197,6 +201,28 @@ struct BenchArgs {
   uint64_t bandwidth_mib = 1024;
 };
 
+// CLI11's NonNegativeNumber / PositiveNumber print their range as "0.000000 to 1797...368.000000"
+// (300 digits of DBL_MAX); these say what is wanted.
+bool parse_number(const std::string& text, double& v) {
+  char* end = nullptr;
+  v = std::strtod(text.c_str(), &end);
+  return !text.empty() && end == text.c_str() + text.size() && std::isfinite(v);
+}
+const CLI::Validator kNonNegative(
+    [](std::string& text) {
+      double v = 0;
+      if (!parse_number(text, v)) return "must be a number, got '" + text + "'";
+      return v >= 0 ? std::string() : "must be 0 or more, got " + text;
+    },
+    "NUMBER >= 0");
+const CLI::Validator kPositive(
+    [](std::string& text) {
+      double v = 0;
+      if (!parse_number(text, v)) return "must be a number, got '" + text + "'";
+      return v > 0 ? std::string() : "must be more than 0, got " + text;
+    },
+    "NUMBER > 0");
+
 const std::vector<std::string> kCacheTypes = {"f32", "f16", "q8_0", "q4_0", "q4_1", "q5_1"};
 
 CLI::App* add_run(CLI::App& app, RunArgs& args) {
@@ -207,14 +233,14 @@ CLI::App* add_run(CLI::App& app, RunArgs& args) {
   cmd->add_option("-p,--prompt", o.prompt, "Prompt text")->required();
   cmd->add_option("-n,--n-predict", o.n_predict, "Tokens to generate (-1: until end of generation or a full context)")
       ->capture_default_str();
-  cmd->add_option("--temp", s.temperature, "Temperature (0: greedy)")->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--top-k", s.top_k, "Top-k (0: off)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--temp", s.temperature, "Temperature (0: greedy)")->capture_default_str()->check(kNonNegative);
+  cmd->add_option("--top-k", s.top_k, "Top-k (0: off)")->capture_default_str()->check(kNonNegative);
   cmd->add_option("--top-p", s.top_p, "Top-p (1: off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--min-p", s.min_p, "Min-p (0: off)")->capture_default_str()->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--repeat-penalty", s.repeat_penalty, "Repeat penalty (1: off)")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(kPositive);
   cmd->add_option("--repeat-last-n", s.repeat_last_n, "Tokens the repeat penalty looks back over")->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("--presence-penalty", s.presence_penalty, "Presence penalty (0: off)")->capture_default_str();
   cmd->add_option("--frequency-penalty", s.frequency_penalty, "Frequency penalty (0: off)")->capture_default_str();
   cmd->add_option("--seed", args.seed, "Sampling seed (random when absent; the one used is printed)");
@@ -227,9 +253,9 @@ CLI::App* add_run(CLI::App& app, RunArgs& args) {
   cmd->add_flag("--ignore-eos", o.ignore_eos, "Do not stop at end-of-generation tokens");
   cmd->add_flag("--special", o.print_special, "Print control tokens (<|im_start|> ...) as text");
   cmd->add_option("-c,--ctx", o.n_ctx, "Context length (0: the model's, at most 4096)")->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a supported GPU is present, else cpu)");
   cmd->add_option("--cache-type-k", args.cache_type_k, "KV cache type of K")->capture_default_str()
       ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
@@ -246,19 +272,19 @@ CLI::App* add_bench(CLI::App& app, BenchArgs& args) {
   cmd->add_option("-m,--model", o.model_path, "GGUF model; with --url, the served model's name (default: the first listed)");
   cmd->add_option("-p,--n-prompt", o.n_prompt, "Prefill test sizes, comma-separated (0: none); with --url, prompt words "
                                                "(about tokens; default 32)")
-      ->delimiter(',')->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->delimiter(',')->capture_default_str()->check(kNonNegative);
   cmd->add_option("-n,--n-gen", o.n_gen, "Decode test lengths, comma-separated (0: none); with --url, max_tokens per request")
-      ->delimiter(',')->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->delimiter(',')->capture_default_str()->check(kNonNegative);
   CLI::Option* repetitions = cmd->add_option("-r,--repetitions", o.repetitions, "Timed runs per test (after one warm-up)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()->check(kPositive);
   CLI::Option* depth = cmd->add_option("-d,--depth", o.depth, "Context filled before each test, comma-separated")
-      ->delimiter(',')->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->delimiter(',')->capture_default_str()->check(kNonNegative);
   CLI::Option* batch = cmd->add_option("-b,--batch", o.batch, "Sequences decoded together, comma-separated (e.g. 1,8)")
-      ->delimiter(',')->capture_default_str()->check(CLI::PositiveNumber);
+      ->delimiter(',')->capture_default_str()->check(kPositive);
   cmd->add_option("-o,--output", args.output, "Output format: md, json, csv")->capture_default_str()
       ->check(CLI::IsMember({"md", "json", "csv"}));
   CLI::Option* threads = cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   CLI::Option* device =
       cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a supported GPU is present, else cpu)");
   CLI::Option* type_k = cmd->add_option("--cache-type-k", args.cache_type_k, "KV cache type of K")->capture_default_str()
@@ -276,11 +302,11 @@ CLI::App* add_bench(CLI::App& app, BenchArgs& args) {
   cmd->add_option("--concurrency", s.concurrency, "With --url: concurrent clients per level, comma-separated")
       ->delimiter(',')->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1024}))->needs(url);
   cmd->add_option("--requests", s.requests, "With --url: requests per level (0: twice the concurrency)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber)->needs(url);
+      ->capture_default_str()->check(kNonNegative)->needs(url);
   cmd->add_flag("--chat", s.chat, "With --url: use /v1/chat/completions (default /v1/completions)")->needs(url);
   cmd->add_flag_callback("--no-warmup", [&s] { s.warmup = false; }, "With --url: no untimed request first")->needs(url);
   cmd->add_option("--timeout", s.timeout_s, "With --url: seconds a request may take")->capture_default_str()
-      ->check(CLI::PositiveNumber)->needs(url);
+      ->check(kPositive)->needs(url);
   return cmd;
 }
 
@@ -335,7 +361,7 @@ CLI::App* add_serve(CLI::App& app, ServeArgs& args) {
   cmd->add_option("--repeat-penalty", f.repeat_penalty, "Default repeat penalty");
   cmd->add_option("--seed", f.seed, "Default seed (random per request when absent)");
   cmd->add_option("-t,--threads", args.n_threads, "CPU threads per model (0: one per core)")->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   return cmd;
 }
 
@@ -397,10 +423,10 @@ CLI::App* add_perplexity(CLI::App& app, PerplexityArgs& args) {
   cmd->add_option("-f,--file", o.text_path, "Text file (UTF-8)")->required();
   cmd->add_option("-c,--ctx", o.n_ctx, "Tokens per window")->capture_default_str()->check(CLI::Range(int64_t{2}, int64_t{1} << 20));
   cmd->add_option("--stride", o.stride, "Tokens between window starts (0: ctx); a window scores only tokens no earlier one did")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()->check(kNonNegative);
   cmd->add_option("--kl-base", o.kl_base_path, "Base GGUF model (same vocabulary): report KL(base || model) and top-token agreement");
   cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(kNonNegative);
   cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a supported GPU is present, else cpu)");
   cmd->add_flag("--json", args.json, "Print the result as JSON");
   return cmd;
@@ -438,6 +464,71 @@ void one_value_each(CLI::App& cmd) {
 
 }  // namespace
 
+// ---- "did you mean": the closest name to a mistyped command or option -------------------------
+
+// Edits (insert, delete, substitute, swap two neighbours) between a and b: a typo's distance.
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i)
+    for (size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.size()][b.size()];
+}
+
+// The candidate nearest to `word` (at most a third of its letters off, or containing it), or "".
+std::string nearest(std::string_view word, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_d = std::max<size_t>(1, word.size() / 3) + 1;
+  for (const std::string& c : candidates) {
+    size_t d = edit_distance(word, c);
+    if (d >= best_d && word.size() >= 3 && c.find(word) != std::string::npos) d = best_d - 1;
+    if (d < best_d) best_d = d, best = c;
+  }
+  return best;
+}
+
+// `velocity serv`: CLI11 says only "A subcommand is required".
+std::optional<std::string> unknown_command(const CLI::App& app, const std::vector<std::string>& args) {
+  if (args.size() < 2 || args[1].empty() || args[1][0] == '-') return std::nullopt;
+  std::vector<std::string> names;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) names.push_back(sub->get_name());
+  if (std::find(names.begin(), names.end(), args[1]) != names.end()) return std::nullopt;
+  std::string message = fmt::format("unknown command '{}'", args[1]);
+  if (std::string n = nearest(args[1], names); !n.empty()) message += fmt::format(" (did you mean '{}'?)", n);
+  return message + fmt::format("; the commands are {}", fmt::join(names, ", "));
+}
+
+// `velocity serve --ctxsize 5`: CLI11 says "The following arguments were not expected: 5
+// --ctxsize"; this names the option and the nearest one the command has.
+std::optional<std::string> unknown_option(CLI::App& app, const std::vector<std::string>& args) {
+  CLI::App* cmd = nullptr;
+  for (CLI::App* sub : app.get_subcommands()) cmd = sub;  // the one given
+  if (cmd == nullptr) return std::nullopt;
+  std::vector<std::string> names;
+  for (const CLI::Option* o : cmd->get_options()) {
+    for (const std::string& l : o->get_lnames()) names.push_back("--" + l);
+    for (const std::string& sn : o->get_snames()) names.push_back("-" + sn);
+  }
+  for (size_t i = 2; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.size() < 2 || a[0] != '-' || a == "--") continue;
+    double number = 0;
+    if (parse_number(a, number)) continue;  // a negative value
+    const std::string name = a.substr(0, a.find('='));
+    // Known: --name, -x, or -xVALUE of a known -x.
+    const std::string key = name.starts_with("--") ? name : name.substr(0, 2);
+    if (cmd->get_option_no_throw(key) != nullptr) continue;
+    std::string message = fmt::format("{}: unknown option '{}'", cmd->get_name(), name);
+    if (std::string n = nearest(name, names); !n.empty()) message += fmt::format(" (did you mean '{}'?)", n);
+    return message + fmt::format("; see velocity {} --help", cmd->get_name());
+  }
+  return std::nullopt;
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"velocity: LLM inference server for GGUF models on NVIDIA GPUs"};
   app.set_version_flag("--version", kVersion);
@@ -473,6 +564,10 @@ int main(int argc, char** argv) {
   }
   std::vector<char*> arg_ptrs;
   for (std::string& a : args) arg_ptrs.push_back(a.data());
+  if (std::optional<std::string> unknown = unknown_command(app, args)) {
+    std::fprintf(stderr, "velocity: %s\n", unknown->c_str());
+    return 2;
+  }
   try {
     app.parse(argc, arg_ptrs.data());
     if (inspect_cmd->parsed()) run_inspect(inspect_args);
@@ -484,6 +579,13 @@ int main(int argc, char** argv) {
     if (bench_cmd->parsed()) run_bench(bench_args, *bench_cmd);
     if (perplexity_cmd->parsed()) run_perplexity(perplexity_args);
     if (serve_cmd->parsed()) return velocity::server::serve(serve_args.flags, argv[0], serve_args.n_threads, std::cerr);
+  } catch (const CLI::ExtrasError& e) {
+    if (std::optional<std::string> unknown = unknown_option(app, args)) {
+      std::fprintf(stderr, "velocity %s\n", unknown->c_str());
+      return 2;
+    }
+    app.exit(e);
+    return 2;
   } catch (const CLI::ParseError& e) {
     const int code = app.exit(e);  // prints help, the version, the preset list's end, or the error
     return code == 0 ? 0 : 2;

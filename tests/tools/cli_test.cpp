@@ -152,6 +152,35 @@ TEST_F(CliTest, OptionsDoNotSwallowTheNextOption) {
   EXPECT_TRUE(contains(r.err, "none.gguf")) << r.err;
 }
 
+// A mistyped command or option names the nearest real one; a range error says the range in words
+// (CLI11 printed DBL_MAX's 309 digits).
+TEST_F(CliTest, MistakesNameTheNearestCommandOrOption) {
+  Result r = run({"serv"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "unknown command 'serv' (did you mean 'serve'?)")) << r.err;
+  EXPECT_TRUE(contains(r.err, "perplexity")) << r.err;  // the list of commands
+  r = run({"benhc", "-m", path("none.gguf")});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "did you mean 'bench'?")) << r.err;
+  r = run({"serve", "-m", path("none.gguf"), "--ctxsize", "5"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "unknown option '--ctxsize' (did you mean '--ctx-size'?)")) << r.err;
+  r = run({"run", "-m", path("none.gguf"), "-p", "hi", "--tmp=0"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "unknown option '--tmp' (did you mean '--temp'?)")) << r.err;
+  r = run({"inspect", "--zzzzzzzz", path("x.gguf")});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "unknown option '--zzzzzzzz'")) << r.err;
+  EXPECT_FALSE(contains(r.err, "did you mean")) << r.err;
+  r = run({"bench", "-m", path("none.gguf"), "--threads", "-1"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "--threads: must be 0 or more, got -1")) << r.err;
+  EXPECT_LT(r.err.size(), 200u) << r.err;
+  r = run({"run", "-m", path("none.gguf"), "-p", "hi", "--repeat-penalty", "0"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "must be more than 0, got 0")) << r.err;
+}
+
 // llama-server's common flags carry over to `velocity serve` where they mean the same.
 TEST_F(CliTest, ServeTakesLlamaServerFlags) {
   Result r = run({"serve", "-m", path("none.gguf"), "-np", "2", "-ctk", "q8_0", "-ctv=q8_0", "--ctx-size", "128",
