@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -34,6 +35,9 @@ struct LoadOptions {
   DType cache_type_v = DType::F16;
   int n_threads = 0;          // CPU threads; 0: one per online core
   Placement placement;        // which device holds each tensor (default: all on the CPU)
+  // Called once the file, the architecture, the devices, the cache types and the memory needed
+  // have passed their checks, before any weight is read (velocity serve opens its port then).
+  std::function<void(const Config&)> on_checked;
 };
 
 class Architecture;

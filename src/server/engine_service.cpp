@@ -120,6 +120,16 @@ void EngineService::load() {
     o.cache_type_k = cache_type(entry_.cache_type_k, "cache_type_k");
     o.cache_type_v = cache_type(entry_.cache_type_v, "cache_type_v");
     o.n_threads = n_threads_;
+    o.on_checked = [this](const model::Config& c) {
+      std::lock_guard lock(checked_mutex_);
+      if (entry_.ctx > c.n_ctx_train && c.n_ctx_train > 0)
+        check_warning_ = fmt::format(
+            "model '{}': a context of {} positions is more than the {} it was trained for; output past {} "
+            "positions may degrade",
+            entry_.name, entry_.ctx, c.n_ctx_train, c.n_ctx_train);
+      checked_ = true;
+      checked_cv_.notify_all();
+    };
     model_ = model::Model::load(entry_.path, o);
     tokenizer_ = std::make_unique<tokenizer::Tokenizer>(tokenizer::Vocab::from_gguf(model_->file(), entry_.path));
     std::string source = tokenizer_->vocab().chat_template;
@@ -153,6 +163,16 @@ void EngineService::load() {
     message_ = fmt::format("{}: {}", entry_.name, e.what());
     state_ = State::Failed;
   }
+  std::lock_guard lock(checked_mutex_);
+  checked_ = true;
+  checked_cv_.notify_all();
+}
+
+bool EngineService::wait_checked(std::string* warning) {
+  std::unique_lock lock(checked_mutex_);
+  checked_cv_.wait(lock, [&] { return checked_; });
+  if (warning) *warning = check_warning_;
+  return state_ != State::Failed;
 }
 
 std::string EngineService::device_name() const {

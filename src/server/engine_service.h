@@ -46,6 +46,11 @@ class EngineService final : public ModelService {
 
   // Waits for the load to end; true when Ready.
   bool wait_loaded();
+  // Waits until the model has passed the checks that need no weights (file, architecture, device,
+  // cache types, memory: model::LoadOptions::on_checked) or failed; false when it failed (state()
+  // says why). `warning` receives what the checks found worth saying ("" if nothing), e.g. a
+  // context longer than the model was trained for.
+  bool wait_checked(std::string* warning = nullptr);
   // Where the model runs, e.g. "cuda:0 (NVIDIA H100 80GB HBM3)" (after the load).
   std::string device_name() const;
   // Draining: no new jobs; jobs being prepared are abandoned; running ones finish for up to
@@ -75,6 +80,10 @@ class EngineService final : public ModelService {
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
   std::optional<ChatTemplate> template_;
   std::string template_source_;  // what template_ was parsed from ("" = none)
+  std::mutex checked_mutex_;
+  std::condition_variable checked_cv_;
+  bool checked_ = false;  // on_checked came, or the load ended
+  std::string check_warning_;
   tok::ReasoningFormat reasoning_ = tok::ReasoningFormat::None;
   std::unique_ptr<runtime::Scheduler> scheduler_;
   int64_t max_prompt_bytes_ = 0;  // n_ctx x the longest token's bytes: a longer text cannot fit

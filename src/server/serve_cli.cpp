@@ -50,6 +50,18 @@ int serve(ServeFlags flags, const std::string& argv0, int n_threads, std::ostrea
     engines.push_back(e);
     services.push_back(e);
   }
+  // What can be checked before the weights are read (the GGUF, its architecture, the device, the
+  // cache types, the memory needed) is, before the port opens: a bad model never gets a
+  // "listening" line. The weights then load in the background (/health 503 until ready).
+  for (auto& e : engines) {
+    std::string warning, message;
+    if (!e->wait_checked(&warning)) {
+      e->state(&message);
+      log << "velocity: error: " << message << "\n";
+      return 1;
+    }
+    if (!warning.empty()) log << "velocity: warning: " << warning << "\n";
+  }
   HttpServer http(config.server, services);
   // GPU gauges on /metrics when the NVIDIA driver is there (loaded once; absent: nothing).
   if (auto nvml = std::make_shared<const Nvml>(); nvml->enabled()) {

@@ -508,11 +508,31 @@ TEST_F(CliTest, TemplateRendersABuiltInTemplateByName) {
 
 // `velocity serve` drains on the first SIGTERM/SIGINT (shutdown_grace_s, 30 s by default); a
 // second one ends the process at once.
+// A model that cannot load for a reason found without reading its weights (not a GGUF, an
+// unknown device) stops serve before it opens the port: no "listening" line, exit 1, the reason.
+TEST_F(CliTest, ServeChecksModelsBeforeListening) {
+  std::ofstream(path("bad.gguf")) << "garbage, not a GGUF file";
+  Result r = run({"serve", "-m", path("bad.gguf"), "--port", "0"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "not a GGUF file")) << r.err;
+  EXPECT_FALSE(contains(r.err + r.out, "listening")) << r.err;
+  const std::string demo = std::string(VELOCITY_SOURCE_DIR) + "/models/demo/demo.gguf";
+  if (!fs::exists(demo)) GTEST_SKIP() << demo << " is absent";
+  std::ofstream(path("two.toml")) << "[server]\nport = 0\n\n[[model]]\nname = \"good\"\npath = \"" << demo
+                                   << "\"\ndevice = \"cpu\"\n\n[[model]]\nname = \"far\"\npath = \"" << demo
+                                   << "\"\ndevice = \"cuda:77\"\n";
+  r = run({"serve", "--config", path("two.toml")});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "far: device cuda:77")) << r.err;
+  EXPECT_FALSE(contains(r.err + r.out, "listening")) << r.err;
+}
+
 TEST_F(CliTest, ServeSecondSignalExitsAtOnce) {
   const std::string model = std::string(VELOCITY_SOURCE_DIR) + "/models/demo/demo.gguf";
   if (!fs::exists(model)) GTEST_SKIP() << model << " is absent";
   const std::string log_path = path("serve.stderr");
-  std::vector<std::string> args = {VELOCITY_BINARY, "serve", "-m", model, "--port", "0", "-t", "1"};
+  // --ctx above the demo model's trained 512: a warning before the port opens.
+  std::vector<std::string> args = {VELOCITY_BINARY, "serve", "-m", model, "--port", "0", "-t", "1", "--ctx", "1024"};
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
@@ -557,6 +577,9 @@ TEST_F(CliTest, ServeSecondSignalExitsAtOnce) {
     ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "velocity serve did not get ready:\n" << log;
   }
   ASSERT_GT(port, 0) << log;
+  const size_t warning = log.find("velocity: warning: model 'demo': a context of 1024 positions is more than the 512");
+  EXPECT_NE(warning, std::string::npos) << log;
+  EXPECT_LT(warning, log.find("listening on")) << log;
 
   // A request whose body is still coming keeps the drain waiting for the whole grace period.
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
