@@ -257,6 +257,7 @@ CLI::App* add_run(CLI::App& app, RunArgs& args) {
   cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
       ->check(kNonNegative);
   cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a supported GPU is present, else cpu)");
+  cmd->add_option("--gpu-layers,--n-gpu-layers", o.gpu_layers, "GPU layers (llama.cpp's -ngl): the last N layers on the GPU, the rest on the CPU (default: all)")->check(kNonNegative);
   cmd->add_option("--cache-type-k", args.cache_type_k, "KV cache type of K")->capture_default_str()
       ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
   cmd->add_option("--cache-type-v", args.cache_type_v, "KV cache type of V")->capture_default_str()
@@ -287,6 +288,10 @@ CLI::App* add_bench(CLI::App& app, BenchArgs& args) {
       ->check(kNonNegative);
   CLI::Option* device =
       cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a supported GPU is present, else cpu)");
+  CLI::Option* gpu_layers = cmd->add_option("--gpu-layers,--n-gpu-layers", o.gpu_layers,
+                                            "GPU layers (llama.cpp's -ngl): the last N layers on the GPU, the rest on "
+                                            "the CPU (default: all)")
+                                ->check(kNonNegative);
   CLI::Option* type_k = cmd->add_option("--cache-type-k", args.cache_type_k, "KV cache type of K")->capture_default_str()
       ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
   CLI::Option* type_v = cmd->add_option("--cache-type-v", args.cache_type_v, "KV cache type of V")->capture_default_str()
@@ -297,7 +302,7 @@ CLI::App* add_bench(CLI::App& app, BenchArgs& args) {
   // Server mode (tools/bench_server.h).
   CLI::Option* url = cmd->add_option("--url", s.url, "Benchmark a running server instead: http://host:port");
   url->excludes(repetitions)->excludes(depth)->excludes(batch)->excludes(threads)->excludes(type_k)->excludes(type_v)
-      ->excludes(bandwidth)->excludes(device);
+      ->excludes(bandwidth)->excludes(device)->excludes(gpu_layers);
   cmd->add_option("--api-key", s.api_key, "With --url: API key (Authorization: Bearer)")->needs(url);
   cmd->add_option("--concurrency", s.concurrency, "With --url: concurrent clients per level, comma-separated")
       ->delimiter(',')->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1024}))->needs(url);
@@ -327,6 +332,7 @@ CLI::App* add_serve(CLI::App& app, ServeArgs& args) {
   cmd->add_option("--device", f.device, "Where the model runs: auto (cuda:0 when a supported GPU is present, else cpu), cpu, cuda:N")
       ->capture_default_str();
   cmd->add_option("-c,--ctx,--ctx-size", f.ctx, "Context length per slot");
+  cmd->add_option("--gpu-layers,--n-gpu-layers", f.gpu_layers, "GPU layers (llama.cpp's -ngl): the last N layers on the GPU, the rest on the CPU (default: all)")->check(kNonNegative);
   cmd->add_option("--slots,--parallel", f.slots, "Sequences decoded together (parallel requests; llama-server: -np)");
   cmd->add_option("--prefill-chunk", f.prefill_chunk,
                   "Prompt tokens per step while other requests decode (default 128; smaller: steadier "
@@ -428,6 +434,7 @@ CLI::App* add_perplexity(CLI::App& app, PerplexityArgs& args) {
   cmd->add_option("-t,--threads", o.n_threads, "CPU threads (0: one per core)")->capture_default_str()
       ->check(kNonNegative);
   cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a supported GPU is present, else cpu)");
+  cmd->add_option("--gpu-layers,--n-gpu-layers", o.gpu_layers, "GPU layers (llama.cpp's -ngl): the last N layers on the GPU, the rest on the CPU (default: all)")->check(kNonNegative);
   cmd->add_flag("--json", args.json, "Print the result as JSON");
   return cmd;
 }
@@ -556,7 +563,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv, argv + argc);
   for (std::string& a : args) {
     static const std::pair<const char*, const char*> kLlamaFlags[] = {
-        {"-np", "--parallel"}, {"-ctk", "--cache-type-k"}, {"-ctv", "--cache-type-v"}, {"-fa", "--flash-attn"}};
+        {"-np", "--parallel"},     {"-ctk", "--cache-type-k"}, {"-ctv", "--cache-type-v"},
+        {"-ngl", "--gpu-layers"}, {"-fa", "--flash-attn"}};
     for (const auto& [from, to] : kLlamaFlags) {
       const std::string_view f(from);
       if (a == f || (a.starts_with(f) && a.size() > f.size() && a[f.size()] == '=')) a = to + a.substr(f.size());

@@ -95,6 +95,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   // head with the last, so a single-device model never crosses devices.
   Placement& placement = m->placement_;
   placement = options.placement;
+  placement.resolve_gpu_layers(c.n_layer);
   if (!placement.layers.empty() && static_cast<int64_t>(placement.layers.size()) != c.n_layer)
     fail("{}: the placement names devices for {} layers but the model has {}", path, placement.layers.size(), c.n_layer);
   const engine::Device first = placement.layer(0), last = placement.layer(c.n_layer - 1);

@@ -1,5 +1,6 @@
 #include "model/placement.h"
 
+#include <algorithm>
 #include <charconv>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -9,6 +10,18 @@
 #include "core/error.h"
 
 namespace velocity::model {
+
+void Placement::resolve_gpu_layers(int64_t n_layer) {
+  if (gpu_layers < 0 || !layers.empty() || device.is_cpu()) return;
+  const int64_t on_gpu = std::min(gpu_layers, n_layer);
+  if (on_gpu == n_layer) return;  // all of it on `device`
+  if (on_gpu == 0) {
+    device = engine::Device::cpu();
+    return;
+  }
+  layers.assign(static_cast<size_t>(n_layer - on_gpu), engine::Device::cpu());
+  layers.resize(static_cast<size_t>(n_layer), device);
+}
 
 int64_t tensor_layer(std::string_view name) {
   if (!name.starts_with("blk.")) return -1;

@@ -26,6 +26,12 @@ struct Placement {
   engine::Device device;                // tensors nothing else places
   std::vector<engine::Device> layers;   // [n_layer] device of each layer's tensors; empty: device
   std::vector<TensorOverride> overrides;  // first match wins, before layers and device
+  // llama.cpp's -ngl N, when `layers` is empty and `device` a GPU: the last N layers on `device`,
+  // the others (and the embedding, which goes with the first layer) on the CPU; N >= n_layer is
+  // everything on `device`, 0 everything on the CPU. -1: not set (everything on `device`).
+  // Resolved into `layers` by resolve_gpu_layers once the layer count is known.
+  int64_t gpu_layers = -1;
+  void resolve_gpu_layers(int64_t n_layer);
 
   // The device of tensor `name` ("blk.<il>.*" names follow their layer).
   engine::Device of(std::string_view name) const;

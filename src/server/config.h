@@ -61,6 +61,8 @@ struct ModelEntry {
   int32_t ctx = 0;                    // context length per slot, tokens; >= 16, or 0: the model's
                                       // training context, at most 4096
   int32_t slots = 1;                  // sequences decoded together (parallel requests); [1, 256]
+  int32_t gpu_layers = -1;            // llama.cpp's -ngl: the last N layers on the GPU `device`
+                                      // names, the rest on the CPU; -1 = all (model::Placement)
   int32_t prefill_chunk = 128;        // prompt tokens per step while other requests decode; [1, 512]
   int32_t max_queue = -1;             // requests waiting for a slot before 429; -1 = server default
   double generation_timeout_s = 0;    // a request running longer (queue + prefill + decode) stops
@@ -132,6 +134,7 @@ struct ServeFlags {
   std::optional<int32_t> ctx;              // --ctx
   std::optional<int32_t> slots;            // --slots
   std::optional<int32_t> prefill_chunk;    // --prefill-chunk
+  std::optional<int32_t> gpu_layers;       // -ngl / --gpu-layers
   std::string cache_type_k, cache_type_v;  // --cache-type-k / -v ("" = default)
   std::string chat_template;               // --chat-template (a built-in name or Jinja)
   std::string chat_template_file;          // --chat-template-file

@@ -113,6 +113,7 @@ void EngineService::load() {
     o.placement.device = entry_.device.kind == DeviceSpec::Kind::Cuda  ? engine::Device::cuda(entry_.device.index)
                          : entry_.device.kind == DeviceSpec::Kind::Cpu ? engine::Device::cpu()
                                                                        : engine::default_device();
+    o.placement.gpu_layers = entry_.gpu_layers;
     o.n_ctx = entry_.ctx;
     o.n_slots = entry_.slots;
     o.max_batch = 512;

@@ -157,6 +157,7 @@ BenchReport run_bench(const BenchOptions& options) {
   load.cache_type_v = options.cache_type_v;
   load.n_threads = options.n_threads;
   load.placement.device = device;
+  load.placement.gpu_layers = options.gpu_layers;
   const std::unique_ptr<model::Model> model = model::Model::load(options.model_path, load);
   const model::Config& c = model->config();
 

@@ -36,6 +36,7 @@ struct PerplexityOptions {
   int64_t stride = 0;        // tokens between window starts; 0: n_ctx
   int n_threads = 0;         // CPU threads; 0: one per online core
   std::string device;        // "cpu", "cuda:N"; "": engine::default_device() (cuda:0 if present)
+  int64_t gpu_layers = -1;  // -ngl: the last N layers on the GPU, the rest on the CPU (model::Placement)
 };
 
 // One window of the plan: text tokens [start, start + length), scoring positions

@@ -36,6 +36,7 @@ struct RunOptions {
   int64_t n_ctx = 0;                 // 0: the model's context length, capped at 4096
   int n_threads = 0;                 // 0: one per online core
   std::string device;                // "cpu", "cuda:N"; "": engine::default_device() (cuda:0 if present)
+  int64_t gpu_layers = -1;  // -ngl: the last N layers on the GPU, the rest on the CPU (model::Placement)
   DType cache_type_k = DType::F16;
   DType cache_type_v = DType::F16;
 

@@ -150,6 +150,19 @@ TEST_P(GpuModel, CpuAndGpuLayersTogether) {
   for (size_t r = 0; r < a.size(); ++r) errs.push_back(row_rel_err(a[r], b[r]));
   std::sort(errs.begin(), errs.end());
   EXPECT_LT(errs[errs.size() / 2], 3e-2);
+
+  // -ngl 1: the last layer (and the head) on the GPU, the others on the CPU.
+  LoadOptions ngl = on(engine::Device::cuda(0));
+  ngl.placement.gpu_layers = 1;
+  auto last = Model::load(path, ngl);
+  ASSERT_EQ(last->backends().size(), 2u);
+  EXPECT_EQ(last->placement().layer(cpu->config().n_layer - 1), engine::Device::cuda(0));
+  EXPECT_EQ(last->placement().layer(0), engine::Device::cpu());
+  const auto c = run(*last);
+  errs.clear();
+  for (size_t r = 0; r < c.size(); ++r) errs.push_back(row_rel_err(c[r], b[r]));
+  std::sort(errs.begin(), errs.end());
+  EXPECT_LT(errs[errs.size() / 2], 3e-2) << "-ngl 1";
 }
 
 TEST_P(GpuModel, DecodeStepAllocatesNothing) {

@@ -119,6 +119,58 @@ TEST(Placement, OverridesFirstMatchThenLayersThenDefault) {
   EXPECT_EQ(p.of("blk.0.ffn_up_exps.weight"), cpu2);
 }
 
+// llama.cpp's -ngl N: the last N layers on the GPU, the first ones on the CPU; N >= n_layer is
+// the whole model on the GPU, 0 none of it (no GPU backend at all); a CPU device, an explicit
+// layer list or -1 leave the placement as it is.
+TEST(Placement, GpuLayersPutTheLastLayersOnTheGpu) {
+  const engine::Device gpu = engine::Device::cuda(1), cpu = engine::Device::cpu();
+  auto resolved = [&](int64_t gpu_layers, engine::Device device = engine::Device::cuda(1)) {
+    Placement p;
+    p.device = device;
+    p.gpu_layers = gpu_layers;
+    p.resolve_gpu_layers(6);
+    return p;
+  };
+  Placement p = resolved(2);
+  ASSERT_EQ(p.layers.size(), 6u);
+  for (int64_t il = 0; il < 6; ++il) EXPECT_EQ(p.layer(il), il < 4 ? cpu : gpu) << il;
+  EXPECT_EQ(p.device, gpu);
+  EXPECT_EQ(p.devices().size(), 2u);
+  for (int64_t n : {int64_t{6}, int64_t{99}, int64_t{-1}}) {
+    p = resolved(n);
+    EXPECT_TRUE(p.layers.empty()) << n;
+    EXPECT_EQ(p.device, gpu) << n;
+  }
+  p = resolved(0);
+  EXPECT_TRUE(p.layers.empty());
+  EXPECT_EQ(p.device, cpu);
+  EXPECT_EQ(p.devices(), std::vector<engine::Device>{cpu});
+  p = resolved(3, cpu);
+  EXPECT_TRUE(p.layers.empty());
+  EXPECT_EQ(p.device, cpu);
+  Placement q;
+  q.device = gpu;
+  q.layers = {cpu, gpu, gpu, gpu, gpu, gpu};
+  q.gpu_layers = 1;
+  q.resolve_gpu_layers(6);
+  EXPECT_EQ(q.layer(1), gpu);  // the explicit list wins
+}
+
+// -ngl 0 on a GPU device loads the whole model on the CPU: no GPU backend is made (so it works on
+// a machine without one), and the logits are the CPU's.
+TEST(Placement, ZeroGpuLayersLoadsOnTheCpuAlone) {
+  const std::string path = synth_model("llama", "Q8_0");
+  LoadOptions cpu{.n_ctx = 32, .n_slots = 2, .max_batch = 16, .n_threads = 1};
+  LoadOptions none = cpu;
+  none.placement.device = engine::Device::cuda(0);
+  none.placement.gpu_layers = 0;
+  auto a = Model::load(path, cpu), b = Model::load(path, none);
+  ASSERT_EQ(b->backends().size(), 1u);
+  EXPECT_TRUE(b->backend().device().is_cpu());
+  const std::vector<float> la = run_steps(*a, 5, 2), lb = run_steps(*b, 5, 2);
+  EXPECT_EQ(0, std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)));
+}
+
 TEST(Placement, InvalidPatternIsAClearError) {
   Placement p;
   p.overrides.push_back({"ffn_(up", engine::Device::cpu()});

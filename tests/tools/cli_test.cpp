@@ -187,8 +187,14 @@ TEST_F(CliTest, ServeTakesLlamaServerFlags) {
                   "-fa", "--jinja", "--alias", "x"});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;  // parsed; then the missing model
   EXPECT_TRUE(contains(r.err, "none.gguf")) << r.err;
-  r = run({"serve", "-m", path("none.gguf"), "-fa", "on", "--parallel", "4"});
+  r = run({"serve", "-m", path("none.gguf"), "-fa", "on", "--parallel", "4", "-ngl", "99"});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  for (std::vector<std::string> cmd : {std::vector<std::string>{"run", "-p", "hi"}, {"bench"}, {"perplexity"}}) {
+    cmd.insert(cmd.end(), {"-m", path("none.gguf"), "-ngl", "-3"});  // -ngl everywhere a model loads
+    r = run(cmd);
+    EXPECT_EQ(r.exit_code, 2) << cmd[0] << r.out << r.err;
+    EXPECT_TRUE(contains(r.err, "--gpu-layers: must be 0 or more, got -3")) << cmd[0] << r.err;
+  }
   // -np is --slots: its value is checked as the slots (before the file is read).
   std::ofstream(path("x.gguf")) << "not read";
   r = run({"serve", "-m", path("x.gguf"), "-np", "0"});
