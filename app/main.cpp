@@ -70,7 +70,13 @@ void list_presets(const std::string& arch) {
 
 CLI::App* add_inspect(CLI::App& app, InspectArgs& args) {
   CLI::App* cmd = app.add_subcommand("inspect", "Show a GGUF model: metadata, tensors, parameters, bytes per token");
-  cmd->add_option("file", args.path, "GGUF file (the first shard of a split model)")->required();
+  // -m like every other command, or the file as the argument.
+  CLI::Option* file = cmd->add_option("file", args.path, "GGUF file (the first shard of a split model)");
+  CLI::Option* model = cmd->add_option("-m,--model", args.path, "GGUF file (the same as the argument)");
+  file->excludes(model);
+  cmd->callback([file, model] {
+    if (file->count() + model->count() == 0) throw CLI::RequiredError("file (or -m)");
+  });
   cmd->add_flag("--json", args.options.json, "Print everything as JSON (arrays in full)");
   cmd->add_flag("--all", args.options.all_metadata, "Print every metadata key in full");
   return cmd;
@@ -121,7 +127,7 @@ CLI::App* add_template(CLI::App& app, velocity::tools::TemplateOptions& options)
                   "Built-in template: chatml, llama3, ... (overrides the model's)")
       ->excludes("--template");
   cmd->add_option("--messages", options.messages_file,
-                  "JSON file: an array of messages, or an object of template variables with \"messages\"")
+                  "JSON file (- for stdin): an array of messages, or an object of template variables with \"messages\"")
       ->required();
   cmd->add_flag_callback("--no-generation-prompt", [&options] { options.add_generation_prompt = false; },
                          "Do not open the assistant's turn at the end");

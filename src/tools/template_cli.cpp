@@ -2,7 +2,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 #include "core/error.h"
@@ -14,9 +17,15 @@
 namespace velocity::tools {
 namespace {
 
+// "-" is stdin (`--messages -`).
 std::string read_text(const std::string& path, const char* what) {
+  if (path == "-") {
+    std::ostringstream text;
+    text << std::cin.rdbuf();
+    return text.str();
+  }
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot read {}", path, what);
+  if (!in) fail("{}: cannot read {}: {}", path, what, std::strerror(errno));
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();

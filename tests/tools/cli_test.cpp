@@ -202,6 +202,22 @@ TEST_F(CliTest, ServeTakesLlamaServerFlags) {
   EXPECT_TRUE(contains(r.err, "slots")) << r.err;
 }
 
+// The same name for the same thing: -m names the model in inspect too, and --messages - reads the
+// conversation from stdin.
+TEST_F(CliTest, ModelFlagAndStdinEverywhere) {
+  const std::string demo = std::string(VELOCITY_SOURCE_DIR) + "/models/demo/demo.gguf";
+  if (!fs::exists(demo)) GTEST_SKIP() << demo << " is absent";
+  Result a = run({"inspect", "-m", demo}), b = run({"inspect", demo});
+  EXPECT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_TRUE(contains(a.out, "architecture  llama")) << a.out;
+  Result r = run({"inspect", "-m", demo, demo});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  r = run({"template", "--chat-template", "chatml", "--messages", "-"}, R"([{"role": "user", "content": "from stdin"}])");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "<|im_start|>user\nfrom stdin<|im_end|>")) << r.out;
+}
+
 TEST_F(CliTest, InspectMissingFile) {
   const std::string p = path("does-not-exist.gguf");
   const Result r = run({"inspect", p});
