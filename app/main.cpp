@@ -337,19 +337,21 @@ CLI::App* add_serve(CLI::App& app, ServeArgs& args) {
   cmd->add_option("--name,--alias", f.model_name, "Model name clients send (default: the file name)");
   cmd->add_option("--device", f.device, "Where the model runs: auto (cuda:0 when a supported GPU is present, else cpu), cpu, cuda:N")
       ->capture_default_str();
-  cmd->add_option("-c,--ctx,--ctx-size", f.ctx, "Context length per slot");
+  cmd->add_option("-c,--ctx,--ctx-size", f.ctx, "Context length per slot (default: the model's trained context, at most 4096)");
   cmd->add_option("--gpu-layers,--n-gpu-layers", f.gpu_layers, "GPU layers (llama.cpp's -ngl): the last N layers on the GPU, the rest on the CPU (default: all)")->check(kNonNegative);
-  cmd->add_option("--slots,--parallel", f.slots, "Sequences decoded together (parallel requests; llama-server: -np)");
+  cmd->add_option("--slots,--parallel", f.slots,
+                  fmt::format("Sequences decoded together (parallel requests; llama-server: -np; default {})",
+                              velocity::server::ModelEntry{}.slots));
   cmd->add_option("--prefill-chunk", f.prefill_chunk,
                   "Prompt tokens per step while other requests decode (default 128; smaller: steadier "
                   "inter-token latency, slower first token)");
-  cmd->add_option("--cache-type-k", f.cache_type_k, "KV cache type of K: f32, f16, q8_0, q4_0, q4_1, q5_1 (-ctk)");
-  cmd->add_option("--cache-type-v", f.cache_type_v, "KV cache type of V: f32, f16, q8_0, q4_0, q4_1, q5_1 (-ctv)");
+  cmd->add_option("--cache-type-k", f.cache_type_k, "KV cache type of K: f32, f16, q8_0, q4_0, q4_1, q5_1 (-ctk; default f16)");
+  cmd->add_option("--cache-type-v", f.cache_type_v, "KV cache type of V: f32, f16, q8_0, q4_0, q4_1, q5_1 (-ctv; default f16)");
   // llama-server flags that mean nothing different here, accepted so its command lines carry over.
   cmd->add_option("--flash-attn", args.flash_attn, "Accepted for llama-server command lines (-fa [on]): attention is always flash")
       ->expected(0, 1);
   cmd->add_flag("--jinja", args.jinja, "Accepted for llama-server command lines: chat templates are always Jinja");
-  cmd->add_option("--chat-template-file", f.chat_template_file, "Jinja chat template replacing the model's");
+  cmd->add_option("--chat-template-file", f.chat_template_file, "Jinja chat template replacing the model's (default: the GGUF's)");
   cmd->add_option("--chat-template", f.chat_template,
                   "Built-in chat template (chatml, llama3, ...) replacing the model's")
       ->excludes("--chat-template-file");
@@ -366,11 +368,12 @@ CLI::App* add_serve(CLI::App& app, ServeArgs& args) {
   cmd->add_option("--cors-origin", f.cors_origins,
                   "Let web pages of ORIGIN (http://host:port) call the API from a browser (repeatable; \"*\": any)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  cmd->add_option("--temp", f.temperature, "Default temperature");
-  cmd->add_option("--top-k", f.top_k, "Default top-k");
-  cmd->add_option("--top-p", f.top_p, "Default top-p");
-  cmd->add_option("--min-p", f.min_p, "Default min-p");
-  cmd->add_option("--repeat-penalty", f.repeat_penalty, "Default repeat penalty");
+  const velocity::server::SamplingDefaults d;  // the defaults --help shows
+  cmd->add_option("--temp", f.temperature, fmt::format("Default temperature (default {}; 0: greedy)", d.temperature));
+  cmd->add_option("--top-k", f.top_k, fmt::format("Default top-k (default {}; 0: off)", d.top_k));
+  cmd->add_option("--top-p", f.top_p, fmt::format("Default top-p (default {}; 1: off)", d.top_p));
+  cmd->add_option("--min-p", f.min_p, fmt::format("Default min-p (default {}; 0: off)", d.min_p));
+  cmd->add_option("--repeat-penalty", f.repeat_penalty, fmt::format("Default repeat penalty (default {}; 1: off)", d.repeat_penalty));
   cmd->add_option("--seed", f.seed, "Default seed (random per request when absent)");
   cmd->add_option("-t,--threads", args.n_threads, "CPU threads per model (0: one per core)")->capture_default_str()
       ->check(kNonNegative);
