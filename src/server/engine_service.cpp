@@ -176,6 +176,28 @@ bool EngineService::wait_checked(std::string* warning) {
   return state_ != State::Failed;
 }
 
+std::string EngineService::memory_summary() const {
+  if (!model_) return {};
+  uint64_t weights = 0;
+  for (const auto& t : model_->file().tensors()) weights += t.n_bytes;
+  const model::Config& c = model_->config();
+  engine::StepShape s;
+  s.n_layer = c.n_layer;
+  s.n_slots = model_->n_slots();
+  s.n_ctx = model_->n_ctx();
+  s.n_head_kv = c.n_head_kv;
+  s.head_dim_k = c.head_dim_k;
+  s.head_dim_v = c.head_dim_v;
+  s.cache_type_k = cache_type(entry_.cache_type_k, "cache_type_k");
+  s.cache_type_v = cache_type(entry_.cache_type_v, "cache_type_v");
+  auto gib = [](uint64_t b) {
+    return b >= (uint64_t{1} << 30) ? fmt::format("{:.2f} GiB", static_cast<double>(b) / (1 << 30))
+                                    : fmt::format("{:.1f} MiB", static_cast<double>(b) / (1 << 20));
+  };
+  return fmt::format("weights {}, KV cache {} ({}/{})", gib(weights), gib(engine::Backend::kv_cache_bytes(s)),
+                     entry_.cache_type_k, entry_.cache_type_v);
+}
+
 std::string EngineService::device_name() const {
   if (!model_) return entry_.device.to_string();
   return model_->backends().size() == 1 ? model_->backend().name() : model_->placement().to_string();

@@ -53,6 +53,8 @@ class EngineService final : public ModelService {
   bool wait_checked(std::string* warning = nullptr);
   // Where the model runs, e.g. "cuda:0 (NVIDIA H100 80GB HBM3)" (after the load).
   std::string device_name() const;
+  // "weights 4.58 GiB, KV cache 1.00 GiB (f16/f16)": for the start-up line (after wait_loaded).
+  std::string memory_summary() const;
   // Draining: no new jobs; jobs being prepared are abandoned; running ones finish for up to
   // grace_ms, then are cancelled.
   void drain(int64_t grace_ms);

@@ -83,8 +83,8 @@ int serve(ServeFlags flags, const std::string& argv0, int n_threads, std::ostrea
       http.shutdown(std::chrono::milliseconds(0));
       return 1;
     }
-    log << fmt::format("velocity: model '{}' ready ({}, {}, context {} x {} slots)\n", e->name(),
-                       config.models[i].path, e->device_name(), e->n_ctx(), e->stats().n_slots);
+    log << fmt::format("velocity: model '{}' ready ({}, {}, context {} x {} slots, {})\n", e->name(),
+                       config.models[i].path, e->device_name(), e->n_ctx(), e->stats().n_slots, e->memory_summary());
   }
   const std::string key_header =
       config.server.api_keys.empty() ? "" : " -H 'Authorization: Bearer $VELOCITY_API_KEY'";

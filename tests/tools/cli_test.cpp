@@ -602,6 +602,10 @@ TEST_F(CliTest, ServeSecondSignalExitsAtOnce) {
   const size_t warning = log.find("velocity: warning: model 'demo': a context of 1024 positions is more than the 512");
   EXPECT_NE(warning, std::string::npos) << log;
   EXPECT_LT(warning, log.find("listening on")) << log;
+  // The start-up summary: device, context, slots, weights and KV cache (1024 x 1 slots).
+  EXPECT_NE(log.find(", cpu, context 1024 x 1 slots, weights 10."), std::string::npos) << log;
+  EXPECT_NE(log.find(" MiB, KV cache "), std::string::npos) << log;
+  EXPECT_NE(log.find(" MiB (f16/f16))"), std::string::npos) << log;
 
   // A request whose body is still coming keeps the drain waiting for the whole grace period.
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
