@@ -223,7 +223,7 @@ ModelService::State EngineService::state(std::string* message) const {
 int64_t EngineService::n_ctx() const { return state_ == State::Ready || state_ == State::Draining ? model_->n_ctx() : 0; }
 
 std::vector<int32_t> EngineService::prompt_tokens(const GenerationJob& job, const std::atomic<bool>& cancel,
-                                                  std::string& rendered) const {
+                                                  std::string& rendered, bool render_only) const {
   const char* param = job.is_chat ? "messages" : "prompt";
   auto too_long = [&](size_t bytes) {
     return ApiError::bad_request(fmt::format("the prompt is {} bytes long, more than the context of {} tokens can hold",
@@ -257,6 +257,10 @@ std::vector<int32_t> EngineService::prompt_tokens(const GenerationJob& job, cons
       throw ApiError::bad_request(std::string("the chat template failed: ") + e.what(), "messages", "template_error");
     }
     if ((int64_t)prompt.text.size() > max_prompt_bytes_) throw too_long(prompt.text.size());
+    if (render_only) {
+      rendered = std::move(prompt.text);
+      return {};
+    }
     tokenizer::EncodeOptions options;
     options.add_special = true;
     options.parse_special = true;
@@ -327,12 +331,55 @@ void EngineService::prepare_loop() {
   for (auto& p : left) p->job.on_done(cancelled_completion());
 }
 
+UtilityResult EngineService::utility(const GenerationJob& job, const std::atomic<bool>& cancel) const {
+  UtilityResult u;
+  switch (job.utility) {
+    case GenerationJob::Utility::Tokenize: {
+      if ((int64_t)job.prompt.size() > max_prompt_bytes_)
+        throw ApiError::bad_request(fmt::format("the text is {} bytes long, more than the context of {} tokens can hold",
+                                                job.prompt.size(), model_->n_ctx()),
+                                    "content", "context_length_exceeded");
+      tokenizer::EncodeOptions options;
+      options.add_special = job.add_special;
+      options.parse_special = job.parse_special;
+      options.cancel = &cancel;
+      u.tokens = tokenizer_->encode(job.prompt, options);
+      for (int32_t id : u.tokens) u.pieces.push_back(tokenizer_->token_to_piece(id));
+      break;
+    }
+    case GenerationJob::Utility::Detokenize:
+      for (int32_t id : job.tokens)
+        if (id < 0 || id >= tokenizer_->n_vocab())
+          throw ApiError::bad_request(fmt::format("token id {} is not in the vocabulary (0..{})", id, tokenizer_->n_vocab() - 1),
+                                      "tokens", "invalid_value");
+      u.text = tokenizer_->decode(job.tokens);
+      break;
+    case GenerationJob::Utility::ApplyTemplate: {
+      std::string rendered;
+      GenerationJob chat;
+      chat.is_chat = true;
+      chat.messages = job.messages;
+      prompt_tokens(chat, cancel, rendered, /*render_only=*/true);  // as a chat request renders it
+      u.text = std::move(rendered);
+      break;
+    }
+    case GenerationJob::Utility::None: break;
+  }
+  return u;
+}
+
 void EngineService::prepare(const std::shared_ptr<Preparing>& p) {
   GenerationJob& job = p->job;
   runtime::Request r;
   std::string rendered;
   try {
     if (p->cancel) throw Cancelled("cancelled before preparation");
+    if (job.utility != GenerationJob::Utility::None) {
+      Completion c;
+      c.utility = utility(job, p->cancel);
+      c.usage.prompt_tokens = static_cast<int64_t>(c.utility.tokens.size());
+      return job.on_done(c);
+    }
     r.prompt = prompt_tokens(job, p->cancel, rendered);
   } catch (const Cancelled&) {
     return job.on_done(cancelled_completion());

@@ -68,7 +68,8 @@ class EngineService final : public ModelService {
   // The prompt tokens of a job (chat template applied; the rendered text goes to `rendered`);
   // throws ApiError 400, velocity::Cancelled when `cancel` is set.
   std::vector<int32_t> prompt_tokens(const GenerationJob& job, const std::atomic<bool>& cancel,
-                                     std::string& rendered) const;
+                                     std::string& rendered, bool render_only = false) const;
+  UtilityResult utility(const GenerationJob& job, const std::atomic<bool>& cancel) const;
 
   ModelEntry entry_;
   int64_t max_queue_;

@@ -140,6 +140,42 @@ void FakeService::prepare() {
     }
     lock.unlock();
     GenerationJob& job = j.job;
+    if (job.utility != GenerationJob::Utility::None) {  // the fake tokeniser: one token per byte
+      Completion c;
+      switch (job.utility) {
+        case GenerationJob::Utility::Tokenize:
+          if (job.add_special) c.utility.tokens.push_back(kBos);
+          for (unsigned char ch : job.prompt) {
+            c.utility.tokens.push_back(ch);
+            c.utility.pieces.emplace_back(1, static_cast<char>(ch));
+          }
+          if (job.add_special) c.utility.pieces.insert(c.utility.pieces.begin(), "<s>");
+          break;
+        case GenerationJob::Utility::Detokenize:
+          for (int32_t id : job.tokens) {
+            if (id < 0 || id >= kVocab) {
+              c.rejected = ApiError::bad_request("token id " + std::to_string(id) + " is not in the vocabulary",
+                                                 "tokens", "invalid_value");
+              c.finish = FinishReason::Error;
+              c.error = c.rejected->what();
+              break;
+            }
+            if (id < 256) c.utility.text += static_cast<char>(id);
+          }
+          break;
+        case GenerationJob::Utility::ApplyTemplate:
+          for (const ChatMessage& m : job.messages) c.utility.text += "<" + m.role + ">" + m.content + "\n";
+          c.utility.text += "<assistant>";
+          break;
+        case GenerationJob::Utility::None: break;
+      }
+      c.usage.prompt_tokens = static_cast<int64_t>(c.utility.tokens.size());
+      job.on_done(c);
+      job = {};
+      lock.lock();
+      if (core_->preparing.empty() && core_->queued.empty() && core_->active.empty()) core_->idle_cv.notify_all();
+      continue;
+    }
     std::string input;
     int64_t n_words = 0;
     if (job.is_chat) {

@@ -43,6 +43,7 @@ struct FakeServiceOptions {
 class FakeService final : public ModelService {
  public:
   static constexpr int32_t kVocab = 1000;
+  static constexpr int32_t kBos = 999;  // the fake tokeniser's BOS (text bytes are tokens 0..255)
 
   explicit FakeService(FakeServiceOptions options = {});
   ~FakeService() override;  // cancels what is left (on_done is still invoked)

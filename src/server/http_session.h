@@ -132,6 +132,8 @@ class Session : public std::enable_shared_from_this<Session> {
     bool done = false;
     bool client_gone = false;
     std::string text, reasoning;  // non-streaming: the whole answer
+    GenerationJob::Utility utility = GenerationJob::Utility::None;  // /tokenize, ...: no generation
+    bool with_pieces = false;     // /tokenize
   };
 
   // Reading (http_session.cpp).
@@ -155,6 +157,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void handle_models();
   void handle_health();
   void handle_props();
+  void handle_utility(GenerationJob::Utility kind);
   void handle_version();
   void handle_metrics();
   bool authorized() const;

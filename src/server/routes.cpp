@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cctype>
+#include <cstdint>
 #include <charconv>
 #include <chrono>
 #include <random>
@@ -12,6 +13,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "server/http_session.h"
+#include "tokenizer/utf8.h"
 
 namespace velocity::server {
 
@@ -57,7 +59,8 @@ constexpr Route kRoutes[] = {
     {"/v1/chat/completions", http::verb::post}, {"/v1/completions", http::verb::post},
     {"/v1/models", http::verb::get},            {"/health", http::verb::get},
     {"/metrics", http::verb::get},              {"/props", http::verb::get},
-    {"/version", http::verb::get},
+    {"/version", http::verb::get},              {"/tokenize", http::verb::post},
+    {"/detokenize", http::verb::post},          {"/apply-template", http::verb::post},
 };
 
 // --- who may ask: Host and Origin (README.md, "Security") -------------------------------------
@@ -315,6 +318,9 @@ void Session::handle_request() {
     if (target == "/v1/completions") return handle_generation(Endpoint::Completions);
     if (target == "/metrics") return handle_metrics();
     if (target == "/props") return handle_props();
+    if (target == "/tokenize") return handle_utility(GenerationJob::Utility::Tokenize);
+    if (target == "/detokenize") return handle_utility(GenerationJob::Utility::Detokenize);
+    if (target == "/apply-template") return handle_utility(GenerationJob::Utility::ApplyTemplate);
     if (target == "/version") return handle_version();
     return handle_models();
   } catch (const ApiError& e) {
@@ -390,6 +396,127 @@ void Session::handle_generation(Endpoint endpoint) {
   // stream, or an error such as a prompt too long) starts when it accepts or rejects the job.
   // Meanwhile a client that goes away cancels the preparation.
   watch_disconnect();
+}
+
+// POST /tokenize {"content", "add_special" (false), "parse_special" (true), "with_pieces" (false)}
+//   -> {"tokens": [ids]} or {"tokens": [{"id", "piece"}]} (a piece that is not UTF-8: its bytes)
+// POST /detokenize {"tokens": [ids]} -> {"content"}
+// POST /apply-template {"messages": [...]} -> {"prompt"}
+// llama-server's shapes, with "model" as in the generation requests (optional with one model).
+// The work runs on the model's preparation thread, as a prompt's does (ModelService).
+void Session::handle_utility(GenerationJob::Utility kind) {
+  using Utility = GenerationJob::Utility;
+  json body;
+  try {
+    body = json::parse(request_.body());
+  } catch (const json::parse_error& e) {
+    throw ApiError::bad_request(std::string("the body is not valid JSON: ") + e.what());
+  }
+  if (!body.is_object()) throw ApiError::bad_request("the body must be a JSON object");
+  GenerationJob job;
+  job.utility = kind;
+  std::string model;
+  if (body.contains("model") && !body["model"].is_null()) {
+    if (!body["model"].is_string()) throw ApiError::bad_request("'model' must be a string", "model");
+    model = body["model"].get<std::string>();
+  }
+  auto flag = [&](const char* key, bool fallback) {
+    if (!body.contains(key) || body[key].is_null()) return fallback;
+    if (!body[key].is_boolean()) throw ApiError::bad_request(fmt::format("'{}' must be true or false", key), key);
+    return body[key].get<bool>();
+  };
+  bool with_pieces = false;
+  if (kind == Utility::Tokenize) {
+    if (!body.contains("content") || !body["content"].is_string())
+      throw ApiError::bad_request("'content' (a string) is required", "content", "missing_required_parameter");
+    job.prompt = body["content"].get<std::string>();
+    job.add_special = flag("add_special", false);
+    job.parse_special = flag("parse_special", true);
+    with_pieces = flag("with_pieces", false);
+  } else if (kind == Utility::Detokenize) {
+    if (!body.contains("tokens") || !body["tokens"].is_array())
+      throw ApiError::bad_request("'tokens' (an array of token ids) is required", "tokens", "missing_required_parameter");
+    for (const json& t : body["tokens"]) {
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX)
+        throw ApiError::bad_request("'tokens' must hold token ids (non-negative integers)", "tokens", "invalid_value");
+      job.tokens.push_back(static_cast<int32_t>(t.get<int64_t>()));
+    }
+  } else {
+    const OpenAIRequest chat = parse_request(Endpoint::ChatCompletions, request_.body());
+    job.messages = chat.messages;
+  }
+  if (model.empty()) {
+    if (state_.models.size() != 1) {
+      std::string names;
+      for (const auto& m : state_.models) names += (names.empty() ? "" : ", ") + m->name();
+      throw ApiError::bad_request("Missing required parameter: 'model' (this server serves " + names + ").", "model",
+                                  "missing_required_parameter");
+    }
+    model = state_.models.front()->name();
+  }
+  auto it = state_.by_name.find(model);
+  if (it == state_.by_name.end())
+    throw ApiError(404, "invalid_request_error", "The model '" + model + "' does not exist", "model", "model_not_found");
+  if (state_.shutting_down) throw ApiError::unavailable("the server is shutting down", "shutting_down");
+  ModelService& service = *it->second;
+
+  Generation gen;
+  gen.serial = next_serial_++;
+  gen.utility = kind;
+  gen.with_pieces = with_pieces;
+  gen.meta.id = fmt::format("util-{:016x}", random_seed());
+  gen.meta.model = service.name();
+  gen.metrics = &state_.metrics.model(service.name());
+  job.id = gen.meta.id;
+  const uint64_t serial = gen.serial;
+  std::shared_ptr<Mailbox> mailbox = mailbox_;
+  std::shared_ptr<JobCounter> jobs = state_.jobs;
+  job.on_done = [mailbox, serial, jobs](const Completion& completion) {
+    mailbox->post([serial, completion](Session& s) { s.on_done(serial, completion); });
+    jobs->add(-1);
+  };
+  gen_ = std::move(gen);
+  gen_->submitted = Clock::now();
+  jobs->add(1);
+  try {
+    gen_->handle = service.submit(std::move(job));
+  } catch (...) {
+    jobs->add(-1);
+    gen_.reset();
+    throw;
+  }
+  gen_self_ = shared_from_this();
+  watch_disconnect();
+}
+
+// The answer of a finished utility job.
+std::string utility_body(GenerationJob::Utility kind, bool with_pieces, const UtilityResult& u) {
+  using Utility = GenerationJob::Utility;
+  json body;
+  if (kind == Utility::Tokenize) {
+    json tokens = json::array();
+    for (size_t i = 0; i < u.tokens.size(); ++i) {
+      if (!with_pieces) {
+        tokens.push_back(u.tokens[i]);
+        continue;
+      }
+      const std::string& piece = i < u.pieces.size() ? u.pieces[i] : std::string();
+      json p;
+      if (tokenizer::utf8_is_valid(piece)) {
+        p = piece;
+      } else {
+        p = json::array();
+        for (unsigned char c : piece) p.push_back(static_cast<int>(c));
+      }
+      tokens.push_back(json{{"id", u.tokens[i]}, {"piece", std::move(p)}});
+    }
+    body["tokens"] = std::move(tokens);
+  } else if (kind == Utility::Detokenize) {
+    body["content"] = u.text;
+  } else {
+    body["prompt"] = u.text;
+  }
+  return body.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 void Session::on_accepted(uint64_t serial) {
@@ -474,6 +601,8 @@ void Session::on_done(uint64_t serial, Completion completion) {
     stream_send(kSseDone);
     return stream_finish();
   }
+  if (gen_->utility != GenerationJob::Utility::None)
+    return respond(http::status::ok, utility_body(gen_->utility, gen_->with_pieces, completion.utility));
   respond(http::status::ok, completion_body(gen_->meta, gen_->text, gen_->reasoning, completion));
 }
 

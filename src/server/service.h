@@ -81,8 +81,16 @@ enum class FinishReason {
 // "stop", "length", "cancelled", "error".
 std::string_view finish_reason_name(FinishReason reason);
 
+// The answer of a text utility job (GenerationJob::utility).
+struct UtilityResult {
+  std::vector<int32_t> tokens;      // Tokenize
+  std::vector<std::string> pieces;  // Tokenize: each token's bytes
+  std::string text;                 // Detokenize: the text; ApplyTemplate: the rendered prompt
+};
+
 struct Completion {
   FinishReason finish = FinishReason::Stop;
+  UtilityResult utility;  // utility jobs only
   Usage usage;
   Timings timings;
   std::string error;  // FinishReason::Error only: a message for the client (no internals needed)
@@ -93,6 +101,16 @@ struct Completion {
 
 struct GenerationJob {
   std::string id;                        // request id ("chatcmpl-..."), for logs
+  // A text utility instead of a generation (/tokenize, /detokenize, /apply-template): prepared on
+  // the service's thread like a prompt (the template and the tokeniser see hostile input) and
+  // answered by on_done with Completion::utility (or a rejection); never queued, no other
+  // callback. Tokenize reads `prompt`, Detokenize `tokens`, ApplyTemplate `messages` (rendered
+  // with add_generation_prompt).
+  enum class Utility { None, Tokenize, Detokenize, ApplyTemplate };
+  Utility utility = Utility::None;
+  bool add_special = false;              // Tokenize: the special tokens the model adds (BOS)
+  bool parse_special = true;             // Tokenize: control-token text becomes control tokens
+  std::vector<int32_t> tokens;           // Detokenize
   // Exactly one of the two inputs: chat messages (is_chat; the service renders the model's chat
   // template with add_generation_prompt and tokenizes) or a raw prompt (tokenized as is, with
   // BOS when the model wants one).

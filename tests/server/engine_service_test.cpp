@@ -177,6 +177,54 @@ TEST_F(EngineServiceTest, ChatTemplateNameRendersTheBuiltIn) {
   literal->drain(0);
 }
 
+// The text utilities run the model's own tokeniser and template on the preparation thread:
+// tokens with and without BOS, pieces that concatenate to the text, detokenize inverting
+// tokenize, an out-of-vocabulary id refused, and the chat prompt exactly as chatml writes it.
+TEST_F(EngineServiceTest, TextUtilities) {
+  auto s = service("demo", "chatml");
+  auto run = [&](GenerationJob job) {
+    auto out = std::make_shared<Outcome>();
+    job.id = "util";
+    job.on_done = [out](const Completion& c) {
+      std::lock_guard lock(out->mutex);
+      out->done = c;
+      out->cv.notify_all();
+    };
+    s->submit(std::move(job));
+    EXPECT_TRUE(out->wait(10s));
+    return *out->done;
+  };
+  const std::string text = "Hello world, hello again";
+  GenerationJob tokenize;
+  tokenize.utility = GenerationJob::Utility::Tokenize;
+  tokenize.prompt = text;
+  const Completion plain = run(tokenize);
+  ASSERT_FALSE(plain.rejected) << plain.rejected->what();
+  ASSERT_FALSE(plain.utility.tokens.empty());
+  std::string joined;
+  for (const std::string& piece : plain.utility.pieces) joined += piece;
+  EXPECT_EQ(joined, text);
+  tokenize.add_special = true;
+  const Completion with_bos = run(tokenize);
+  ASSERT_EQ(with_bos.utility.tokens.size(), plain.utility.tokens.size() + 1);
+  EXPECT_TRUE(std::equal(plain.utility.tokens.begin(), plain.utility.tokens.end(), with_bos.utility.tokens.begin() + 1));
+
+  GenerationJob detokenize;
+  detokenize.utility = GenerationJob::Utility::Detokenize;
+  detokenize.tokens = plain.utility.tokens;
+  EXPECT_EQ(run(detokenize).utility.text, text);
+  detokenize.tokens = {1, 1 << 30};
+  const Completion bad = run(detokenize);
+  ASSERT_TRUE(bad.rejected);
+  EXPECT_EQ(bad.rejected->param, "tokens");
+
+  GenerationJob apply;
+  apply.utility = GenerationJob::Utility::ApplyTemplate;
+  apply.messages = {{"user", "hi", "", "", ""}};
+  EXPECT_EQ(run(apply).utility.text, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+  s->drain(0);
+}
+
 }  // namespace
 // /props reads the model file and the template the service uses: the GGUF's, or the one named in
 // the config instead (a built-in by name).

@@ -357,5 +357,54 @@ TEST(HttpErrors, PropsAndVersion) {
   EXPECT_EQ(get(server.port, "/props?model=gamma", kKey).status, 404);
 }
 
+// /tokenize, /detokenize, /apply-template in llama-server's shapes (FakeService: one token per
+// byte, BOS 999), their errors, and "model" optional with one model.
+TEST(HttpErrors, TokenizeDetokenizeApplyTemplate) {
+  TestServer server(keyed_settings(), {small_context()});
+  Response r = post(server.port, "/tokenize", R"({"content":"hi"})", kKey);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body), json::parse(R"({"tokens":[104,105]})"));
+  r = post(server.port, "/tokenize", R"({"model":"fake","content":"a\u00e9","add_special":true,"with_pieces":true})", kKey);
+  ASSERT_EQ(r.status, 200) << r.body;
+  // "é" is two tokens of one byte each: pieces that are not UTF-8 come as their bytes.
+  EXPECT_EQ(json::parse(r.body), json::parse(R"({"tokens":[{"id":999,"piece":"<s>"},{"id":97,"piece":"a"},)"
+                                             R"({"id":195,"piece":[195]},{"id":169,"piece":[169]}]})"));
+  r = post(server.port, "/detokenize", R"({"tokens":[104,105,33]})", kKey);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["content"], "hi!");
+  r = post(server.port, "/apply-template", R"({"messages":[{"role":"system","content":"s"},{"role":"user","content":"u"}]})",
+           kKey);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["prompt"], "<system>s\n<user>u\n<assistant>");
+  const struct {
+    const char* target;
+    const char* body;
+    int status;
+    const char* param;
+  } bad[] = {
+      {"/tokenize", R"({})", 400, "content"},
+      {"/tokenize", R"({"content":5})", 400, "content"},
+      {"/tokenize", R"({"content":"x","with_pieces":"yes"})", 400, "with_pieces"},
+      {"/tokenize", R"([1])", 400, nullptr},
+      {"/tokenize", R"({"content":"x"})" "x", 400, nullptr},
+      {"/detokenize", R"({"tokens":[1,-2]})", 400, "tokens"},
+      {"/detokenize", R"({"tokens":[1.5]})", 400, "tokens"},
+      {"/detokenize", R"({"tokens":[5000]})", 400, "tokens"},
+      {"/detokenize", R"({"tokens":"1 2"})", 400, "tokens"},
+      {"/apply-template", R"({"messages":"hi"})", 400, "messages"},
+      {"/tokenize", R"({"model":"nope","content":"x"})", 404, "model"},
+  };
+  for (const auto& c : bad) {
+    r = post(server.port, c.target, c.body, kKey);
+    EXPECT_EQ(r.status, c.status) << c.target << " " << c.body << ": " << r.body;
+    expect_error_shape(r.body, c.body);
+    if (c.param) {
+      EXPECT_EQ(json::parse(r.body)["error"]["param"], c.param) << c.target << " " << c.body << ": " << r.body;
+    }
+  }
+  EXPECT_EQ(post(server.port, "/tokenize", R"({"content":"x"})").status, 401);
+  EXPECT_EQ(get(server.port, "/tokenize", kKey).status, 405);
+}
+
 }  // namespace
 }  // namespace velocity::server::test
