@@ -422,6 +422,16 @@ void run_bench(BenchArgs& args, const CLI::App& cmd) {
   o.cache_type_v = velocity::tools::parse_cache_type(args.cache_type_v);
   o.bandwidth_bytes = args.bandwidth_mib << 20;
   o.version = VELOCITY_VERSION;
+  o.on_status = [](const std::string& what) { std::cerr << "velocity: " << what << std::endl; };
+  if (format == velocity::tools::BenchOutput::Markdown) {  // each row as it finishes
+    o.on_progress = [](const velocity::tools::BenchReport& r) {
+      if (r.tests.empty()) velocity::tools::print_bench_markdown_header(r, std::cout);
+      else velocity::tools::print_bench_markdown_row(r, r.tests.back(), std::cout);
+      std::cout.flush();
+    };
+    velocity::tools::run_bench(o);
+    return;
+  }
   const velocity::tools::BenchReport report = velocity::tools::run_bench(o);
   velocity::tools::print_bench(report, format, std::cout);
 }

@@ -130,7 +130,12 @@ BenchReport run_bench(const BenchOptions& options) {
   const engine::Device device = options.device.empty() ? engine::default_device() : engine::Device::parse(options.device);
   // Bandwidth first: the model's threads and pages are not there yet to compete. On a GPU the
   // ceiling is the device's copy rate (read + written bytes), as the kernel lab measures it.
+  auto status = [&](const std::string& what) {
+    if (options.on_status) options.on_status(what);
+  };
   if (options.bandwidth_bytes > 0) {
+    status(fmt::format("measuring the {} bandwidth ({} buffer)...", device.is_cuda() ? "device copy" : "memory read",
+                       human_bytes((double)options.bandwidth_bytes)));
     if (device.is_cuda()) {
       report.bandwidth_bytes_per_second = engine::measure_copy_bandwidth(device, options.bandwidth_bytes);
       report.bandwidth_buffer_bytes = options.bandwidth_bytes;
@@ -158,6 +163,7 @@ BenchReport run_bench(const BenchOptions& options) {
   load.n_threads = options.n_threads;
   load.placement.device = device;
   load.placement.gpu_layers = options.gpu_layers;
+  status("loading " + options.model_path + "...");
   const std::unique_ptr<model::Model> model = model::Model::load(options.model_path, load);
   const model::Config& c = model->config();
 
@@ -172,6 +178,19 @@ BenchReport run_bench(const BenchOptions& options) {
   report.bytes_per_token = model->bytes_per_token();
   report.backend = model->backend().name();
   report.n_ctx = model->n_ctx();
+
+  auto progress = [&] {
+    if (!options.on_progress) return;
+    if (!report.tests.empty()) {  // the speedup of a batched decode test over its batch-1 twin
+      BenchTest& t = report.tests.back();
+      for (const BenchTest& base : report.tests)
+        if (!t.prefill && t.batch != 1 && !base.prefill && base.batch == 1 && base.n_gen == t.n_gen &&
+            base.depth == t.depth && base.tokens_per_second > 0)
+          t.speedup_vs_batch1 = t.tokens_per_second / base.tokens_per_second;
+    }
+    options.on_progress(report);
+  };
+  progress();
 
   std::mt19937_64 rng(options.seed);
   std::uniform_int_distribution<int32_t> random_token(0, (int32_t)c.n_vocab - 1);
@@ -222,6 +241,7 @@ BenchReport run_bench(const BenchOptions& options) {
       finish(t, (double)p, flops);
       if (report.tensor_peak_flops) t.peak_fraction = t.gflops_per_second * 1e9 / *report.tensor_peak_flops;
       report.tests.push_back(std::move(t));
+      progress();
     }
     for (int64_t n : gens) {
       for (int64_t b : options.batch) {
@@ -253,6 +273,7 @@ BenchReport run_bench(const BenchOptions& options) {
           t.bound_fraction = steps_per_second * (double)report.bytes_per_token / *report.bandwidth_bytes_per_second;
         }
         report.tests.push_back(std::move(t));
+        progress();
       }
     }
   }
@@ -267,7 +288,7 @@ BenchReport run_bench(const BenchOptions& options) {
   return report;
 }
 
-void print_bench_markdown(const BenchReport& r, std::ostream& out) {
+void print_bench_markdown_header(const BenchReport& r, std::ostream& out) {
   out << fmt::format("velocity {} | {} | backend {} | {} thread{} | KV cache {}/{}\n", r.version, r.cpu, r.backend,
                      r.n_threads, r.n_threads == 1 ? "" : "s", dtype_name(r.cache_type_k), dtype_name(r.cache_type_v));
   out << fmt::format("model {}: {} {}, {}, {} params; {:.2f} MB read per decoded token\n", r.model_path,
@@ -284,14 +305,20 @@ void print_bench_markdown(const BenchReport& r, std::ostream& out) {
   if (r.tensor_peak_flops) out << fmt::format("dense BF16 tensor peak {:.0f} TFLOP/s\n", *r.tensor_peak_flops / 1e12);
   out << "\n| model | size | params | backend | threads | test | t/s | GFLOP/s | % of bound | speedup |\n";
   out << "| --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |\n";
-  for (const BenchTest& t : r.tests) {
-    const std::optional<double> fraction = t.bound_fraction ? t.bound_fraction : t.peak_fraction;
-    out << fmt::format("| {} {} | {} | {} | {} | {} | {} | {:.2f} ± {:.2f} | {:.2f} | {} | {} |\n", r.architecture,
-                       r.model_type, human_bytes((double)r.model_bytes), human_count((double)r.n_params), r.backend,
-                       r.n_threads, t.name, t.tokens_per_second, t.tokens_per_second_sd, t.gflops_per_second,
-                       fraction ? fmt::format("{:.1f}%{}", 100 * *fraction, t.peak_fraction ? " of peak" : "") : std::string(),
-                       t.speedup_vs_batch1 ? fmt::format("{:.2f}x", *t.speedup_vs_batch1) : std::string());
-  }
+}
+
+void print_bench_markdown_row(const BenchReport& r, const BenchTest& t, std::ostream& out) {
+  const std::optional<double> fraction = t.bound_fraction ? t.bound_fraction : t.peak_fraction;
+  out << fmt::format("| {} {} | {} | {} | {} | {} | {} | {:.2f} ± {:.2f} | {:.2f} | {} | {} |\n", r.architecture,
+                     r.model_type, human_bytes((double)r.model_bytes), human_count((double)r.n_params), r.backend,
+                     r.n_threads, t.name, t.tokens_per_second, t.tokens_per_second_sd, t.gflops_per_second,
+                     fraction ? fmt::format("{:.1f}%{}", 100 * *fraction, t.peak_fraction ? " of peak" : "") : std::string(),
+                     t.speedup_vs_batch1 ? fmt::format("{:.2f}x", *t.speedup_vs_batch1) : std::string());
+}
+
+void print_bench_markdown(const BenchReport& r, std::ostream& out) {
+  print_bench_markdown_header(r, out);
+  for (const BenchTest& t : r.tests) print_bench_markdown_row(r, t, out);
 }
 
 nlohmann::ordered_json bench_json(const BenchReport& r) {

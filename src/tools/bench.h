@@ -28,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -39,8 +40,15 @@ namespace velocity::tools {
 
 enum class BenchOutput { Markdown, Json, Csv };
 
+struct BenchReport;
+
 struct BenchOptions {
   std::string model_path;
+  // Called once the header is known (the model, the bandwidth: report.tests empty), then after
+  // each test with it last in report.tests: for printing rows as they finish.
+  std::function<void(const BenchReport& report)> on_progress;
+  // A line for people while something slow runs unseen ("measuring the bandwidth (1 GiB)").
+  std::function<void(const std::string& what)> on_status;
   std::vector<int64_t> n_prompt = {512};  // prefill tests (0: none)
   std::vector<int64_t> n_gen = {128};     // decode tests (0: none)
   std::vector<int64_t> depth = {0};       // context before each test
@@ -104,5 +112,8 @@ void print_bench_markdown(const BenchReport& report, std::ostream& out);
 void print_bench_csv(const BenchReport& report, std::ostream& out);
 nlohmann::ordered_json bench_json(const BenchReport& report);  // keys in the order above
 void print_bench(const BenchReport& report, BenchOutput format, std::ostream& out);
+// Markdown in pieces, for rows printed as they finish: the header and the table's head, then a row.
+void print_bench_markdown_header(const BenchReport& report, std::ostream& out);
+void print_bench_markdown_row(const BenchReport& report, const BenchTest& test, std::ostream& out);
 
 }  // namespace velocity::tools

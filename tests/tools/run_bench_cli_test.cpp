@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "tools/bench.h"
 #include "tools/run_cli.h"
 
 namespace {
@@ -223,6 +224,43 @@ TEST_F(RunBenchCliTest, BenchMarkdownAndCsv) {
   EXPECT_FALSE(std::getline(lines, extra)) << r.out;  // one test: pp16 only
   EXPECT_EQ(header.rfind("model,architecture,type,", 0), 0u) << header;
   EXPECT_TRUE(contains(row, ",pp16,pp,16,0,0,1,1,")) << row;
+}
+
+// Rows come as they finish (BenchOptions::on_progress): the header first with no test, then one
+// more test per call, each batched one with its speedup over batch 1 already set; the status
+// line names the bandwidth probe before it runs.
+TEST_F(RunBenchCliTest, BenchReportsEachTestAsItFinishes) {
+  velocity::tools::BenchOptions o;
+  o.model_path = *model_;
+  o.n_prompt = {8};
+  o.n_gen = {3};
+  o.batch = {1, 2};
+  o.repetitions = 1;
+  o.n_threads = 1;
+  o.bandwidth_bytes = 16 << 20;
+  std::vector<size_t> seen;
+  std::vector<std::string> status;
+  bool speedup_in_time = false;
+  o.on_status = [&](const std::string& what) { status.push_back(what); };
+  o.on_progress = [&](const velocity::tools::BenchReport& r) {
+    seen.push_back(r.tests.size());
+    if (!r.tests.empty() && r.tests.back().batch == 2) speedup_in_time = r.tests.back().speedup_vs_batch1.has_value();
+    if (r.tests.empty()) {
+      EXPECT_TRUE(r.bandwidth_bytes_per_second.has_value());
+    }
+  };
+  const velocity::tools::BenchReport report = velocity::tools::run_bench(o);
+  EXPECT_EQ(seen, (std::vector<size_t>{0, 1, 2, 3}));  // header, pp8, tg3, tg3 b2
+  EXPECT_TRUE(speedup_in_time);
+  ASSERT_GE(status.size(), 2u);
+  EXPECT_TRUE(contains(status[0], "bandwidth")) << status[0];
+  EXPECT_TRUE(contains(status[1], "loading")) << status[1];
+  ASSERT_EQ(report.tests.size(), 3u);
+  // The CLI prints the same rows (stdout) and the status lines (stderr).
+  Result r = run({"bench", "-m", *model_, "-p", "8", "-n", "3", "-r", "1", "-t", "1", "--bandwidth-mib", "16"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "velocity: measuring the memory read bandwidth")) << r.err;
+  EXPECT_TRUE(contains(r.out, "| tg3 |")) << r.out;
 }
 
 TEST_F(RunBenchCliTest, BenchErrors) {
