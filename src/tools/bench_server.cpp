@@ -592,8 +592,9 @@ ServerBenchReport run_server_bench(const ServerBenchOptions& o) {
 void print_server_bench_markdown(const ServerBenchReport& r, std::ostream& out) {
   out << fmt::format("velocity {} | server {} | model {} | {} | prompt ~{} words | max_tokens {} | greedy\n", r.version,
                      r.url, r.model, r.endpoint, r.n_prompt_words, r.n_gen);
-  out << "\n| conc | requests | prompt tok/req | gen tokens | wall s | agg tok/s | speedup | agg decode tok/s | decode speedup | stream tok/s mean | p50 | server tok/s "
-         "| TTFT ms p50 | p90 | p99 | ITL ms p50 | p90 | p99 | e2e ms p50 | p99 | tok/chunk |\n";
+  out << "\n| conc | requests | prompt tok/req | gen tokens | wall s | agg tok/s | speedup | agg decode tok/s | decode speedup "
+         "| stream tok/s mean | stream tok/s p50 | server tok/s | TTFT ms p50 | TTFT ms p90 | TTFT ms p99 | ITL ms p50 "
+         "| ITL ms p90 | ITL ms p99 | e2e ms p50 | e2e ms p99 | tok/chunk |\n";
   out << "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
          "---: | ---: | ---: | ---: "
          "| ---: | ---: |\n";

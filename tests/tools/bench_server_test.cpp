@@ -413,6 +413,9 @@ TEST_F(BenchServerCliTest, DemoModelTextChatAndFormats) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("/v1/chat/completions"), std::string::npos) << r.out;
   EXPECT_TRUE(std::regex_search(r.out, std::regex(R"(\n\| 2 \| 3 \| [0-9.]+ \| \d+ \| )"))) << r.out;
+  // Every percentile column names what it measures.
+  EXPECT_NE(r.out.find("| TTFT ms p50 | TTFT ms p90 | TTFT ms p99 | ITL ms p50 |"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("| p90 |"), std::string::npos) << r.out;
   r = run({"bench", "--url", url() + "/", "--concurrency", "1", "--requests", "1", "-n", "2", "-o", "csv"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(r.out.starts_with("url,model,endpoint,")) << r.out;
