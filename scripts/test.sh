@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
-cmake --preset release -DVELOCITY_WERROR=ON >/dev/null
+cmake --preset release -DVELOCITY_WERROR=ON -DVELOCITY_TESTS=ON >/dev/null
 cmake --build --preset release
 ctest --preset release -j "$(nproc)"
