@@ -101,7 +101,9 @@ SchedulerStats Scheduler::stats() const {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     s.queue_depth = static_cast<int64_t>(queue_.size());
+    s.slots = slot_views_;
   }
+  if (s.slots.empty()) s.slots.resize(static_cast<size_t>(model_.n_slots()));  // before the first step
   s.busy_slots = busy_.load();
   s.n_slots = model_.n_slots();
   s.kv_tokens = kv_tokens_.load();
@@ -354,10 +356,19 @@ bool Scheduler::step() {
   return true;
 }
 
+void Scheduler::publish_slots() {
+  slot_views_.resize(slots_.size());
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    const Slot& s = slots_[i];
+    slot_views_[i] = {s.job != nullptr, static_cast<int64_t>(s.cached.size()), s.result.n_prompt, s.result.n_generated};
+  }
+}
+
 void Scheduler::loop() {
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
     admit(lock);
+    publish_slots();
     const bool active = busy_.load() > 0;
     if (exit_) {
       lock.unlock();

@@ -89,7 +89,16 @@ class RequestHandle {
   virtual void cancel() = 0;  // idempotent, any thread; on_done follows with Cancelled
 };
 
+// One slot as of the last step (Scheduler::stats).
+struct SlotView {
+  bool busy = false;        // a request holds it
+  int64_t n_cached = 0;     // tokens in its KV cache (kept after a request for prefix reuse)
+  int64_t n_prompt = 0;     // the current (or last) request's prompt tokens
+  int64_t n_decoded = 0;    // tokens it has sampled
+};
+
 struct SchedulerStats {
+  std::vector<SlotView> slots;  // [n_slots], published by the scheduler thread after each step
   int64_t queue_depth = 0;
   int64_t busy_slots = 0;
   int64_t n_slots = 0;
@@ -151,6 +160,8 @@ class Scheduler {
   std::atomic<int64_t> busy_{0}, kv_tokens_{0};
 
   std::vector<Slot> slots_;   // touched by the scheduler thread only (after admission)
+  std::vector<SlotView> slot_views_;  // a copy of slots_ for stats(), under mutex_
+  void publish_slots();               // scheduler thread, mutex_ held
   engine::Batch batch_;
   std::vector<int32_t> batch_slot_;  // [logit row] -> slot index
   std::thread thread_;

@@ -479,6 +479,7 @@ ServiceStats EngineService::stats() const {
   s.busy_slots = r.busy_slots;
   s.n_slots = r.n_slots;
   s.kv_cache_used = r.kv_capacity > 0 ? (double)r.kv_tokens / (double)r.kv_capacity : 0;
+  for (const runtime::SlotView& v : r.slots) s.slots.push_back({v.busy, v.n_cached, v.n_prompt, v.n_decoded});
   return s;
 }
 

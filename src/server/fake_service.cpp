@@ -341,6 +341,12 @@ ServiceStats FakeService::stats() const {
   s.queue_depth = (int64_t)(core_->preparing.size() + core_->queued.size());
   s.busy_slots = (int64_t)core_->active.size();
   s.n_slots = options_.n_slots;
+  s.slots.resize(static_cast<size_t>(options_.n_slots));
+  size_t i = 0;
+  for (const auto& j : core_->active) {
+    if (i == s.slots.size()) break;
+    s.slots[i++] = {true, j->prompt_tokens + j->generated, j->prompt_tokens, j->generated};
+  }
   int64_t used = 0;
   for (const auto& j : core_->active) used += j->prompt_tokens + j->generated;
   s.kv_cache_used = std::min(1.0, (double)used / (double)(options_.n_ctx * options_.n_slots));

@@ -157,6 +157,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void handle_models();
   void handle_health();
   void handle_props();
+  void handle_slots();
+  const ModelService& model_from_query(const char* route) const;
   void handle_utility(GenerationJob::Utility kind);
   void handle_version();
   void handle_metrics();

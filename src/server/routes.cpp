@@ -61,6 +61,7 @@ constexpr Route kRoutes[] = {
     {"/metrics", http::verb::get},              {"/props", http::verb::get},
     {"/version", http::verb::get},              {"/tokenize", http::verb::post},
     {"/detokenize", http::verb::post},          {"/apply-template", http::verb::post},
+    {"/slots", http::verb::get},
 };
 
 // --- who may ask: Host and Origin (README.md, "Security") -------------------------------------
@@ -318,6 +319,7 @@ void Session::handle_request() {
     if (target == "/v1/completions") return handle_generation(Endpoint::Completions);
     if (target == "/metrics") return handle_metrics();
     if (target == "/props") return handle_props();
+    if (target == "/slots") return handle_slots();
     if (target == "/tokenize") return handle_utility(GenerationJob::Utility::Tokenize);
     if (target == "/detokenize") return handle_utility(GenerationJob::Utility::Detokenize);
     if (target == "/apply-template") return handle_utility(GenerationJob::Utility::ApplyTemplate);
@@ -655,7 +657,8 @@ void Session::handle_health() {
 // GET /props[?model=NAME]: llama-server's shape (default_generation_settings, total_slots,
 // model_path, chat_template, build_info) for one model; the query names it when several are
 // served.
-void Session::handle_props() {
+// The model a GET names with ?model=NAME, or the only one served.
+const ModelService& Session::model_from_query(const char* route) const {
   std::string_view target = request_.target();
   std::string name;
   if (size_t q = target.find('?'); q != std::string_view::npos) {
@@ -670,15 +673,37 @@ void Session::handle_props() {
     if (state_.models.size() != 1) {
       std::string names;
       for (const auto& m : state_.models) names += (names.empty() ? "" : ", ") + m->name();
-      throw ApiError::bad_request("Name the model: /props?model=NAME (this server serves " + names + ").", "model",
-                                  "missing_required_parameter");
+      throw ApiError::bad_request(fmt::format("Name the model: {}?model=NAME (this server serves {}).", route, names),
+                                  "model", "missing_required_parameter");
     }
-    name = state_.models.front()->name();
+    return *state_.models.front();
   }
   auto it = state_.by_name.find(name);
   if (it == state_.by_name.end())
     throw ApiError(404, "invalid_request_error", "The model '" + name + "' does not exist", "model", "model_not_found");
-  const ModelService& m = *it->second;
+  return *it->second;
+}
+
+// GET /slots[?model=NAME]: llama-server's per-slot list (id, n_ctx, is_processing) with the
+// slot's cached, prompt and generated token counts as of the last step.
+void Session::handle_slots() {
+  const ModelService& m = model_from_query("/slots");
+  const ServiceStats st = m.stats();
+  json slots = json::array();
+  for (size_t i = 0; i < st.slots.size(); ++i) {
+    const SlotState& s = st.slots[i];
+    slots.push_back({{"id", i},
+                     {"n_ctx", m.n_ctx()},
+                     {"is_processing", s.busy},
+                     {"n_past", s.n_cached},
+                     {"n_prompt_tokens", s.n_prompt},
+                     {"next_token", {{"n_decoded", s.n_decoded}}}});
+  }
+  respond(http::status::ok, slots.dump());
+}
+
+void Session::handle_props() {
+  const ModelService& m = model_from_query("/props");
   const SamplingDefaults& d = m.sampling_defaults();
   std::string message;
   const ModelService::State st = m.state(&message);

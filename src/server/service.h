@@ -139,7 +139,15 @@ class JobHandle {
   virtual void cancel() = 0;
 };
 
+struct SlotState {                  // one slot, for /slots
+  bool busy = false;                // a request holds it
+  int64_t n_cached = 0;             // tokens in its KV cache
+  int64_t n_prompt = 0;             // the current (or last) request's prompt tokens
+  int64_t n_decoded = 0;            // tokens it has generated
+};
+
 struct ServiceStats {
+  std::vector<SlotState> slots;     // [n_slots] (empty while loading)
   int64_t queue_depth = 0;          // jobs waiting for a slot
   int64_t busy_slots = 0;           // slots generating or prefilling
   int64_t n_slots = 0;

@@ -222,6 +222,24 @@ TEST_F(EngineServiceTest, TextUtilities) {
   apply.utility = GenerationJob::Utility::ApplyTemplate;
   apply.messages = {{"user", "hi", "", "", ""}};
   EXPECT_EQ(run(apply).utility.text, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+  // No slot has run anything yet; after a generation, its slot keeps the tokens (prefix reuse).
+  ServiceStats st = s->stats();
+  ASSERT_EQ(st.slots.size(), 2u);
+  for (const SlotState& slot : st.slots) EXPECT_EQ(slot.n_cached, 0);
+  auto out = std::make_shared<Outcome>();
+  s->submit(chat_job("hello", out, 3));
+  ASSERT_TRUE(out->wait(30s));
+  ASSERT_FALSE(out->done->rejected);
+  for (int i = 0; i < 100; ++i) {  // published after the scheduler's next loop turn
+    st = s->stats();
+    if (st.slots[0].n_cached + st.slots[1].n_cached > 0 && !st.slots[0].busy && !st.slots[1].busy) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  const SlotState& used = st.slots[0].n_cached > 0 ? st.slots[0] : st.slots[1];
+  EXPECT_FALSE(used.busy);
+  EXPECT_EQ(used.n_prompt, out->done->usage.prompt_tokens);
+  EXPECT_EQ(used.n_decoded, out->done->usage.completion_tokens);
+  EXPECT_GE(used.n_cached, used.n_prompt);
   s->drain(0);
 }
 

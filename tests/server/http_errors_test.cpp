@@ -406,5 +406,36 @@ TEST(HttpErrors, TokenizeDetokenizeApplyTemplate) {
   EXPECT_EQ(get(server.port, "/tokenize", kKey).status, 405);
 }
 
+// GET /slots: one entry per slot with llama-server's fields; a slot is processing while a request
+// runs in it, and not after.
+TEST(HttpErrors, SlotsShowTheRunningRequest) {
+  FakeServiceOptions o;
+  o.n_slots = 3;
+  o.token_delay = std::chrono::milliseconds(20);
+  TestServer server(keyed_settings(), {o});
+  Response r = get(server.port, "/slots", kKey);
+  ASSERT_EQ(r.status, 200) << r.body;
+  json slots = json::parse(r.body);
+  ASSERT_EQ(slots.size(), 3u) << r.body;
+  for (const json& s : slots) {
+    EXPECT_FALSE(s["is_processing"].get<bool>()) << r.body;
+    EXPECT_EQ(s["n_ctx"], 4096);
+  }
+  std::thread client([&] {
+    post(server.port, kChat, R"({"messages":[{"role":"user","content":"a b c"}],"max_tokens":30})", kKey);
+  });
+  bool seen = false;
+  for (int i = 0; i < 200 && !seen; ++i) {
+    slots = json::parse(get(server.port, "/slots", kKey).body);
+    for (const json& s : slots) seen = seen || (s["is_processing"].get<bool>() && s["n_prompt_tokens"] == 4);
+    if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  client.join();
+  EXPECT_TRUE(seen) << "no slot was seen processing";
+  slots = json::parse(get(server.port, "/slots", kKey).body);
+  for (const json& s : slots) EXPECT_FALSE(s["is_processing"].get<bool>()) << slots.dump();
+  EXPECT_EQ(get(server.port, "/slots").status, 401);
+}
+
 }  // namespace
 }  // namespace velocity::server::test
