@@ -264,6 +264,7 @@ CLI::App* add_run(CLI::App& app, RunArgs& args) {
       ->check(kNonNegative);
   cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a supported GPU is present, else cpu)");
   cmd->add_option("--gpu-layers,--n-gpu-layers", o.gpu_layers, "GPU layers (llama.cpp's -ngl): the last N layers on the GPU, the rest on the CPU (default: all)")->check(kNonNegative);
+  cmd->add_flag("--no-mmap", o.no_mmap, "Read the model into memory instead of mapping it (llama.cpp's --no-mmap)");
   cmd->add_option("--cache-type-k", args.cache_type_k, "KV cache type of K")->capture_default_str()
       ->check(CLI::IsMember(kCacheTypes, CLI::ignore_case));
   cmd->add_option("--cache-type-v", args.cache_type_v, "KV cache type of V")->capture_default_str()
@@ -294,6 +295,8 @@ CLI::App* add_bench(CLI::App& app, BenchArgs& args) {
       ->check(kNonNegative);
   CLI::Option* device =
       cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a supported GPU is present, else cpu)");
+  CLI::Option* no_mmap =
+      cmd->add_flag("--no-mmap", o.no_mmap, "Read the model into memory instead of mapping it (llama.cpp's --no-mmap)");
   CLI::Option* gpu_layers = cmd->add_option("--gpu-layers,--n-gpu-layers", o.gpu_layers,
                                             "GPU layers (llama.cpp's -ngl): the last N layers on the GPU, the rest on "
                                             "the CPU (default: all)")
@@ -308,7 +311,7 @@ CLI::App* add_bench(CLI::App& app, BenchArgs& args) {
   // Server mode (tools/bench_server.h).
   CLI::Option* url = cmd->add_option("--url", s.url, "Benchmark a running server instead: http://host:port");
   url->excludes(repetitions)->excludes(depth)->excludes(batch)->excludes(threads)->excludes(type_k)->excludes(type_v)
-      ->excludes(bandwidth)->excludes(device)->excludes(gpu_layers);
+      ->excludes(bandwidth)->excludes(device)->excludes(gpu_layers)->excludes(no_mmap);
   cmd->add_option("--api-key", s.api_key, "With --url: API key (Authorization: Bearer)")->needs(url);
   cmd->add_option("--concurrency", s.concurrency, "With --url: concurrent clients per level, comma-separated")
       ->delimiter(',')->capture_default_str()->check(CLI::Range(int64_t{1}, int64_t{1024}))->needs(url);
@@ -338,6 +341,7 @@ CLI::App* add_serve(CLI::App& app, ServeArgs& args) {
   cmd->add_option("--device", f.device, "Where the model runs: auto (cuda:0 when a supported GPU is present, else cpu), cpu, cuda:N")
       ->capture_default_str();
   cmd->add_option("-c,--ctx,--ctx-size", f.ctx, "Context length per slot (default: the model's trained context, at most 4096)");
+  cmd->add_flag("--no-mmap", f.no_mmap, "Read the model into memory instead of mapping it (llama.cpp's --no-mmap)");
   cmd->add_option("--gpu-layers,--n-gpu-layers", f.gpu_layers, "GPU layers (llama.cpp's -ngl): the last N layers on the GPU, the rest on the CPU (default: all)")->check(kNonNegative);
   cmd->add_option("--slots,--parallel", f.slots,
                   fmt::format("Sequences decoded together (parallel requests; llama-server: -np; default {})",
@@ -454,6 +458,7 @@ CLI::App* add_perplexity(CLI::App& app, PerplexityArgs& args) {
       ->check(kNonNegative);
   cmd->add_option("--device", o.device, "Where the model runs: cpu or cuda:N (default: cuda:0 when a supported GPU is present, else cpu)");
   cmd->add_option("--gpu-layers,--n-gpu-layers", o.gpu_layers, "GPU layers (llama.cpp's -ngl): the last N layers on the GPU, the rest on the CPU (default: all)")->check(kNonNegative);
+  cmd->add_flag("--no-mmap", o.no_mmap, "Read the model into memory instead of mapping it (llama.cpp's --no-mmap)");
   cmd->add_flag("--json", args.json, "Print the result as JSON");
   return cmd;
 }

@@ -11,8 +11,10 @@ namespace velocity {
 class MappedFile {
  public:
   MappedFile() = default;
-  // Maps `path` read-only; throws velocity::Error naming the file on failure.
-  explicit MappedFile(const std::string& path);
+  // Maps `path` read-only; throws velocity::Error naming the file on failure. With `read` the
+  // file is read into page-aligned memory instead (llama.cpp's --no-mmap: no page faults later,
+  // nothing evicted under memory pressure, for slow or network file systems).
+  explicit MappedFile(const std::string& path, bool read = false);
   ~MappedFile();
   MappedFile(MappedFile&& other) noexcept;
   MappedFile& operator=(MappedFile&& other) noexcept;
@@ -26,6 +28,8 @@ class MappedFile {
   std::string path_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  bool owned_ = false;  // data_ is our allocation (read), not a mapping
+  void release();
 };
 
 }  // namespace velocity

@@ -21,7 +21,7 @@ File::File(File&&) noexcept = default;
 File& File::operator=(File&&) noexcept = default;
 File::~File() = default;
 
-File File::open(const std::string& path) { return Parser::open(path); }
+File File::open(const std::string& path, bool read) { return Parser::open(path, read); }
 
 File File::parse(std::span<const uint8_t> bytes, std::string name) { return Parser::parse(bytes, std::move(name)); }
 
@@ -125,9 +125,9 @@ File Parser::parse(std::span<const uint8_t> bytes, std::string name) {
   return file;
 }
 
-File Parser::open(const std::string& path) {
+File Parser::open(const std::string& path, bool read) {
   File file;
-  file.maps_.push_back(std::make_unique<MappedFile>(path));
+  file.maps_.push_back(std::make_unique<MappedFile>(path, read));
   std::vector<ParsedShard> shards;
   shards.push_back(parse_header(file.maps_[0]->bytes(), path));
   const bool header_only = shards[0].header_only();
@@ -153,7 +153,7 @@ File Parser::open(const std::string& path) {
     for (int i = 1; i < n_shards; ++i) {
       const std::string shard_path = split_path(name.prefix, i + 1, n_shards);
       try {
-        file.maps_.push_back(std::make_unique<MappedFile>(shard_path));
+        file.maps_.push_back(std::make_unique<MappedFile>(shard_path, read));
       } catch (const Error& e) {
         fail_at(path, count_at, "split.count is {} but shard {} cannot be opened: {}", n_shards, i + 1, e.what());
       }

@@ -70,7 +70,8 @@ class File {
  public:
   // Opens a file; when it is a split model, `path` must name the first shard (the others are
   // found by name in the same directory and validated against it).
-  static File open(const std::string& path);
+  // `read`: the file (and its shards) read into memory instead of mapped (--no-mmap).
+  static File open(const std::string& path, bool read = false);
   // Parses an in-memory image of a single (unsplit or lone) GGUF file; `name` appears in errors.
   // The bytes must outlive the File. Used by the fuzzer and by tests.
   static File parse(std::span<const uint8_t> bytes, std::string name = "<memory>");

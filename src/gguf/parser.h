@@ -56,7 +56,7 @@ class Parser {
   // data lies inside the file) and sets file_offset and data.
   static void place_tensors(ParsedShard& shard, std::span<const uint8_t> bytes, bool header_only);
 
-  static File open(const std::string& path);
+  static File open(const std::string& path, bool read = false);
   static File parse(std::span<const uint8_t> bytes, std::string name);
 
  private:

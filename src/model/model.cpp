@@ -73,7 +73,7 @@ Model::~Model() = default;
 
 std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {
   std::unique_ptr<Model> m(new Model());
-  m->file_ = std::make_unique<gguf::File>(gguf::File::open(path));
+  m->file_ = std::make_unique<gguf::File>(gguf::File::open(path, !options.mmap));
   const gguf::File& file = *m->file_;
   if (file.header_only()) fail("{}: a header-only file has no weights to run", path);
   const std::string arch = file.architecture();

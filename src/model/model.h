@@ -35,6 +35,7 @@ struct LoadOptions {
   DType cache_type_v = DType::F16;
   int n_threads = 0;          // CPU threads; 0: one per online core
   Placement placement;        // which device holds each tensor (default: all on the CPU)
+  bool mmap = true;           // false: the file read into memory first (--no-mmap)
   // Called once the file, the architecture, the devices, the cache types and the memory needed
   // have passed their checks, before any weight is read (velocity serve opens its port then).
   std::function<void(const Config&)> on_checked;

@@ -400,6 +400,7 @@ ServerConfig parse_config(std::string_view toml_text, std::string_view source_na
       r.integer("slots", m.slots);
       r.integer("prefill_chunk", m.prefill_chunk);
       r.integer("gpu_layers", m.gpu_layers);
+      r.boolean("mmap", m.mmap);
       r.integer("max_queue", m.max_queue);
       r.number("generation_timeout_s", m.generation_timeout_s);
       r.string("cache_type_k", m.cache_type_k);
@@ -412,7 +413,7 @@ ServerConfig parse_config(std::string_view toml_text, std::string_view source_na
         TableReader sr(*st, r.full("sampling"), source_name, positions);
         read_sampling(sr, m.sampling);
       }
-      r.finish("name, path, device, ctx, slots, gpu_layers, prefill_chunk, max_queue, generation_timeout_s, cache_type_k, cache_type_v, chat_template, "
+      r.finish("name, path, device, ctx, slots, gpu_layers, mmap, prefill_chunk, max_queue, generation_timeout_s, cache_type_k, cache_type_v, chat_template, "
                "chat_template_file, parse_special_in_content, sampling");
       config.models.push_back(std::move(m));
     }
@@ -448,14 +449,14 @@ ServerConfig config_from_flags(const ServeFlags& flags) {
       {"model", "--model"},               {"model[0].path", "--model"},
       {"model[0].name", "--name"},        {"model[0].ctx", "--ctx"},
       {"model[0].slots", "--slots"},      {"model[0].prefill_chunk", "--prefill-chunk"},
-      {"model[0].gpu_layers", "--gpu-layers"},
+      {"model[0].gpu_layers", "--gpu-layers"}, {"model[0].mmap", "--no-mmap"},
       {"model[0].cache_type_k", "--cache-type-k"},
       {"model[0].cache_type_v", "--cache-type-v"}, {"model[0].chat_template", "--chat-template"},
       {"model[0].chat_template_file", "--chat-template-file"},
       {"model[0].sampling.temperature", "--temperature"}, {"model[0].sampling.top_p", "--top-p"},
       {"model[0].sampling.top_k", "--top-k"}, {"model[0].sampling.min_p", "--min-p"},
       {"model[0].sampling.repeat_penalty", "--repeat-penalty"}};
-  bool model_flags = !flags.model_path.empty() || !flags.model_name.empty() || flags.ctx || flags.slots || flags.prefill_chunk || flags.gpu_layers ||
+  bool model_flags = !flags.model_path.empty() || !flags.model_name.empty() || flags.ctx || flags.slots || flags.prefill_chunk || flags.gpu_layers || flags.no_mmap ||
                      !flags.cache_type_k.empty() || !flags.cache_type_v.empty() || !flags.chat_template.empty() ||
                      !flags.chat_template_file.empty() ||
                      flags.temperature || flags.top_p || flags.min_p || flags.repeat_penalty || flags.top_k ||
@@ -478,6 +479,7 @@ ServerConfig config_from_flags(const ServeFlags& flags) {
     if (flags.slots) m.slots = *flags.slots;
     if (flags.prefill_chunk) m.prefill_chunk = *flags.prefill_chunk;
     if (flags.gpu_layers) m.gpu_layers = *flags.gpu_layers;
+    m.mmap = !flags.no_mmap;
     if (!flags.cache_type_k.empty()) m.cache_type_k = flags.cache_type_k;
     if (!flags.cache_type_v.empty()) m.cache_type_v = flags.cache_type_v;
     m.chat_template = flags.chat_template;

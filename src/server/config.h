@@ -61,6 +61,7 @@ struct ModelEntry {
   int32_t ctx = 0;                    // context length per slot, tokens; >= 16, or 0: the model's
                                       // training context, at most 4096
   int32_t slots = 1;                  // sequences decoded together (parallel requests); [1, 256]
+  bool mmap = true;                   // false: read the file into memory (--no-mmap)
   int32_t gpu_layers = -1;            // llama.cpp's -ngl: the last N layers on the GPU `device`
                                       // names, the rest on the CPU; -1 = all (model::Placement)
   int32_t prefill_chunk = 128;        // prompt tokens per step while other requests decode; [1, 512]
@@ -135,6 +136,7 @@ struct ServeFlags {
   std::optional<int32_t> slots;            // --slots
   std::optional<int32_t> prefill_chunk;    // --prefill-chunk
   std::optional<int32_t> gpu_layers;       // -ngl / --gpu-layers
+  bool no_mmap = false;                    // --no-mmap
   std::string cache_type_k, cache_type_v;  // --cache-type-k / -v ("" = default)
   std::string chat_template;               // --chat-template (a built-in name or Jinja)
   std::string chat_template_file;          // --chat-template-file

@@ -114,6 +114,7 @@ void EngineService::load() {
                          : entry_.device.kind == DeviceSpec::Kind::Cpu ? engine::Device::cpu()
                                                                        : engine::default_device();
     o.placement.gpu_layers = entry_.gpu_layers;
+    o.mmap = entry_.mmap;
     o.n_ctx = entry_.ctx;
     o.n_slots = entry_.slots;
     o.max_batch = 512;

@@ -163,6 +163,7 @@ BenchReport run_bench(const BenchOptions& options) {
   load.n_threads = options.n_threads;
   load.placement.device = device;
   load.placement.gpu_layers = options.gpu_layers;
+  load.mmap = !options.no_mmap;
   status("loading " + options.model_path + "...");
   const std::unique_ptr<model::Model> model = model::Model::load(options.model_path, load);
   const model::Config& c = model->config();

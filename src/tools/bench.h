@@ -57,6 +57,7 @@ struct BenchOptions {
   int n_threads = 0;                      // 0: one per online core
   std::string device;                     // "cpu", "cuda:N"; "": engine::default_device() (cuda:0 if present)
   int64_t gpu_layers = -1;  // -ngl: the last N layers on the GPU, the rest on the CPU (model::Placement)
+  bool no_mmap = false;     // --no-mmap: read the file into memory instead of mapping it
   DType cache_type_k = DType::F16;
   DType cache_type_v = DType::F16;
   uint64_t bandwidth_bytes = 1ull << 30;  // buffer of the bandwidth measurement; 0: not measured

@@ -196,6 +196,7 @@ PerplexityReport run_perplexity(const PerplexityOptions& options, std::ostream* 
   load.n_threads = options.n_threads;
   load.placement.device = options.device.empty() ? engine::default_device() : engine::Device::parse(options.device);
   load.placement.gpu_layers = options.gpu_layers;
+  load.mmap = !options.no_mmap;
   const std::unique_ptr<model::Model> model = model::Model::load(options.model_path, load);
   std::unique_ptr<model::Model> base;
   if (!options.kl_base_path.empty()) {

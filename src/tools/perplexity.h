@@ -37,6 +37,7 @@ struct PerplexityOptions {
   int n_threads = 0;         // CPU threads; 0: one per online core
   std::string device;        // "cpu", "cuda:N"; "": engine::default_device() (cuda:0 if present)
   int64_t gpu_layers = -1;  // -ngl: the last N layers on the GPU, the rest on the CPU (model::Placement)
+  bool no_mmap = false;     // --no-mmap: read the file into memory instead of mapping it
 };
 
 // One window of the plan: text tokens [start, start + length), scoring positions

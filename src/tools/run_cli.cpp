@@ -99,6 +99,7 @@ RunReport run_prompt(const RunOptions& options, std::ostream& out) {
   load.n_threads = options.n_threads;
   load.placement.device = options.device.empty() ? engine::default_device() : engine::Device::parse(options.device);
   load.placement.gpu_layers = options.gpu_layers;
+  load.mmap = !options.no_mmap;
   const std::unique_ptr<model::Model> model = model::Model::load(options.model_path, load);
   const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), options.model_path));
 

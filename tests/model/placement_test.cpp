@@ -10,6 +10,7 @@
 
 #include "../support/synth_model.h"
 #include "core/error.h"
+#include "core/mmap.h"
 #include "model/model.h"
 
 namespace velocity::model {
@@ -169,6 +170,22 @@ TEST(Placement, ZeroGpuLayersLoadsOnTheCpuAlone) {
   EXPECT_TRUE(b->backend().device().is_cpu());
   const std::vector<float> la = run_steps(*a, 5, 2), lb = run_steps(*b, 5, 2);
   EXPECT_EQ(0, std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)));
+}
+
+// --no-mmap reads the file into memory: the same bytes as the mapping, the same logits.
+TEST(Placement, ReadInsteadOfMappedGivesTheSameModel) {
+  const std::string path = synth_model("qwen3moe", "Q4_K_M");
+  const MappedFile mapped(path), read(path, /*read=*/true);
+  ASSERT_EQ(mapped.bytes().size(), read.bytes().size());
+  EXPECT_EQ(0, std::memcmp(mapped.bytes().data(), read.bytes().data(), read.bytes().size()));
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(read.bytes().data()) % 4096, 0u);
+  LoadOptions a{.n_ctx = 32, .n_slots = 2, .max_batch = 16, .n_threads = 1};
+  LoadOptions b = a;
+  b.mmap = false;
+  auto ma = Model::load(path, a), mb = Model::load(path, b);
+  const std::vector<float> la = run_steps(*ma, 5, 2), lb = run_steps(*mb, 5, 2);
+  EXPECT_EQ(0, std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)));
+  EXPECT_THROW(MappedFile("/nonexistent/x.gguf", true), Error);
 }
 
 TEST(Placement, InvalidPatternIsAClearError) {

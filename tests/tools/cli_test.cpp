@@ -187,7 +187,7 @@ TEST_F(CliTest, ServeTakesLlamaServerFlags) {
                   "-fa", "--jinja", "--alias", "x"});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;  // parsed; then the missing model
   EXPECT_TRUE(contains(r.err, "none.gguf")) << r.err;
-  r = run({"serve", "-m", path("none.gguf"), "-fa", "on", "--parallel", "4", "-ngl", "99"});
+  r = run({"serve", "-m", path("none.gguf"), "-fa", "on", "--parallel", "4", "-ngl", "99", "--no-mmap"});
   EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
   for (std::vector<std::string> cmd : {std::vector<std::string>{"run", "-p", "hi"}, {"bench"}, {"perplexity"}}) {
     cmd.insert(cmd.end(), {"-m", path("none.gguf"), "-ngl", "-3"});  // -ngl everywhere a model loads
