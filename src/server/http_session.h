@@ -159,7 +159,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void handle_props();
   void handle_slots();
   const ModelService& model_from_query(const char* route) const;
+  ModelService& served_model(const std::string& name, std::string_view missing) const;
   void handle_utility(GenerationJob::Utility kind);
+  void submit(ModelService& service, GenerationJob job, Generation gen);
   void handle_version();
   void handle_metrics();
   bool authorized() const;

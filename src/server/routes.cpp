@@ -336,22 +336,8 @@ void Session::handle_request() {
 
 void Session::handle_generation(Endpoint endpoint) {
   OpenAIRequest request = parse_request(endpoint, request_.body());
-  if (request.model.empty()) {
-    if (state_.models.size() != 1) {
-      std::string names;
-      for (const auto& m : state_.models) names += (names.empty() ? "" : ", ") + m->name();
-      throw ApiError::bad_request("Missing required parameter: 'model' (this server serves " + names + ").", "model",
-                                  "missing_required_parameter");
-    }
-    request.model = state_.models.front()->name();
-  }
-  auto it = state_.by_name.find(request.model);
-  if (it == state_.by_name.end()) {
-    throw ApiError(404, "invalid_request_error", "The model '" + request.model + "' does not exist", "model",
-                   "model_not_found");
-  }
+  ModelService& service = served_model(request.model, "Missing required parameter: 'model'");
   if (state_.shutting_down) throw ApiError::unavailable("the server is shutting down", "shutting_down");
-  ModelService& service = *it->second;
   GenerationJob job = make_job(request, service.sampling_defaults(), random_seed());
 
   Generation gen;
@@ -368,7 +354,6 @@ void Session::handle_generation(Endpoint endpoint) {
 
   uint64_t serial = gen.serial;
   std::shared_ptr<Mailbox> mailbox = mailbox_;
-  std::shared_ptr<JobCounter> jobs = state_.jobs;
   job.on_accepted = [mailbox, serial]() { mailbox->post([serial](Session& s) { s.on_accepted(serial); }); };
   job.on_prompt_processed = [mailbox, serial](int64_t) {
     mailbox->post([serial](Session& s) { s.on_prompt_processed(serial); });
@@ -378,11 +363,21 @@ void Session::handle_generation(Endpoint endpoint) {
       s.on_delta(serial, std::move(t), std::move(r));
     });
   };
+  submit(service, std::move(job), std::move(gen));
+}
+
+// Hands `job` to the service as the connection's one running job; on_done reaches this strand.
+// The service prepares it (template, tokeniser) on its own thread; the response (a stream, or an
+// error such as a prompt too long) starts when it accepts or rejects the job. Meanwhile a client
+// that goes away cancels the preparation.
+void Session::submit(ModelService& service, GenerationJob job, Generation gen) {
+  const uint64_t serial = gen.serial;
+  std::shared_ptr<Mailbox> mailbox = mailbox_;
+  std::shared_ptr<JobCounter> jobs = state_.jobs;
   job.on_done = [mailbox, serial, jobs](const Completion& completion) {
     mailbox->post([serial, completion](Session& s) { s.on_done(serial, completion); });
     jobs->add(-1);
   };
-
   gen_ = std::move(gen);
   gen_->submitted = Clock::now();
   jobs->add(1);
@@ -394,9 +389,6 @@ void Session::handle_generation(Endpoint endpoint) {
     throw;
   }
   gen_self_ = shared_from_this();
-  // The service prepares the prompt (template, tokeniser) on its own thread; the response (a
-  // stream, or an error such as a prompt too long) starts when it accepts or rejects the job.
-  // Meanwhile a client that goes away cancels the preparation.
   watch_disconnect();
 }
 
@@ -447,20 +439,8 @@ void Session::handle_utility(GenerationJob::Utility kind) {
     const OpenAIRequest chat = parse_request(Endpoint::ChatCompletions, request_.body());
     job.messages = chat.messages;
   }
-  if (model.empty()) {
-    if (state_.models.size() != 1) {
-      std::string names;
-      for (const auto& m : state_.models) names += (names.empty() ? "" : ", ") + m->name();
-      throw ApiError::bad_request("Missing required parameter: 'model' (this server serves " + names + ").", "model",
-                                  "missing_required_parameter");
-    }
-    model = state_.models.front()->name();
-  }
-  auto it = state_.by_name.find(model);
-  if (it == state_.by_name.end())
-    throw ApiError(404, "invalid_request_error", "The model '" + model + "' does not exist", "model", "model_not_found");
+  ModelService& service = served_model(model, "Missing required parameter: 'model'");
   if (state_.shutting_down) throw ApiError::unavailable("the server is shutting down", "shutting_down");
-  ModelService& service = *it->second;
 
   Generation gen;
   gen.serial = next_serial_++;
@@ -470,25 +450,7 @@ void Session::handle_utility(GenerationJob::Utility kind) {
   gen.meta.model = service.name();
   gen.metrics = &state_.metrics.model(service.name());
   job.id = gen.meta.id;
-  const uint64_t serial = gen.serial;
-  std::shared_ptr<Mailbox> mailbox = mailbox_;
-  std::shared_ptr<JobCounter> jobs = state_.jobs;
-  job.on_done = [mailbox, serial, jobs](const Completion& completion) {
-    mailbox->post([serial, completion](Session& s) { s.on_done(serial, completion); });
-    jobs->add(-1);
-  };
-  gen_ = std::move(gen);
-  gen_->submitted = Clock::now();
-  jobs->add(1);
-  try {
-    gen_->handle = service.submit(std::move(job));
-  } catch (...) {
-    jobs->add(-1);
-    gen_.reset();
-    throw;
-  }
-  gen_self_ = shared_from_this();
-  watch_disconnect();
+  submit(service, std::move(job), std::move(gen));
 }
 
 // The answer of a finished utility job.
@@ -669,12 +631,18 @@ const ModelService& Session::model_from_query(const char* route) const {
       if (pair.starts_with("model=")) name = percent_decode(pair.substr(6));
     }
   }
+  return served_model(name, fmt::format("Name the model: {}?model=NAME", route));
+}
+
+// The model `name` names (404 if none), or with no name the only one served (400 saying
+// `missing` and the names when there are several).
+ModelService& Session::served_model(const std::string& name, std::string_view missing) const {
   if (name.empty()) {
     if (state_.models.size() != 1) {
       std::string names;
       for (const auto& m : state_.models) names += (names.empty() ? "" : ", ") + m->name();
-      throw ApiError::bad_request(fmt::format("Name the model: {}?model=NAME (this server serves {}).", route, names),
-                                  "model", "missing_required_parameter");
+      throw ApiError::bad_request(fmt::format("{} (this server serves {}).", missing, names), "model",
+                                  "missing_required_parameter");
     }
     return *state_.models.front();
   }

@@ -430,14 +430,9 @@ void CudaBackend::rms_norm_heads(Act& x, int64_t head_dim, const Weight& w, floa
 }
 
 void CudaBackend::matmul(const Weight& w, const Act& x, Act& y) {
-  if (w.n_in != x.n_cols || w.n_out != y.n_cols || w.n_mat != 1)
-    fail("matmul {}: weight [{} -> {}] x{} with activations of {} columns into {} columns", w.name, w.n_in, w.n_out,
-         w.n_mat, x.n_cols, y.n_cols);
-  VELOCITY_CHECK(w.device == device() && w.layout == WeightLayout::Cuda, "matmul {}: weight on {}", w.name,
-                 w.device.to_string());
-  VELOCITY_CHECK(y.capacity >= x.n_rows);
-  y.n_rows = x.n_rows;
-  cuda::matmul(w, x.data, x.n_cols, x.n_rows, decode_rows(x.n_rows), y.data, y.n_cols, *matmul_ws_, stream_);
+  const Weight* const one_w[] = {&w};
+  Act* const one_y[] = {&y};
+  matmuls(x, one_w, one_y);
 }
 
 void CudaBackend::matmuls(const Act& x, std::span<const Weight* const> ws, std::span<Act* const> ys) {
