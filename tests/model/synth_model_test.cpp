@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/synth_model.h"
 #include "core/error.h"
 #include "model/model.h"
 #include "tools/synth.h"
@@ -21,17 +22,7 @@ namespace {
 class SynthModelTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
  protected:
   static std::string make(const std::string& arch, const std::string& type) {
-    const auto dir = std::filesystem::temp_directory_path() / ("velocity-model-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
-    const std::string path = (dir / (arch + "-" + type + ".gguf")).string();
-    if (!std::filesystem::exists(path)) {
-      tools::SynthOptions o;
-      o.arch = arch;
-      o.type = type;
-      o.output = path;
-      tools::synth(o);
-    }
-    return path;
+    return test::synth_model("model", arch, type);
   }
   static void TearDownTestSuite() {
     std::filesystem::remove_all(std::filesystem::temp_directory_path() /
