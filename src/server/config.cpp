@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "tokenizer/builtin_templates.h"
+#include "tokenizer/chat_template.h"
 
 namespace velocity::server {
 
@@ -287,15 +288,29 @@ void validate_with(ServerConfig& config, const Locator& at) {
     if (!valid_cache_type(m.cache_type_v)) bad(p + ".cache_type_v", fmt::format("unknown type '{}'", m.cache_type_v));
     if (!m.chat_template.empty() && !m.chat_template_file.empty())
       bad(p + ".chat_template", "give chat_template or chat_template_file, not both");
+    // A template given here is parsed now, so that its syntax errors stop serve before the port
+    // opens and before any weights load (the GGUF's own template is parsed after the load).
     if (!m.chat_template.empty()) {
       try {
-        tokenizer::resolve_chat_template(m.chat_template);
+        ChatTemplate parsed(tokenizer::resolve_chat_template(m.chat_template));
       } catch (const Error& e) {
         bad(p + ".chat_template", e.what());
       }
     }
-    if (!m.chat_template_file.empty() && !fs::exists(m.chat_template_file, ec))
-      bad(p + ".chat_template_file", fmt::format("'{}' does not exist", m.chat_template_file));
+    if (!m.chat_template_file.empty()) {
+      std::ifstream in(m.chat_template_file, std::ios::binary);
+      if (!fs::exists(m.chat_template_file, ec) || !in) {
+        bad(p + ".chat_template_file", fmt::format("'{}' does not exist or cannot be read", m.chat_template_file));
+      } else {
+        std::stringstream text;
+        text << in.rdbuf();
+        try {
+          ChatTemplate parsed(text.str());
+        } catch (const Error& e) {
+          bad(p + ".chat_template_file", fmt::format("{}: {}", m.chat_template_file, e.what()));
+        }
+      }
+    }
     const SamplingDefaults& d = m.sampling;
     std::string q = p + ".sampling.";
     range(q + "temperature", d.temperature, 0, 2);

@@ -289,6 +289,31 @@ TEST_F(ConfigTest, ChatTemplateNamesAndJinja) {
   }
 }
 
+// A template given in the config is parsed with the config (issue 15: a syntax error in it was
+// found only after "listening", when the model had loaded): serve fails before the port opens.
+TEST_F(ConfigTest, ChatTemplateSyntaxErrorsFailTheConfig) {
+  std::string e = error_of("[[model]]\npath = \"a.gguf\"\nchat_template = \"{% for m in messages %}{{ m.content }}\"\n");
+  for (const char* part : {"serve.toml:3:", "model[0].chat_template", "template:"})
+    EXPECT_NE(e.find(part), std::string::npos) << "'" << part << "' not in: " << e;
+
+  write("broken.jinja", "{{ messages[0].content ");
+  e = error_of("[[model]]\npath = \"a.gguf\"\nchat_template_file = \"broken.jinja\"\n");
+  for (const char* part : {"serve.toml:3:", "model[0].chat_template_file", "broken.jinja", "template:"})
+    EXPECT_NE(e.find(part), std::string::npos) << "'" << part << "' not in: " << e;
+
+  ServeFlags f;
+  f.model_path = (dir_ / "a.gguf").string();
+  f.chat_template_file = (dir_ / "broken.jinja").string();
+  try {
+    config_from_flags(f);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("--chat-template-file"), std::string::npos) << err.what();
+  }
+  // The good file of SetUp still parses.
+  EXPECT_EQ(parse("[[model]]\npath = \"a.gguf\"\nchat_template_file = \"template.jinja\"\n").models.size(), 1u);
+}
+
 TEST_F(ConfigTest, AllowedHostsAndCorsOrigins) {
   ServerConfig c = parse(R"(
 [server]
