@@ -155,7 +155,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   check_device_memory(file, placement, needs);
   if (options.on_checked) options.on_checked(c);
 
-  Weights w(file, placement, backends);
+  Weights w(file, placement, backends, options.cancel);
   m->weights_ = std::make_unique<ModelWeights>();
   ModelWeights& mw = *m->weights_;
   mw.token_embd = w.get("token_embd.weight", {c.n_embd, c.n_vocab});

@@ -8,6 +8,7 @@
 //   engine::StepOutput out = model->step(batch);              // logits rows and/or argmax tokens
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -39,6 +40,9 @@ struct LoadOptions {
   // Called once the file, the architecture, the devices, the cache types and the memory needed
   // have passed their checks, before any weight is read (velocity serve opens its port then).
   std::function<void(const Config&)> on_checked;
+  // When set (by another thread), the load stops before the next tensor is placed and throws
+  // velocity::Cancelled: serve abandons the other models' loads when one fails its checks.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 class Architecture;

@@ -18,8 +18,9 @@ double now_seconds() {
 }
 }  // namespace
 
-Weights::Weights(const gguf::File& file, const Placement& placement, std::vector<engine::Backend*> backends)
-    : file_(file), placement_(placement), backends_(std::move(backends)) {
+Weights::Weights(const gguf::File& file, const Placement& placement, std::vector<engine::Backend*> backends,
+                 const std::atomic<bool>* cancel)
+    : file_(file), placement_(placement), cancel_(cancel), backends_(std::move(backends)) {
   for (const gguf::TensorInfo& t : file_.tensors())
     if (placement_.of(t.name).kind != engine::Device::Kind::Cpu) progress_.total += t.n_bytes;
   for (const engine::Device& d : placement_.devices())
@@ -28,6 +29,8 @@ Weights::Weights(const gguf::File& file, const Placement& placement, std::vector
 }
 
 engine::Weight Weights::upload(const gguf::TensorInfo& t, engine::Device device) {
+  if (cancel_ != nullptr && cancel_->load(std::memory_order_relaxed))
+    throw Cancelled(fmt::format("{}: loading cancelled", file_.shards().at(0).path));
   engine::Weight w = backend(device).upload(t.name, t.type, t.shape, t.data);
   if (device.kind == engine::Device::Kind::Cpu || progress_.total == 0) return w;
   progress_.done += t.n_bytes;

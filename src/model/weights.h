@@ -4,6 +4,7 @@
 // bounds.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <set>
@@ -21,7 +22,9 @@ class Weights {
   // backends: one for each device of the placement.
   // A load that copies to a GPU logs its progress (a line every ~10% of the bytes, at most one a
   // second, and one at the end with the rate): a 40 GB model takes a while to come off the disk.
-  Weights(const gguf::File& file, const Placement& placement, std::vector<engine::Backend*> backends);
+  // cancel (may be null): checked before each tensor is placed; set, the load throws Cancelled.
+  Weights(const gguf::File& file, const Placement& placement, std::vector<engine::Backend*> backends,
+          const std::atomic<bool>* cancel = nullptr);
 
   // A tensor that must exist, with this shape (GGUF order).
   engine::Weight get(const std::string& name, std::initializer_list<int64_t> shape);
@@ -54,6 +57,7 @@ class Weights {
   engine::Weight upload(const gguf::TensorInfo& t, engine::Device device);
   const gguf::File& file_;
   const Placement& placement_;
+  const std::atomic<bool>* cancel_ = nullptr;
   std::vector<engine::Backend*> backends_;
   std::set<std::string> used_;
   std::vector<std::pair<std::string, engine::Weight>> shared_;  // on_device copies

@@ -103,6 +103,7 @@ EngineService::EngineService(ModelEntry entry, int64_t max_queue, int n_threads)
 }
 
 EngineService::~EngineService() {
+  cancel_load_ = true;  // a load still under way stops at its next tensor
   if (loader_.joinable()) loader_.join();
   drain(0);
 }
@@ -122,6 +123,7 @@ void EngineService::load() {
     o.cache_type_k = cache_type(entry_.cache_type_k, "cache_type_k");
     o.cache_type_v = cache_type(entry_.cache_type_v, "cache_type_v");
     o.n_threads = n_threads_;
+    o.cancel = &cancel_load_;
     o.on_checked = [this](const model::Config& c) {
       std::lock_guard lock(checked_mutex_);
       if (entry_.ctx > c.n_ctx_train && c.n_ctx_train > 0)
@@ -485,6 +487,7 @@ ServiceStats EngineService::stats() const {
 }
 
 void EngineService::drain(int64_t grace_ms) {
+  cancel_load_ = true;  // shutting down: a model still loading will not serve
   if (loader_.joinable()) loader_.join();
   {
     std::lock_guard lock(prepare_mutex_);

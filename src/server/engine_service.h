@@ -90,6 +90,7 @@ class EngineService final : public ModelService {
   tok::ReasoningFormat reasoning_ = tok::ReasoningFormat::None;
   std::unique_ptr<runtime::Scheduler> scheduler_;
   int64_t max_prompt_bytes_ = 0;  // n_ctx x the longest token's bytes: a longer text cannot fit
+  std::atomic<bool> cancel_load_{false};  // set: the load under way stops (LoadOptions::cancel)
   std::thread loader_;
 
   // Preparation: jobs wait here for the preparation thread (started after the load).

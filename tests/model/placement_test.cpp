@@ -4,6 +4,7 @@
 // bit for bit; the GPU tests do the same with cuda:0 against the CPU.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -186,6 +187,30 @@ TEST(Placement, ReadInsteadOfMappedGivesTheSameModel) {
   const std::vector<float> la = run_steps(*ma, 5, 2), lb = run_steps(*mb, 5, 2);
   EXPECT_EQ(0, std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)));
   EXPECT_THROW(MappedFile("/nonexistent/x.gguf", true), Error);
+}
+
+// A load stops at its next tensor once its cancel flag is set: serve abandons the other models'
+// loads when one fails its checks, and shutdown abandons a load under way (issue 15).
+TEST(Placement, LoadStopsWhenCancelled) {
+  const std::string path = synth_model("llama", "Q4_K_M");
+  std::atomic<bool> cancel{false};
+  LoadOptions o{.n_ctx = 32, .n_slots = 1, .max_batch = 16, .n_threads = 1};
+  o.cancel = &cancel;
+  bool checked = false;
+  o.on_checked = [&](const Config&) {  // set once the checks pass, as serve does
+    checked = true;
+    cancel = true;
+  };
+  try {
+    Model::load(path, o);
+    ADD_FAILURE() << "the load went on";
+  } catch (const Cancelled& e) {
+    EXPECT_NE(std::string(e.what()).find("loading cancelled"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(checked);
+  cancel = false;
+  o.on_checked = nullptr;
+  EXPECT_NE(Model::load(path, o), nullptr);  // the flag, not the file, stopped it
 }
 
 TEST(Placement, InvalidPatternIsAClearError) {
