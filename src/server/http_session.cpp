@@ -156,6 +156,9 @@ void Session::respond(http::status status, std::string body, const char* content
   response_->body() = std::move(body);
   if (content_type == std::string_view("application/json")) response_->body() += '\n';
   response_->prepare_payload();
+  // The answer to HEAD has the GET's headers, Content-Length included, and no body (a body would
+  // be read as the start of the next response on a keep-alive connection).
+  if (request_.method() == http::verb::head) response_->body().clear();
   stream_.expires_after(state_.request_timeout());
   http::async_write(stream_, *response_,
                     net::bind_executor(strand_, beast::bind_front_handler(&Session::on_response_written,

@@ -164,6 +164,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void submit(ModelService& service, GenerationJob job, Generation gen);
   void handle_version();
   void handle_metrics();
+  void handle_page();  // GET /: the chat page
   bool authorized() const;
   // Who may ask, before routing (routes.cpp; README.md "Security").
   std::optional<ApiError> check_host() const;

@@ -1,6 +1,6 @@
 // The routes: who may ask (Host, Origin, CORS preflight, key, media type), dispatch, the OpenAI
-// generation endpoints (bridging the service's callbacks to the connection), /v1/models, /health
-// and /metrics.
+// generation endpoints (bridging the service's callbacks to the connection), /v1/models, /health,
+// /metrics and the chat page at /.
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "server/chat_page.h"
 #include "server/http_session.h"
 #include "tokenizer/utf8.h"
 
@@ -61,7 +62,8 @@ constexpr Route kRoutes[] = {
     {"/metrics", http::verb::get},              {"/props", http::verb::get},
     {"/version", http::verb::get},              {"/tokenize", http::verb::post},
     {"/detokenize", http::verb::post},          {"/apply-template", http::verb::post},
-    {"/slots", http::verb::get},
+    {"/slots", http::verb::get},                {"/", http::verb::get},
+    {"/", http::verb::head},
 };
 
 // --- who may ask: Host and Origin (README.md, "Security") -------------------------------------
@@ -295,7 +297,7 @@ void Session::handle_request() {
   if (!route && !target.starts_with("/v1/models/")) {
     std::string allow;
     for (const Route& r : kRoutes)
-      if (target == r.path) allow = std::string(http::to_string(r.method));
+      if (target == r.path) allow += (allow.empty() ? "" : ", ") + std::string(http::to_string(r.method));
     return respond_error(ApiError(405, "invalid_request_error",
                                   "Method " + std::string(request_.method_string()) + " is not allowed on " +
                                       std::string(target) + "; use " + allow,
@@ -303,6 +305,7 @@ void Session::handle_request() {
                          {{"Allow", allow}});
   }
   if (target == "/health") return handle_health();
+  if (target == "/") return handle_page();
   if (!authorized()) {
     return respond_error(ApiError(401, "invalid_request_error",
                                   request_[http::field::authorization].empty()
@@ -693,6 +696,20 @@ void Session::handle_props() {
                {"chat_template", m.chat_template_source()},
                {"build_info", "velocity " VELOCITY_VERSION}};
   respond(http::status::ok, body.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
+// GET / (and HEAD /): the built-in chat page. Like /health it needs no key, since it holds nothing
+// but the UI and the API calls it makes carry the key its user types; it passes the Host and Origin
+// checks like every route. The policy lets it run only its own inline script and style, fetch only
+// from this origin, and not be framed by another page.
+void Session::handle_page() {
+  respond(http::status::ok, std::string(chat_page()), "text/html; charset=utf-8",
+          {{"Cache-Control", "no-cache"},
+           {"Content-Security-Policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+            "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"},
+           {"X-Content-Type-Options", "nosniff"},
+           {"Referrer-Policy", "no-referrer"}});
 }
 
 // GET /version: the server's version.

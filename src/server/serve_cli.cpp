@@ -88,11 +88,13 @@ int serve(ServeFlags flags, const std::string& argv0, int n_threads, std::ostrea
   }
   const std::string key_header =
       config.server.api_keys.empty() ? "" : " -H 'Authorization: Bearer $VELOCITY_API_KEY'";
+  const std::string shown_host = host == "0.0.0.0" ? "127.0.0.1" : host;
   log << fmt::format(
       "\nTry it:\n  curl http://{}:{}/v1/chat/completions -H 'Content-Type: application/json'{} \\\n"
       "    -d '{{\"model\": \"{}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Who was Moses?\"}}], "
-      "\"max_tokens\": 64}}'\n\n",
-      host == "0.0.0.0" ? "127.0.0.1" : host, http.port(), key_header, config.models.front().name);
+      "\"max_tokens\": 64}}'\n"
+      "or open http://{}:{}/ in a browser (the built-in chat page).\n\n",
+      shown_host, http.port(), key_header, config.models.front().name, shown_host, http.port());
   log.flush();
 
   // The first SIGINT/SIGTERM starts the graceful drain (or the server stops on its own); a second

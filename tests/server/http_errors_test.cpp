@@ -138,7 +138,8 @@ TEST(HttpErrors, MalformedRequestTable) {
       {"DELETE on models", "/v1/models", "", 405, "", http::verb::delete_},
       {"PUT on completions", kCompletions, chat(""), 405, "", http::verb::put},
       {"unknown route", "/v1/embeddings", "{}", 404, ""},
-      {"unknown root route", "/", "", 404, "", http::verb::get},
+      {"unknown page", "/index.html", "", 404, "", http::verb::get},
+      {"POST on the chat page", "/", "{}", 405, "", http::verb::post},
       {"unknown model id", "/v1/models/nope", "", 404, "model", http::verb::get},
   };
   ASSERT_GE(cases.size(), 40u);
