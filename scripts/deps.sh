@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what velocity needs (idempotent: installs only what is missing).
 #   bash scripts/deps.sh             everything: the build, the test suite (gtest, clang-14 for the
-#                                    fuzzers, python3-jinja2, the npm packages of tests/compat,
-#                                    tests/tokenizer/diff and tests/server/e2e)
+#                                    fuzzers, python3-jinja2, chromium for the chat page's browser
+#                                    test, the npm packages of tests/compat, tests/tokenizer/diff,
+#                                    tests/server/e2e and tests/server/browser)
 #   bash scripts/deps.sh --runtime   only what building `velocity` needs (scripts/run.sh)
 # Debian 12, Ubuntu 24.04: the package names are the same but for Boost, chosen by what the
 # package index offers (libboost1.81-dev on Debian 12, libboost-dev elsewhere; CMake then checks
@@ -35,6 +36,17 @@ if ! installed libboost1.81-dev; then
 fi
 packages+=("$boost")
 
+# Chromium, for the chat page's browser test (tests/server/browser), where the index has a package
+# of that name (Debian has; Ubuntu ships Chromium as a snap): elsewhere that test skips.
+if [ $runtime_only -eq 0 ] && ! installed chromium; then
+  update
+  if apt-cache show chromium >/dev/null 2>&1; then
+    packages+=(chromium)
+  else
+    echo "deps: no chromium package in the index; the browser test (server.chat_page_browser) will skip"
+  fi
+fi
+
 missing=()
 for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
 # nodejs/npm may come from outside the distribution (a newer node already on PATH): then not.
@@ -49,11 +61,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 [ $runtime_only -eq 1 ] && exit 0
 
-for dir in tests/compat tests/tokenizer/diff tests/server/e2e; do
+for dir in tests/compat tests/tokenizer/diff tests/server/e2e tests/server/browser; do
   case $dir in
     tests/compat) marker=@huggingface/gguf ;;
     tests/tokenizer/diff) marker=tokenizers ;;
     tests/server/e2e) marker=openai ;;
+    tests/server/browser) marker=puppeteer-core ;;
   esac
   if [ ! -d "$dir/node_modules/$marker" ]; then
     echo "deps: npm install in $dir"
