@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -346,6 +347,59 @@ TEST_F(GpuOps, FfnAndMoeBlocks) {
         bad_rows += rel_err(rg, rc) > 1e-2;
       }
       EXPECT_LE(bad_rows, n / 8) << "moe " << dtype_name(type) << " decode " << decode;
+    }
+  }
+}
+
+// The CUDA backend's fused blocks (the RMS norm and SwiGLU inside the products' activation
+// converter, the residual adds in the products' outputs) against the reference composition on
+// the same GPU, bit for bit: `cpu` here is a second CUDA backend made with VELOCITY_CUDA_FUSE=0.
+TEST_F(GpuOps, FusedBlocksEqualTheReferenceComposition) {
+  setenv("VELOCITY_CUDA_FUSE", "0", 1);
+  cpu = make_cuda_backend(0);
+  unsetenv("VELOCITY_CUDA_FUSE");
+  reserve(shape());
+  const int64_t d = 256;
+  auto same_bits = [&](const Acts& a) {
+    const auto fused = host(*gpu, a.g), ref = host(*cpu, a.c);
+    return fused.size() == ref.size() && std::memcmp(fused.data(), ref.data(), fused.size() * sizeof(float)) == 0;
+  };
+  uint32_t seed = 90;
+  for (DType type : {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::F16}) {
+    for (bool decode : {false, true}) {
+      Batch b;
+      if (decode) {
+        for (int32_t q = 0; q < 4; ++q) b.add(1, 30, q, true);  // 4: a captured step size
+        b.n_decode = 4;
+      } else {
+        b = prompt_batch(23);
+      }
+      begin(b);
+      const int64_t n = b.size();
+      auto norm = weight(DType::F32, {d}, seed++, 1.0f);
+      auto wq = weight(type, {d, 8 * 64}, seed++), wk = weight(type, {d, 2 * 64}, seed++),
+           wv = weight(type, {d, 2 * 64}, seed++), wo = weight(type, {8 * 64, d}, seed++);
+      AttentionLayer lc{norm.c, wq.c, wk.c, wv.c, wo.c, {}, {}, {}, {}, {}},
+          lg{norm.g, wq.g, wk.g, wv.g, wo.g, {}, {}, {}, {}, {}};
+      AttentionParams p;
+      p.layer = 0;
+      p.n_head = 8;
+      p.n_head_kv = 2;
+      p.head_dim_k = p.head_dim_v = 64;
+      p.rope.type = RopeType::Neox;
+      p.rope.n_rot = 64;
+      auto x = act(random_vector(n * d, seed++), n, d);
+      cpu->attention_block(lc, p, x.c);
+      gpu->attention_block(lg, p, x.g);
+      EXPECT_TRUE(same_bits(x)) << "attention " << dtype_name(type) << " decode " << decode;
+
+      auto gate = weight(type, {d, 512}, seed++), up = weight(type, {d, 512}, seed++),
+           down = weight(type, {512, d}, seed++);
+      FfnLayer fc{norm.c, gate.c, up.c, down.c}, fg{norm.g, gate.g, up.g, down.g};
+      auto y = act(random_vector(n * d, seed++), n, d);
+      cpu->ffn_block(fc, 1e-6f, y.c);
+      gpu->ffn_block(fg, 1e-6f, y.g);
+      EXPECT_TRUE(same_bits(y)) << "ffn " << dtype_name(type) << " decode " << decode;
     }
   }
 }

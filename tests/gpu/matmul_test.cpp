@@ -82,6 +82,44 @@ HostWeight make_host_weight(DType type, int64_t n_in, int64_t n_rows, std::mt199
 
 // ---- Host-only: the layout and the decoders --------------------------------------------------
 
+// The decode kernel's folded form of a K-quant step (Fmt::kFold) against the plain form the
+// reference checks: each folded value is the plain level times an integer sub-block scale m in
+// [0, 63], the same m for the whole sub-block, with d * m (Fold::d) equal bit for bit to the
+// plain scale and the folded offsets equal to the plain ones.
+template <class F, int kC>
+int check_folded(const typename F::template Data<kC>& d, int jj, int J, int s, const uint32_t frag[4], const float sc[2],
+                 const float off[2]) {
+  uint32_t folded[4];
+  const typename F::Fold fold = F::fold(d);
+  const typename F::Sub sub = F::fold_sub(fold, 2 * (J & 3) + s / 2);
+  F::template frag_folded<kC>(d, jj, J & 3, s, sub, folded);
+  const float* unit = fold.d;
+  const float* folded_off = sub.off;
+  int bad = 0;
+  for (int rh = 0; rh < 2; ++rh) {
+    if (std::memcmp(&folded_off[rh], &off[rh], 4) != 0 && ++bad <= 3)
+      ADD_FAILURE() << "chunk " << J << " step " << s << ": folded offset " << folded_off[rh] << ", plain " << off[rh];
+    float m = -1.0f;  // the sub-block's integer scale, from its first non-zero level
+    for (int kk = 0; kk < 4; ++kk) {
+      const int reg = rh + 2 * (kk / 2), sh = 16 * (kk % 2);
+      const float level = mm::h2f(frag[reg] >> sh), value = mm::h2f(folded[reg] >> sh);
+      if (level == 0.0f) {
+        if (value != 0.0f && ++bad <= 3) ADD_FAILURE() << "chunk " << J << " step " << s << ": level 0 folded to " << value;
+        continue;
+      }
+      const float here = value / level;
+      if ((here != std::floor(here) || here < 0.0f || here > 63.0f || (m >= 0.0f && here != m)) && ++bad <= 3)
+        ADD_FAILURE() << "chunk " << J << " step " << s << ": folded " << value << " is not level " << level
+                      << " times one integer scale (" << here << ", " << m << ")";
+      m = here;
+    }
+    const float rebuilt = mm::fmul_rn(unit[rh], m);
+    if (m >= 0.0f && std::memcmp(&rebuilt, &sc[rh], 4) != 0 && ++bad <= 3)
+      ADD_FAILURE() << "chunk " << J << " step " << s << ": d * m = " << rebuilt << ", plain scale " << sc[rh];
+  }
+  return bad;
+}
+
 // Decodes chunks [j0, j0 + kC) of rows (a, b) of the converted weight for every lane and step
 // with Fmt<kT>, and compares each value with the reference. Returns the number of mismatches
 // (printing the first few).
@@ -95,7 +133,8 @@ int check_decoder(const HostWeight& h, const std::vector<uint8_t>& conv, const m
   for (int c = 0; c < 4; ++c) {
     typename F::template Data<kC> d;
     std::memset(&d, 0, sizeof(d));
-    F::template load<mm::LoadPlain, kC>(rows[0], rows[1], rl, j0, c, d);
+    mm::LoadPlain ld;
+    F::template load<mm::LoadPlain, kC>(ld, rows[0], rows[1], rl, j0, c, d);
     for (int jj = 0; jj < kC; ++jj) {
       const int J = j0 + jj;
       if (J >= rl.nc) continue;
@@ -104,6 +143,7 @@ int check_decoder(const HostWeight& h, const std::vector<uint8_t>& conv, const m
         float sc[2], off[2];
         F::template frag<kC>(d, jj, J & 3, s, frag);
         F::template scale<kC>(d, jj, J & 3, s, sc, off);
+        if constexpr (requires { F::kFold; }) bad += check_folded<F, kC>(d, jj, J, s, frag, sc, off);
         for (int rh = 0; rh < 2; ++rh)
           for (int kk = 0; kk < 4; ++kk) {
             const int64_t k = int64_t{mm::kChunkK} * J + F::k_step(s) + F::k_lane(c) + kk;

@@ -65,6 +65,33 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// rsqrt(mean(x^2) + eps) of a row of n values, in one fixed order: 256 threads' strided partial
+// sums, a butterfly per warp, then a butterfly of the 8 warp sums. rms_norm and the matmul
+// converter's fused norm both call it, so the two give the same bits. Every thread of the block
+// (at least 256) calls it and gets the result; threads past 255 add nothing. shared: 8 floats.
+__device__ __forceinline__ float row_rms_scale(const float* x, int64_t n, float eps, float* shared) {
+  float ss = 0.0f;
+  if (threadIdx.x < 256)
+    for (int64_t i = threadIdx.x; i < n; i += 256) ss += x[i] * x[i];
+  ss = warp_sum(ss);
+  if (threadIdx.x < 256 && (threadIdx.x & 31) == 0) shared[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  float v = (threadIdx.x & 31) < 8 ? shared[threadIdx.x & 31] : 0.0f;
+  v = warp_sum(v);
+  __syncthreads();  // shared may be reused right after
+  return rsqrtf(v / static_cast<float>(n) + eps);
+}
+
+// The swiglu value silu(g) * u, as the swiglu kernel computes it.
+__device__ __forceinline__ float swiglu_value(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+// A product's output element: y = v * inv, or y += v * inv (the residual add fused: the product
+// rounded, then the sum, as the separate add kernel does).
+__device__ __forceinline__ void store_y(float* y, float v, float inv, bool accumulate) {
+  const float prod = __fmul_rn(v, inv);
+  *y = accumulate ? __fadd_rn(*y, prod) : prod;
+}
+
 // GGUF half fields are raw little-endian bits.
 __device__ __forceinline__ float half_bits_to_float(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
 

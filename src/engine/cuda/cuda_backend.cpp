@@ -51,6 +51,7 @@ CudaBackend::CudaBackend(int index) : index_(index) {
   }
   VELOCITY_CUDA(cudaEventCreateWithFlags(&inputs_copied_, cudaEventDisableTiming));
   if (const char* env = std::getenv("VELOCITY_CUDA_GRAPHS"); env && std::string_view(env) == "0") graphs_enabled_ = false;
+  if (const char* env = std::getenv("VELOCITY_CUDA_FUSE"); env && std::string_view(env) == "0") fuse_ = false;
   if (const char* env = std::getenv("VELOCITY_CUDA_FAULT_AFTER_STEPS"); env && *env) fault_after_steps_ = std::atoll(env);
 }
 
@@ -436,9 +437,14 @@ void CudaBackend::matmul(const Weight& w, const Act& x, Act& y) {
 }
 
 void CudaBackend::matmuls(const Act& x, std::span<const Weight* const> ws, std::span<Act* const> ys) {
+  products(x, ws, ys, {}, false);
+}
+
+void CudaBackend::products(const Act& x, std::span<const Weight* const> ws, std::span<Act* const> ys,
+                           const cuda::MatmulPrologue& prologue, bool accumulate) {
   VELOCITY_CHECK(ws.size() == ys.size());
   cuda::MatmulOut outs[4];  // a decode step allocates nothing
-  if (ws.size() > std::size(outs)) return Backend::matmuls(x, ws, ys);
+  VELOCITY_CHECK(ws.size() <= std::size(outs));
   for (size_t i = 0; i < ws.size(); ++i) {
     const Weight& w = *ws[i];
     Act& y = *ys[i];
@@ -449,10 +455,68 @@ void CudaBackend::matmuls(const Act& x, std::span<const Weight* const> ws, std::
                    w.device.to_string());
     VELOCITY_CHECK(y.capacity >= x.n_rows);
     y.n_rows = x.n_rows;
-    outs[i] = {&w, y.data, y.n_cols};
+    outs[i] = {&w, y.data, y.n_cols, accumulate};
   }
   cuda::matmul(std::span<const cuda::MatmulOut>(outs, ws.size()), x.data, x.n_cols, x.n_rows, decode_rows(x.n_rows),
-               *matmul_ws_, stream_);
+               *matmul_ws_, stream_, prologue);
+}
+
+bool CudaBackend::fusable(const Weight& norm, std::initializer_list<const Weight*> ws) const {
+  if (!fuse_ || !norm.present() || norm.type != DType::F32) return false;
+  for (const Weight* w : ws)
+    if (!cuda::matmul_fuses(*w)) return false;
+  return true;
+}
+
+void CudaBackend::attention_block(const AttentionLayer& layer, const AttentionParams& p, Act& x) {
+  if (!fusable(layer.norm, {&layer.wq, &layer.wk, &layer.wv, &layer.wo})) return Backend::attention_block(layer, p, x);
+  VELOCITY_CHECK(layer.norm.n_in == x.n_cols && layer.norm.device == device());
+  const int64_t n = x.n_rows;
+  BlockScratch& s = scratch_;
+  const Weight* const qkv[] = {&layer.wq, &layer.wk, &layer.wv};
+  Act* const qkv_out[] = {&s.q, &s.k, &s.v};
+  for (Act* a : qkv_out) VELOCITY_CHECK(a->capacity >= n);
+  cuda::MatmulPrologue norm;
+  norm.norm_w = reinterpret_cast<const float*>(layer.norm.data);
+  norm.norm_eps = p.norm_eps;
+  products(x, qkv, qkv_out, norm, false);
+  if (layer.bq.present()) add_bias(s.q, layer.bq);
+  if (layer.bk.present()) add_bias(s.k, layer.bk);
+  if (layer.bv.present()) add_bias(s.v, layer.bv);
+  if (layer.q_norm.present()) rms_norm_heads(s.q, p.head_dim_k, layer.q_norm, p.norm_eps);
+  if (layer.k_norm.present()) rms_norm_heads(s.k, p.head_dim_k, layer.k_norm, p.norm_eps);
+  if (p.rope.type != RopeType::None) {
+    rope(s.q, p.head_dim_k, p.rope);
+    rope(s.k, p.head_dim_k, p.rope);
+  }
+  VELOCITY_CHECK(s.attn.capacity >= n);
+  s.attn.n_rows = n;
+  attention(p, s.q, s.k, s.v, s.attn);
+  const Weight* const wo[] = {&layer.wo};
+  Act* const out[] = {&x};
+  products(s.attn, wo, out, {}, true);  // x += attn wo
+}
+
+void CudaBackend::ffn_block(const FfnLayer& layer, float eps, Act& x) {
+  if (!fusable(layer.norm, {&layer.gate, &layer.up, &layer.down})) return Backend::ffn_block(layer, eps, x);
+  VELOCITY_CHECK(layer.norm.n_in == x.n_cols && layer.norm.device == device());
+  const int64_t n = x.n_rows;
+  BlockScratch& s = scratch_;
+  Act gate = s.gate, up = s.up;  // views with this layer's width
+  gate.n_cols = up.n_cols = layer.gate.n_out;
+  VELOCITY_CHECK(gate.capacity >= n && up.capacity >= n);
+  const Weight* const gate_up[] = {&layer.gate, &layer.up};
+  Act* const gate_up_out[] = {&gate, &up};
+  cuda::MatmulPrologue norm;
+  norm.norm_w = reinterpret_cast<const float*>(layer.norm.data);
+  norm.norm_eps = eps;
+  products(x, gate_up, gate_up_out, norm, false);
+  cuda::MatmulPrologue swiglu;  // down's input: silu(gate) * up
+  swiglu.gate = gate.data;
+  swiglu.ldgate = gate.n_cols;
+  const Weight* const down[] = {&layer.down};
+  Act* const out[] = {&x};
+  products(up, down, out, swiglu, true);  // x += down(silu(gate) * up)
 }
 
 void CudaBackend::add_bias(Act& y, const Weight& b) {

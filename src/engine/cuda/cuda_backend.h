@@ -20,6 +20,7 @@
 #include <cuda_runtime.h>
 
 #include <array>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <string>
@@ -68,6 +69,13 @@ class CudaBackend final : public Backend {
   void moe_experts(const MoeRoute& route, const MoeLayer& layer, const Act& x, Act& out) override;
   void select_output_rows(const Act& x, Act& out) override;
 
+  // The reference blocks with the RMS norm and SwiGLU folded into the products' activation
+  // converter and the residual adds into their outputs (cuda::MatmulPrologue, MatmulOut::
+  // accumulate): the same bits, 5 kernels a layer fewer. Off with VELOCITY_CUDA_FUSE=0 (the
+  // reference composition; tests compare the two).
+  void attention_block(const AttentionLayer& layer, const AttentionParams& p, Act& x) override;
+  void ffn_block(const FfnLayer& layer, float eps, Act& x) override;
+
   uint64_t weight_bytes(DType type, std::span<const int64_t> shape) const override;
   uint64_t reserve_bytes(const StepShape& shape) const override;
   std::optional<uint64_t> free_bytes() const override;
@@ -85,6 +93,11 @@ class CudaBackend final : public Backend {
   // for a [T, *] activation, the decode tokens' outputs for the output rows.
   int64_t decode_rows(int64_t n_rows) const;
   void check_act(const Act& a, std::string_view what) const;
+  // matmuls() with a prologue and/or accumulating outputs.
+  void products(const Act& x, std::span<const Weight* const> ws, std::span<Act* const> ys,
+                const cuda::MatmulPrologue& prologue, bool accumulate);
+  // Whether the fused blocks apply: fusion on, an F32 norm, every weight through the converter.
+  bool fusable(const Weight& norm, std::initializer_list<const Weight*> ws) const;
 
   int index_ = 0;
   std::string name_;
@@ -125,6 +138,7 @@ class CudaBackend final : public Backend {
 
   // Graphs by padded decode batch size; a size whose capture failed runs eagerly.
   bool graphs_enabled_ = true;
+  bool fuse_ = true;  // VELOCITY_CUDA_FUSE=0: the reference blocks
   std::map<int64_t, cudaGraphExec_t> graphs_;
   std::map<int64_t, bool> graph_failed_;
   int64_t graph_replays_ = 0;

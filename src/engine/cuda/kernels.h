@@ -61,9 +61,22 @@ struct MatmulOut {
   const Weight* w = nullptr;
   float* y = nullptr;
   int64_t ldy = 0;
+  bool accumulate = false;  // y += the product (a residual add fused; the same bits as add())
+};
+// What the products' input is made from, fused into the activation converter (the same bits as
+// the separate kernel, one pass over memory and one launch fewer): x itself, rms_norm(x) * norm_w
+// (rms_norm()), or silu(gate) * x (swiglu() with x as up). Only for weights where
+// matmul_fuses() holds.
+struct MatmulPrologue {
+  const float* norm_w = nullptr;  // F32 [n_in]
+  float norm_eps = 0.0f;
+  const float* gate = nullptr;  // [n_tokens, ldgate]
+  int64_t ldgate = 0;
 };
 void matmul(std::span<const MatmulOut> outs, const float* x, int64_t ldx, int64_t n_tokens, int64_t n_decode,
-            MatmulWorkspace& ws, cudaStream_t stream);
+            MatmulWorkspace& ws, cudaStream_t stream, const MatmulPrologue& prologue = {});
+// Whether a product with this weight takes a prologue (its input goes through the converter).
+bool matmul_fuses(const Weight& w);
 
 // Expert products (w 3-D, n_mat experts): for t < n_tokens, j < k,
 //   y[t*k + j, r] = sum_i W_e[r, i] x[row, i],  e = ids[t*k + j],  row = x_per_slot ? t*k + j : t.

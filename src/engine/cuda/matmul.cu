@@ -96,13 +96,16 @@ ActView acts_of(const Workspace& ws) {
   a.inv_scale = ws.inv_scale;
   a.xs16 = ws.xs16;
   a.xs32 = ws.xs32;
-  a.ld_xs = ws.ld_xs;
   return a;
 }
 
 void convert(const Workspace& ws, const WeightView& wv, const float* x, int64_t ldx, int64_t n_rows, int64_t n_xs,
-             cudaStream_t stream) {
+             cudaStream_t stream, const MatmulPrologue& pro = {}) {
   ConvertParams c;
+  c.norm_w = pro.norm_w;
+  c.norm_eps = pro.norm_eps;
+  c.gate = pro.gate;
+  c.ldgate = pro.ldgate;
   c.x = x;
   c.ldx = ldx;
   c.n_rows = static_cast<int>(n_rows);
@@ -114,7 +117,6 @@ void convert(const Workspace& ws, const WeightView& wv, const float* x, int64_t 
   c.inv_scale = ws.inv_scale;
   c.xs16 = ws.xs16;
   c.xs32 = ws.xs32;
-  c.ld_xs = ws.ld_xs;
   launch_convert(c, stream);
 }
 
@@ -271,7 +273,7 @@ void check_plain(const Workspace& ws, const Weight& w, const float* y, int64_t l
 // The products of one weight on activations already converted (mma paths) or read as they are
 // (generic).
 void run_plain(Workspace& ws, const Weight& w, const float* x, int64_t ldx, int64_t n_tokens, int64_t n_decode,
-               float* y, int64_t ldy, cudaStream_t stream) {
+               float* y, int64_t ldy, bool accumulate, cudaStream_t stream) {
   if (w.n_out == 0) return;
   const WeightView wv = view_of(w);
   if (!mma_path(w)) {
@@ -279,6 +281,7 @@ void run_plain(Workspace& ws, const Weight& w, const float* x, int64_t ldx, int6
     g.w = w.data, g.stride = w.stride, g.mat_bytes = wv.mat_bytes, g.type = w.type;
     g.n_in = wv.n_in, g.n_out = wv.n_out, g.n_mat = 1;
     g.x = x, g.ldx = ldx, g.y = y, g.ldy = ldy, g.n_tok = static_cast<int>(n_tokens);
+    g.accumulate = accumulate;
     launch_generic(g, stream);
     return;
   }
@@ -293,14 +296,15 @@ void run_plain(Workspace& ws, const Weight& w, const float* x, int64_t ldx, int6
     p.partial = ws.partial;
     p.counters = ws.counters;
     p.ldy = ldy;
+    p.accumulate = accumulate;
     const dim3 grid(static_cast<unsigned>(shape.row_blocks), static_cast<unsigned>(shape.splits), 1);
     for (int64_t t0 = 0; t0 < n_decode; t0 += kDecodeTokens) {  // the weights once per 64 tokens
       p.n_tok = static_cast<int>(std::min<int64_t>(kDecodeTokens, n_decode - t0));
       p.a = acts;
       p.a.x16 += t0 * ws.ldk;
       p.a.inv_scale += t0;
-      p.a.xs16 += t0;
-      p.a.xs32 += t0;
+      p.a.xs16 += t0 * (ws.ldk / 16);
+      p.a.xs32 += t0 * (ws.ldk / 32);
       p.y = y + t0 * ldy;
       dispatch_decode(w.type, p, grid, p.n_tok, ws.cc_major >= 9 && t0 == 0, stream);
     }
@@ -311,6 +315,7 @@ void run_plain(Workspace& ws, const Weight& w, const float* x, int64_t ldx, int6
     p.a = acts;
     p.y = y;
     p.ldy = ldy;
+    p.accumulate = accumulate;
     p.t0 = static_cast<int>(n_decode);
     p.t1 = static_cast<int>(n_tokens);
     const dim3 grid(static_cast<unsigned>(ceil_div(n_tokens - n_decode, kPromptTokens)),
@@ -324,12 +329,14 @@ void run_plain(Workspace& ws, const Weight& w, const float* x, int64_t ldx, int6
 
 void matmul(const Weight& w, const float* x, int64_t ldx, int64_t n_tokens, int64_t n_decode, float* y, int64_t ldy,
             MatmulWorkspace& workspace, cudaStream_t stream) {
-  const MatmulOut out{&w, y, ldy};
+  const MatmulOut out{&w, y, ldy, false};
   matmul(std::span<const MatmulOut>(&out, 1), x, ldx, n_tokens, n_decode, workspace, stream);
 }
 
+bool matmul_fuses(const Weight& w) { return matmul_supports(w.type) && mm::mma_path(w); }
+
 void matmul(std::span<const MatmulOut> outs, const float* x, int64_t ldx, int64_t n_tokens, int64_t n_decode,
-            MatmulWorkspace& workspace, cudaStream_t stream) {
+            MatmulWorkspace& workspace, cudaStream_t stream, const MatmulPrologue& prologue) {
   using namespace mm;
   Workspace& ws = workspace_of(workspace);
   if (outs.empty()) return;
@@ -342,13 +349,17 @@ void matmul(std::span<const MatmulOut> outs, const float* x, int64_t ldx, int64_
                   static_cast<int>(o.w->name.size()), o.w->name.data(), static_cast<long long>(o.w->n_in),
                   static_cast<long long>(n_in));
     convert_x = convert_x || mma_path(*o.w);
+    if ((prologue.norm_w != nullptr || prologue.gate != nullptr) && !mma_path(*o.w))
+      fail_matmul("matmul: '%.*s' takes the generic kernel, which reads x as it is: no prologue",
+                  static_cast<int>(o.w->name.size()), o.w->name.data());
   }
+  VELOCITY_CUDA_CHECK(prologue.gate == nullptr || prologue.norm_w == nullptr, "matmul: one prologue at a time");
   VELOCITY_CUDA_CHECK(x != nullptr && ldx >= n_in, "matmul: bad activations");
   if (n_tokens == 0) return;
   n_decode = n_decode < 0 ? 0 : (n_decode > n_tokens ? n_tokens : n_decode);
   // The converted x depends on n_in alone (its padding, rl.nc chunks of 64, too): one for all.
-  if (convert_x) convert(ws, view_of(*outs[0].w), x, ldx, n_tokens, n_decode, stream);
-  for (const MatmulOut& o : outs) run_plain(ws, *o.w, x, ldx, n_tokens, n_decode, o.y, o.ldy, stream);
+  if (convert_x) convert(ws, view_of(*outs[0].w), x, ldx, n_tokens, n_decode, stream, prologue);
+  for (const MatmulOut& o : outs) run_plain(ws, *o.w, x, ldx, n_tokens, n_decode, o.y, o.ldy, o.accumulate, stream);
 }
 
 void matmul_ids(const Weight& w, const int32_t* ids, int64_t k, const float* x, int64_t ldx, bool x_per_slot,

@@ -16,14 +16,24 @@ namespace {
 // Every block of a row takes the maximum of the whole row (the same value in every block), then
 // converts its slice: per segment of 16 (one per thread), the f16 values and, for decode rows,
 // their f32 sum in k order. Many small blocks: a decode call (1..8 rows) is latency-bound here.
+// A prologue replaces x by rms_norm(x) * w or by silu(gate) * x first, computed exactly as the
+// rms_norm and swiglu kernels compute them (the same bits, one pass over memory fewer).
 constexpr int kConvertThreads = 512;
 __global__ void __launch_bounds__(kConvertThreads) convert_kernel(const ConvertParams p) {
   pdl_launch_dependents();  // the decode kernel may start prefetching weights now
   __shared__ float s_max[kConvertThreads / 32];
+  static_assert(kConvertThreads >= 256, "row_rms_scale needs 256 threads");
   const int row = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const float* x = p.x + static_cast<int64_t>(row) * p.ldx;
+  const float rs = p.norm_w != nullptr ? row_rms_scale(x, p.n_in, p.norm_eps, s_max) : 0.0f;
+  const float* gate = p.gate != nullptr ? p.gate + static_cast<int64_t>(row) * p.ldgate : nullptr;
+  auto value = [&](int i) {
+    if (p.norm_w != nullptr) return x[i] * rs * p.norm_w[i];
+    if (gate != nullptr) return swiglu_value(gate[i], x[i]);
+    return x[i];
+  };
   float m = 0.0f;
-  for (int i = threadIdx.x; i < p.n_in; i += kConvertThreads) m = fmaxf(m, fabsf(x[i]));
+  for (int i = threadIdx.x; i < p.n_in; i += kConvertThreads) m = fmaxf(m, fabsf(value(i)));
   m = warp_max(m);
   if (lane == 0) s_max[warp] = m;
   __syncthreads();
@@ -44,8 +54,8 @@ __global__ void __launch_bounds__(kConvertThreads) convert_kernel(const ConvertP
     uint32_t h[8];
     for (int j = 0; j < 16; j += 2) {
       const int k = 16 * seg + j;
-      const __half a = __float2half_rn(k < p.n_in ? x[k] * scale : 0.0f);
-      const __half b = __float2half_rn(k + 1 < p.n_in ? x[k + 1] * scale : 0.0f);
+      const __half a = __float2half_rn(k < p.n_in ? value(k) * scale : 0.0f);
+      const __half b = __float2half_rn(k + 1 < p.n_in ? value(k + 1) * scale : 0.0f);
       sum += __half2float(a);
       sum += __half2float(b);
       h[j / 2] = static_cast<uint32_t>(__half_as_ushort(a)) | static_cast<uint32_t>(__half_as_ushort(b)) << 16;
@@ -57,8 +67,8 @@ __global__ void __launch_bounds__(kConvertThreads) convert_kernel(const ConvertP
   if (row < p.n_xs) {                                         // the same for the whole block
     const float next = __shfl_xor_sync(0xffffffffu, sum, 1);  // segment seg + 1 (even seg)
     if (seg < n_seg) {
-      p.xs16[static_cast<int64_t>(seg) * p.ld_xs + row] = sum;
-      if ((seg & 1) == 0) p.xs32[static_cast<int64_t>(seg >> 1) * p.ld_xs + row] = sum + next;
+      p.xs16[static_cast<int64_t>(row) * (p.ldk / 16) + seg] = sum;
+      if ((seg & 1) == 0) p.xs32[static_cast<int64_t>(row) * (p.ldk / 32) + (seg >> 1)] = sum + next;
     }
   }
 }
@@ -150,7 +160,7 @@ __global__ void __launch_bounds__(128) generic_kernel(const GenericParams p) {
   for (int t = 0; t < 8; ++t) {
     if (t >= ntok) break;
     const float s = warp_sum(acc[t]);
-    if (lane == 0) p.y[static_cast<int64_t>(yr0 + t) * p.ldy + row] = s;
+    if (lane == 0) store_y(p.y + static_cast<int64_t>(yr0 + t) * p.ldy + row, s, 1.0f, p.accumulate != 0);
   }
 }
 
@@ -161,7 +171,8 @@ __device__ void get_row_layout(const uint8_t* row, const RowLayout& rl, int n_in
   for (int idx = threadIdx.x; idx < rl.nc * 4; idx += blockDim.x) {
     const int J = idx >> 2, c = idx & 3;
     typename F::template Data<1> d{};
-    F::template load<LoadGlobal, 1>(row, nullptr, rl, J, c, d);
+    LoadGlobal ld;
+    F::template load<LoadGlobal, 1>(ld, row, nullptr, rl, J, c, d);
     VELOCITY_UNROLL
     for (int s = 0; s < 4; ++s) {
       uint32_t a[4];

@@ -57,8 +57,8 @@ class Workspace final : public MatmulWorkspace {
   int64_t ld_xs = 0;              // rows of the xs arrays (max_rows rounded up to 8)
   __half* x16 = nullptr;          // [max_rows][ldk] converted activations (row = x row)
   float* inv_scale = nullptr;     // [max_rows] 2^-e of each converted row
-  float* xs16 = nullptr;          // [ldk / 16][ld_xs] sums of 16 converted activations
-  float* xs32 = nullptr;          // [ldk / 32][ld_xs] sums of 32
+  float* xs16 = nullptr;          // [ld_xs][ldk / 16] sums of 16 converted activations (row = x row)
+  float* xs32 = nullptr;          // [ld_xs][ldk / 32] sums of 32
   float* partial = nullptr;       // [kPartialFloats] split-K partial sums
   int* counters = nullptr;        // [kCounters] split-K arrivals, zero between launches
   int32_t* expert_off = nullptr;  // [kMaxExperts + 1] first routed pair of each expert
@@ -82,8 +82,7 @@ struct ActView {
   int64_t ldk = 0;
   const float* inv_scale = nullptr;
   const float* xs16 = nullptr;
-  const float* xs32 = nullptr;
-  int64_t ld_xs = 0;
+  const float* xs32 = nullptr;  // rows of ldk / 16 and ldk / 32 floats
 };
 
 // Decode: grid (row blocks, K splits, jobs). A job is the whole call (plain) or one (token,
@@ -100,6 +99,7 @@ struct DecodeParams {
   int x_per_slot = 0;
   float* y = nullptr;
   int64_t ldy = 0;
+  int accumulate = 0;        // y += the product (plain only)
   float* partial = nullptr;  // gridDim.y > 1 (plain only): [split][token][gridDim.x * wr * 16]
   int* counters = nullptr;   // [gridDim.x]
 };
@@ -111,6 +111,7 @@ struct PromptParams {
   ActView a;
   float* y = nullptr;
   int64_t ldy = 0;
+  int accumulate = 0;  // y += the product (plain only)
   int t0 = 0, t1 = 0;
   int ids_mode = 0;
   const int32_t* pair_list = nullptr;
@@ -131,7 +132,7 @@ int iter_chunks(DType type);
 // ---- The small kernels (matmul_aux.cu) ---------------------------------------------------------
 
 // x (n_rows, ldx) F32 -> x16 (n_rows, ldk) F16 * 2^e, inv_scale = 2^-e, and for rows < n_xs the
-// sums of 16 and 32 converted values (xs16 / xs32 [k / 16 or 32][ld_xs]); k in [n_in, k_pad) zero.
+// sums of 16 and 32 converted values (xs16 / xs32 [row][ldk / 16 or 32]); k in [n_in, k_pad) zero.
 struct ConvertParams {
   const float* x = nullptr;
   int64_t ldx = 0;
@@ -141,7 +142,10 @@ struct ConvertParams {
   float* inv_scale = nullptr;
   float* xs16 = nullptr;
   float* xs32 = nullptr;
-  int64_t ld_xs = 0;
+  const float* norm_w = nullptr;  // the prologue (MatmulPrologue): rms_norm with these weights ...
+  float norm_eps = 0.0f;
+  const float* gate = nullptr;  // ... or silu(gate) * x
+  int64_t ldgate = 0;
 };
 void launch_convert(const ConvertParams& p, cudaStream_t stream);
 
@@ -160,6 +164,7 @@ struct GenericParams {
   int64_t ldx = 0;
   float* y = nullptr;
   int64_t ldy = 0;
+  int accumulate = 0;  // y += the product (plain only)
   int n_tok = 0;
   const int32_t* ids = nullptr;
   int k = 1, x_per_slot = 0, n_pairs = 0;
@@ -189,6 +194,13 @@ __device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], uint3
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// D = A B (a zero accumulator, no registers to clear first).
+__device__ __forceinline__ void mma_16816_zero(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.0f));
 }
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {

@@ -6,13 +6,16 @@
 // fragment of mma.sync.m16n8k16 wants them) and a run of K, walked in iterations of
 // Fmt::kIterChunks chunks of 64: the next iteration's weights are loaded (16-byte loads where the
 // layout allows) while the current one is decoded, so two iterations' bytes are in flight per
-// warp (Q4_K: 2 x 4.6 KiB). Each 16-element k step: the lane turns its 8 weights into exact
-// integer levels in f16 (a few integer ops), loads its B fragment (4 consecutive f16
-// activations of token g, one 8-byte load, from L1: the block's 8 warps read the same
-// activations), and issues one mma per 8 tokens. After each sub-block (16 or 32 k) the sub-block
-// sum is scaled in f32: acc += s * sum (+ o * sum x for the formats with an offset, sum x
-// precomputed by the converter). Tokens 8..63 take further n-tiles of the same A fragment, so
-// 64 tokens cost 8 mma per step but no more weight traffic.
+// warp. (A per-warp cp.async shared-memory pipeline of 3-4 stages was measured instead: slower
+// on every format but the folded K-quants; docs/NOTES.md, branch decode-staged.) Each 16-element
+// k step: the lane turns its 8 weights into exact integer levels in f16 (a few integer ops),
+// loads its B fragment (4 consecutive f16 activations of token g, one 8-byte load, from L1: the
+// block's 8 warps read the same activations), and issues one mma per 8 tokens. After each
+// sub-block (16 or 32 k) the sub-block sum is scaled in f32: acc += s * sum (+ o * sum x for the
+// formats with an offset, sum x precomputed by the converter). Q4_K and Q5_K fold the sub-block
+// scale into the levels instead (sc * q, exact in f16) and scale by d once per super-block.
+// Tokens 8..63 take further n-tiles of the same A fragment, so 64 tokens cost 8 mma per step but
+// no more weight traffic.
 //
 // Work split: plain products use 8 tiles (128 rows) per block and split K across gridDim.y blocks
 // (a fixed split chosen from the weight's shape and the SM count) when the rows alone give too
@@ -29,90 +32,143 @@
 
 namespace velocity::engine::cuda::mm {
 
-// Where a lane reads its activations: B fragments of n-tile nt at xb + xrow[nt] (x16 halves), the
-// sub-block sums of tokens (2c, 2c + 1) of n-tile nt at xs + xst[nt][0 or 1] (floats). Tokens past
-// the job's last are clamped to it: their loads need no predicate and stay in bounds, and what
-// they load only reaches their own output columns (an mma column depends on its B column alone),
-// which are never stored.
-template <int kNT>
-struct ActOffsets {
-  int xrow[kNT];
-  int xst[kNT][2];
-};
-
-template <int kNT>
-__device__ __forceinline__ ActOffsets<kNT> act_offsets(int64_t ldk, int ntok, int g, int c) {
-  ActOffsets<kNT> o;
-  VELOCITY_UNROLL
-  for (int nt = 0; nt < kNT; ++nt) {
-    o.xrow[nt] = min(8 * nt + g, ntok - 1) * static_cast<int>(ldk);
-    o.xst[nt][0] = min(8 * nt + 2 * c, ntok - 1);
-    o.xst[nt][1] = min(8 * nt + 2 * c + 1, ntok - 1);
+// Where a lane reads its activations, advanced by one iteration at a time: B fragments of
+// n-tile nt at x[nt] (halves: the lane's x16 row, its k offset, the iteration's first chunk),
+// the sub-block sums of tokens (2c, 2c + 1) of n-tile nt at s[nt][0 or 1] (floats: the token's
+// xs row at the iteration's first sub-block). Every offset inside an iteration is then a
+// compile-time constant. Tokens past the job's last are clamped to it: their loads need no
+// predicate and stay in bounds, and what they load only reaches their own output columns (an
+// mma column depends on its B column alone), which are never stored.
+template <class F, int kNT>
+struct ActPtrs {
+  static constexpr int kSubs = 4 / F::kScaleSteps;  // sub-blocks (of xs16 or xs32) per chunk
+  const __half* x[kNT];
+  const float* s[F::kOffset ? kNT : 1][2];
+  __device__ __forceinline__ ActPtrs(const ActView& a, int xr0, int ntok, int g, int c, int it0) {
+    const int64_t ld_sub = a.ldk / (kChunkK / kSubs);
+    const float* xs = F::kScaleSteps == 1 ? a.xs16 : a.xs32;
+    VELOCITY_UNROLL
+    for (int nt = 0; nt < kNT; ++nt) {
+      x[nt] = a.x16 + (xr0 + min(8 * nt + g, ntok - 1)) * a.ldk + F::k_lane(c) + int64_t{it0} * F::kIterChunks * kChunkK;
+      if constexpr (F::kOffset)
+        VELOCITY_UNROLL
+      for (int h = 0; h < 2; ++h)
+        s[nt][h] = xs + (xr0 + min(8 * nt + 2 * c + h, ntok - 1)) * ld_sub + int64_t{it0} * F::kIterChunks * kSubs;
+    }
   }
-  return o;
-}
+  __device__ __forceinline__ void next() {
+    VELOCITY_UNROLL
+    for (int nt = 0; nt < kNT; ++nt) {
+      x[nt] += F::kIterChunks * kChunkK;
+      if constexpr (F::kOffset) s[nt][0] += F::kIterChunks * kSubs, s[nt][1] += F::kIterChunks * kSubs;
+    }
+  }
+};
 
 __device__ __forceinline__ uint2 load_b(const __half* p) { return __ldg(reinterpret_cast<const uint2*>(p)); }
 
-// One iteration (kIterChunks chunks) of a warp: acc[nt] += W(rows g, g + 8; chunks) . x(tokens).
-// xg: the job's first x16 row plus the lane's k offset; xs: the job's sums (xs16 or xs32 by the
-// format's sub-block) at its first token.
+// Formats whose decode folds the sub-block scales into the A fragment (quant_device.cuh, kFold).
+template <class F>
+inline constexpr bool kFolded = requires { requires F::kFold; };
+
+// acc[nt] += off * (sub-block sums of the lane's tokens): the offset term of sub-block `sub` of
+// the iteration.
+template <class F, int kNT>
+__device__ __forceinline__ void add_offsets(const ActPtrs<F, kNT>& ap, int sub, const float off[2], int n_nt,
+                                            float (&acc)[kNT][4]) {
+  VELOCITY_UNROLL
+  for (int nt = 0; nt < kNT; ++nt) {
+    if (nt >= n_nt) continue;
+    const float x0 = __ldg(ap.s[nt][0] + sub);
+    const float x1 = __ldg(ap.s[nt][1] + sub);
+    acc[nt][0] = __fmaf_rn(off[0], x0, acc[nt][0]);
+    acc[nt][1] = __fmaf_rn(off[0], x1, acc[nt][1]);
+    acc[nt][2] = __fmaf_rn(off[1], x0, acc[nt][2]);
+    acc[nt][3] = __fmaf_rn(off[1], x1, acc[nt][3]);
+  }
+}
+
+// One iteration (kIterChunks chunks, the first `chunks` of them in the row) of a warp:
+// acc[nt] += W(rows g, g + 8; chunks) . x(tokens).
 template <class F, int kNT>
 __device__ __forceinline__ void decode_iteration(const typename F::template Data<F::kIterChunks>& d, int it,
-                                                 const DecodeParams& p, const __half* xg, const float* xs,
-                                                 const ActOffsets<kNT>& ao, int n_nt, float (&acc)[kNT][4]) {
-  constexpr int kC = F::kIterChunks, kSS = F::kScaleSteps;
-  const int j0 = it * kC;
+                                                 int chunks, const ActPtrs<F, kNT>& ap, int n_nt,
+                                                 float (&acc)[kNT][4]) {
+  constexpr int kC = F::kIterChunks, kSS = F::kScaleSteps, kSubs = ActPtrs<F, kNT>::kSubs;
   [[maybe_unused]] float tmp[kNT][4];
-  VELOCITY_UNROLL
-  for (int jj = 0; jj < kC; ++jj) {
-    const int J = j0 + jj;
-    if (J >= p.w.rl.nc) break;
-    const int jpos = kC == 4 ? jj : (J & 3);
-    const __half* xj = xg + J * kChunkK;
+  if constexpr (kFolded<F>) {
+    // One super-block (kC = 4 chunks): the scaled levels sc_j q accumulate in tmp over all 16
+    // steps, d applies once; the offsets per sub-block.
+    static_assert(kC == 4 && kSS == 2, "folded formats read one K-quant super-block an iteration");
+    const typename F::Fold fold = F::fold(d);
+    typename F::Sub sub;
     VELOCITY_UNROLL
-    for (int s = 0; s < 4; ++s) {
-      uint32_t a[4];
-      F::template frag<kC>(d, jj, jpos, s, a);
-      const __half* xb = xj + F::k_step(s);
-      if constexpr (F::kNatural) {
+    for (int jj = 0; jj < kC; ++jj) {
+      VELOCITY_UNROLL
+      for (int s = 0; s < 4; ++s) {
+        if (s % kSS == 0) sub = F::fold_sub(fold, 2 * jj + s / kSS);
+        uint32_t a[4];
+        F::template frag_folded<kC>(d, jj, jj, s, sub, a);
         VELOCITY_UNROLL
         for (int nt = 0; nt < kNT; ++nt) {
           if (nt >= n_nt) continue;
-          const uint2 b = load_b(xb + ao.xrow[nt]);
-          mma_16816(acc[nt], a, b.x, b.y);
+          const uint2 b = load_b(ap.x[nt] + jj * kChunkK + F::k_step(s));
+          if (jj == 0 && s == 0)
+            mma_16816_zero(tmp[nt], a, b.x, b.y);
+          else
+            mma_16816(tmp[nt], a, b.x, b.y);
         }
-      } else {
-        if (s % kSS == 0) {
-          VELOCITY_UNROLL
-          for (int nt = 0; nt < kNT; ++nt) tmp[nt][0] = tmp[nt][1] = tmp[nt][2] = tmp[nt][3] = 0.0f;
-        }
-        VELOCITY_UNROLL
-        for (int nt = 0; nt < kNT; ++nt) {
-          if (nt >= n_nt) continue;
-          const uint2 b = load_b(xb + ao.xrow[nt]);
-          mma_16816(tmp[nt], a, b.x, b.y);
-        }
-        if (s % kSS == kSS - 1) {
-          float sc[2], off[2];
-          F::template scale<kC>(d, jj, jpos, s, sc, off);
-          // the sub-block's row of the xs arrays (16 or 32 elements each)
-          [[maybe_unused]] const float* xsub = xs + (J * (4 / kSS) + s / kSS) * static_cast<int>(p.a.ld_xs);
+        if (s % kSS == kSS - 1) add_offsets<F, kNT>(ap, jj * kSubs + s / kSS, sub.off, n_nt, acc);
+      }
+    }
+    VELOCITY_UNROLL
+    for (int nt = 0; nt < kNT; ++nt) {
+      if (nt >= n_nt) continue;
+      acc[nt][0] = __fmaf_rn(fold.d[0], tmp[nt][0], acc[nt][0]);
+      acc[nt][1] = __fmaf_rn(fold.d[0], tmp[nt][1], acc[nt][1]);
+      acc[nt][2] = __fmaf_rn(fold.d[1], tmp[nt][2], acc[nt][2]);
+      acc[nt][3] = __fmaf_rn(fold.d[1], tmp[nt][3], acc[nt][3]);
+    }
+  } else {
+    VELOCITY_UNROLL
+    for (int jj = 0; jj < kC; ++jj) {
+      if (kC > 1 && jj >= chunks) break;
+      const int jpos = kC == 4 ? jj : ((it * kC + jj) & 3);
+      VELOCITY_UNROLL
+      for (int s = 0; s < 4; ++s) {
+        uint32_t a[4];
+        F::template frag<kC>(d, jj, jpos, s, a);
+        const int xoff = jj * kChunkK + F::k_step(s);
+        if constexpr (F::kNatural) {
           VELOCITY_UNROLL
           for (int nt = 0; nt < kNT; ++nt) {
             if (nt >= n_nt) continue;
-            acc[nt][0] = __fmaf_rn(sc[0], tmp[nt][0], acc[nt][0]);
-            acc[nt][1] = __fmaf_rn(sc[0], tmp[nt][1], acc[nt][1]);
-            acc[nt][2] = __fmaf_rn(sc[1], tmp[nt][2], acc[nt][2]);
-            acc[nt][3] = __fmaf_rn(sc[1], tmp[nt][3], acc[nt][3]);
-            if constexpr (F::kOffset) {
-              const float x0 = __ldg(xsub + ao.xst[nt][0]);
-              const float x1 = __ldg(xsub + ao.xst[nt][1]);
-              acc[nt][0] = __fmaf_rn(off[0], x0, acc[nt][0]);
-              acc[nt][1] = __fmaf_rn(off[0], x1, acc[nt][1]);
-              acc[nt][2] = __fmaf_rn(off[1], x0, acc[nt][2]);
-              acc[nt][3] = __fmaf_rn(off[1], x1, acc[nt][3]);
+            const uint2 b = load_b(ap.x[nt] + xoff);
+            mma_16816(acc[nt], a, b.x, b.y);
+          }
+        } else {
+          VELOCITY_UNROLL
+          for (int nt = 0; nt < kNT; ++nt) {
+            if (nt >= n_nt) continue;
+            const uint2 b = load_b(ap.x[nt] + xoff);
+            if (s % kSS == 0)
+              mma_16816_zero(tmp[nt], a, b.x, b.y);  // the sub-block's first step
+            else
+              mma_16816(tmp[nt], a, b.x, b.y);
+          }
+          if (s % kSS == kSS - 1) {
+            float sc[2], off[2];
+            F::template scale<kC>(d, jj, jpos, s, sc, off);
+            [[maybe_unused]] const int sub = jj * kSubs + s / kSS;  // the sub-block within the iteration
+            VELOCITY_UNROLL
+            for (int nt = 0; nt < kNT; ++nt) {
+              if (nt >= n_nt) continue;
+              acc[nt][0] = __fmaf_rn(sc[0], tmp[nt][0], acc[nt][0]);
+              acc[nt][1] = __fmaf_rn(sc[0], tmp[nt][1], acc[nt][1]);
+              acc[nt][2] = __fmaf_rn(sc[1], tmp[nt][2], acc[nt][2]);
+              acc[nt][3] = __fmaf_rn(sc[1], tmp[nt][3], acc[nt][3]);
             }
+            if constexpr (F::kOffset) add_offsets<F, kNT>(ap, sub, off, n_nt, acc);
           }
         }
       }
@@ -162,18 +218,18 @@ __global__ void __launch_bounds__(kThreads, kNT == 1 ? 2 : 1) decode_kernel(cons
   for (int nt = 0; nt < kNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
   // Two iterations in flight: the first two are requested before waiting for the converter.
   Data cur{}, nxt{};
-  if (active && it0 < it1) F::template load<LoadGlobal, kC>(rg, rg8, p.w.rl, it0 * kC, c, cur);
-  if (active && it0 + 1 < it1) F::template load<LoadGlobal, kC>(rg, rg8, p.w.rl, (it0 + 1) * kC, c, nxt);
+  LoadGlobal ld;
+  if (active && it0 < it1) F::template load<LoadGlobal, kC>(ld, rg, rg8, p.w.rl, it0 * kC, c, cur);
+  if (active && it0 + 1 < it1) F::template load<LoadGlobal, kC>(ld, rg, rg8, p.w.rl, (it0 + 1) * kC, c, nxt);
   pdl_wait();  // x16, xs, inv_scale come from the converter
   if (active) {
-    const __half* xg = p.a.x16 + static_cast<int64_t>(xr0) * p.a.ldk + F::k_lane(c);
-    const float* xs = (F::kScaleSteps == 1 ? p.a.xs16 : p.a.xs32) + xr0;
-    const ActOffsets<kNT> ao = act_offsets<kNT>(p.a.ldk, ntok, g, c);
+    ActPtrs<F, kNT> ap(p.a, xr0, ntok, g, c, it0);
     for (int it = it0; it < it1; ++it) {
-      decode_iteration<F, kNT>(cur, it, p, xg, xs, ao, n_nt, acc);
+      decode_iteration<F, kNT>(cur, it, p.w.rl.nc - it * kC, ap, n_nt, acc);
+      ap.next();
       if (it + 1 < it1) {
         cur = nxt;
-        if (it + 2 < it1) F::template load<LoadGlobal, kC>(rg, rg8, p.w.rl, (it + 2) * kC, c, nxt);
+        if (it + 2 < it1) F::template load<LoadGlobal, kC>(ld, rg, rg8, p.w.rl, (it + 2) * kC, c, nxt);
       }
     }
   }
@@ -213,8 +269,8 @@ __global__ void __launch_bounds__(kThreads, kNT == 1 ? 2 : 1) decode_kernel(cons
         if (tk >= ntok) continue;
         const float inv = p.a.inv_scale[xr0 + tk];
         float* yrow = p.y + static_cast<int64_t>(yr0 + tk) * p.ldy;
-        if (row0 < p.w.n_out) yrow[row0] = acc[nt][h] * inv;
-        if (row1 < p.w.n_out) yrow[row1] = acc[nt][2 + h] * inv;
+        if (row0 < p.w.n_out) store_y(yrow + row0, acc[nt][h], inv, p.accumulate != 0);
+        if (row1 < p.w.n_out) store_y(yrow + row1, acc[nt][2 + h], inv, p.accumulate != 0);
       }
     }
     return;
@@ -250,7 +306,7 @@ __global__ void __launch_bounds__(kThreads, kNT == 1 ? 2 : 1) decode_kernel(cons
     float sum = 0.0f;
     for (int s = 0; s < static_cast<int>(gridDim.y); ++s)
       sum += __ldcg(p.partial + (static_cast<int64_t>(s) * ntok + tk) * rows_pad + r);
-    p.y[static_cast<int64_t>(tk) * p.ldy + r] = sum * p.a.inv_scale[tk];
+    store_y(p.y + static_cast<int64_t>(tk) * p.ldy + r, sum, p.a.inv_scale[tk], p.accumulate != 0);
   }
   if (threadIdx.x == 0) p.counters[blockIdx.x] = 0;  // ready for the next launch (stream order)
 }

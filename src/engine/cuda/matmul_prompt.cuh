@@ -139,7 +139,8 @@ __global__ void __launch_bounds__(kThreads, 2) prompt_kernel(const PromptParams 
   const uint8_t* rbase = wmat + static_cast<int64_t>(r0) * p.w.stride;
   const bool v0 = r0 < p.w.n_out, v1 = r1 < p.w.n_out;
   auto load_chunk = [&](int kt, typename F::template Data<1>& d) {
-    F::template load<LoadGlobal, 1>(v0 ? rbase : nullptr, v1 ? rbase + 8 * p.w.stride : nullptr, p.w.rl, kt, c, d);
+    LoadGlobal ld;
+    F::template load<LoadGlobal, 1>(ld, v0 ? rbase : nullptr, v1 ? rbase + 8 * p.w.stride : nullptr, p.w.rl, kt, c, d);
   };
   const int n_kt = p.w.rl.nc;
 
@@ -193,8 +194,8 @@ __global__ void __launch_bounds__(kThreads, 2) prompt_kernel(const PromptParams 
         if (yr < 0) continue;
         const float inv = p.a.inv_scale[s_xrow[slot]];
         float* yrow = p.y + static_cast<int64_t>(yr) * p.ldy;
-        if (ra < p.w.n_out) yrow[ra] = acc[i][j][h] * inv;
-        if (rb < p.w.n_out) yrow[rb] = acc[i][j][2 + h] * inv;
+        if (ra < p.w.n_out) store_y(yrow + ra, acc[i][j][h], inv, p.accumulate != 0);
+        if (rb < p.w.n_out) store_y(yrow + rb, acc[i][j][2 + h], inv, p.accumulate != 0);
       }
     }
   }

@@ -111,6 +111,23 @@ VELOCITY_HD uint32_t h2_sub(uint32_t a, uint32_t b) {
 #endif
 }
 
+// f16x2 a * b + c, one rounding (exact for the small integers the folded decoders produce: the
+// product is exact inside the fused operation whatever its size).
+VELOCITY_HD uint32_t h2_fma(uint32_t a, uint32_t b, uint32_t c) {
+#if defined(__CUDA_ARCH__)
+  uint32_t r;
+  asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+#else
+  auto one = [](uint32_t x, uint32_t y, uint32_t z) {
+    const double v = static_cast<double>(fp16_to_fp32(static_cast<uint16_t>(x))) * fp16_to_fp32(static_cast<uint16_t>(y)) +
+                     fp16_to_fp32(static_cast<uint16_t>(z));
+    return static_cast<uint32_t>(fp32_to_fp16(static_cast<float>(v)));  // exact where the kernels use it
+  };
+  return one(a, b, c) | one(a >> 16, b >> 16, c >> 16) << 16;
+#endif
+}
+
 // The f16 in the low 16 bits of `bits`, as float (exact).
 VELOCITY_HD float h2f(uint32_t bits) {
 #if defined(__CUDA_ARCH__)
@@ -257,81 +274,83 @@ VELOCITY_HD int unit_chunks(int nc, int u) { return nc - 4 * u < 4 ? nc - 4 * u 
 
 // R4: 2 words per chunk, out[2 * (J - j0) + w].
 template <class L, int kC>
-VELOCITY_HD void read_r4(const uint8_t* row, int off, int nc, int j0, int c, uint32_t* out) {
+VELOCITY_HD void read_r4(L& ld, const uint8_t* row, int off, int nc, int j0, int c, uint32_t* out) {
   const int u = j0 >> 2, p = unit_chunks(nc, u);
   const uint8_t* unit = row + off + 128 * u;
   if constexpr (kC == 1) {
     const int jj = j0 & 3, h = jj >> 1;
     const int piece = 2 * h + 1 < p ? 16 : 8;
-    L::b8(unit + 64 * h + c * piece + 8 * (jj & 1), out);
+    ld.b8(unit + 64 * h + c * piece + 8 * (jj & 1), out);
   } else {
     VELOCITY_UNROLL
     for (int hh = 0; hh < kC / 2; ++hh) {
       const int h = ((j0 & 3) >> 1) + hh;
       if (2 * h + 1 < p)
-        L::b16(unit + 64 * h + 16 * c, out + 4 * hh);
+        ld.b16(unit + 64 * h + 16 * c, out + 4 * hh);
       else if (2 * h < p)
-        L::b8(unit + 64 * h + 8 * c, out + 4 * hh);
+        ld.b8(unit + 64 * h + 8 * c, out + 4 * hh);
     }
   }
 }
 
 // R8: 4 words per chunk, out[4 * (J - j0) + s].
 template <class L, int kC>
-VELOCITY_HD void read_r8(const uint8_t* row, int off, int nc, int j0, int c, uint32_t* out) {
+VELOCITY_HD void read_r8(L& ld, const uint8_t* row, int off, int nc, int j0, int c, uint32_t* out) {
   const uint8_t* unit = row + off + 256 * (j0 >> 2);
   VELOCITY_UNROLL
   for (int jj = 0; jj < kC; ++jj)
-    if (j0 + jj < nc) L::b16(unit + 64 * ((j0 & 3) + jj) + 16 * c, out + 4 * jj);
+    if (j0 + jj < nc) ld.b16(unit + 64 * ((j0 & 3) + jj) + 16 * c, out + 4 * jj);
 }
 
 // R2 (K-quants only: whole units): 1 word per chunk, out[J - j0].
 template <class L, int kC>
-VELOCITY_HD void read_r2(const uint8_t* row, int off, int j0, int c, uint32_t* out) {
+VELOCITY_HD void read_r2(L& ld, const uint8_t* row, int off, int j0, int c, uint32_t* out) {
   const uint8_t* lane = row + off + 64 * (j0 >> 2) + 16 * c;
   if constexpr (kC == 4)
-    L::b16(lane, out);
+    ld.b16(lane, out);
   else if constexpr (kC == 2)
-    L::b8(lane + 4 * (j0 & 3), out);
+    ld.b8(lane + 4 * (j0 & 3), out);
   else
-    out[0] = L::b4(lane + 4 * (j0 & 3));
+    out[0] = ld.b4(lane + 4 * (j0 & 3));
 }
 
 // R1: 1 word per 2 chunks, out[(J - j0) / 2] (kC = 1: the word holding chunk j0).
 template <class L, int kC>
-VELOCITY_HD void read_r1(const uint8_t* row, int off, int nc, int j0, int c, uint32_t* out) {
+VELOCITY_HD void read_r1(L& ld, const uint8_t* row, int off, int nc, int j0, int c, uint32_t* out) {
   const int u = j0 >> 2, p = unit_chunks(nc, u);
   const uint8_t* lane = row + off + 32 * u + c * 4 * ((p + 1) >> 1);
   if constexpr (kC == 4) {
     if (p == 4)
-      L::b8(lane, out);
+      ld.b8(lane, out);
     else
       VELOCITY_UNROLL
     for (int w = 0; w < 2; ++w)
-      if (2 * w < p) out[w] = L::b4(lane + 4 * w);
+      if (2 * w < p) out[w] = ld.b4(lane + 4 * w);
   } else {
-    out[0] = L::b4(lane + 4 * ((j0 & 3) >> 1));
+    out[0] = ld.b4(lane + 4 * ((j0 & 3) >> 1));
   }
 }
 
 // Words [w0, w0 + n) of a per-row scale array (n = 1, 2, 4 or 8 words, w0 a multiple of n, the
-// array 16-byte aligned); words past `valid` are left untouched.
+// array 16-byte aligned); words past `valid` are zeroed. One load (two for n = 8) even at the
+// array's end: the 4n-byte aligned run lies within the row (every region starts 16-byte aligned
+// and a row ends 16 bytes past the end of its last region rounded up to 16).
 template <class L, int n>
-VELOCITY_HD void read_words(const uint8_t* base, int w0, int valid, uint32_t* out) {
-  if (w0 + n <= valid) {
-    if constexpr (n == 8) {
-      L::b16(base + 4 * w0, out);
-      L::b16(base + 4 * w0 + 16, out + 4);
-    } else if constexpr (n == 4)
-      L::b16(base + 4 * w0, out);
-    else if constexpr (n == 2)
-      L::b8(base + 4 * w0, out);
-    else
-      out[0] = L::b4(base + 4 * w0);
+VELOCITY_HD void read_words(L& ld, const uint8_t* base, int w0, int valid, uint32_t* out) {
+  if constexpr (n == 8) {
+    ld.b16(base + 4 * w0, out);
+    ld.b16(base + 4 * w0 + 16, out + 4);
+  } else if constexpr (n == 4) {
+    ld.b16(base + 4 * w0, out);
+  } else if constexpr (n == 2) {
+    ld.b8(base + 4 * w0, out);
   } else {
+    out[0] = ld.b4(base + 4 * w0);
+  }
+  if (w0 + n > valid) {
     VELOCITY_UNROLL
     for (int i = 0; i < n; ++i)
-      if (w0 + i < valid) out[i] = L::b4(base + 4 * (w0 + i));
+      if (w0 + i >= valid) out[i] = 0;
   }
 }
 
@@ -356,8 +375,8 @@ struct TiledK {
 
 // Per-row legacy scale words of chunks [j0, j0 + kC): `per` words per chunk.
 template <class L, int kC, int per>
-VELOCITY_HD void read_chunk_scales(const uint8_t* row, int off, int nc, int j0, uint32_t* out) {
-  read_words<L, kC * per>(row + off, j0 * per, nc * per, out);
+VELOCITY_HD void read_chunk_scales(L& ld, const uint8_t* row, int off, int nc, int j0, uint32_t* out) {
+  read_words<L, kC * per>(ld, row + off, j0 * per, nc * per, out);
 }
 
 // 4-bit nibbles (R4, Q4 order) of step s to two f16x2 of 1024 + q: regs for (kk 0,1), (kk 2,3).
@@ -381,13 +400,13 @@ struct Fmt<DType::Q8_0> : TiledK {
     uint32_t d[2][kC];      // d of blocks 2J, 2J+1 (f16 pairs)
   };
   template <class L, int kC>
-  VELOCITY_HD static void load(const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
+  VELOCITY_HD static void load(L& ld, const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
     const uint8_t* rows[2] = {rg, rg8};
     VELOCITY_UNROLL
     for (int r = 0; r < 2; ++r) {
       if (rows[r] == nullptr) continue;
-      read_r8<L, kC>(rows[r], rl.lo, rl.nc, j0, c, x.q[r]);
-      read_chunk_scales<L, kC, 1>(rows[r], rl.sc, rl.nc, j0, x.d[r]);
+      read_r8<L, kC>(ld, rows[r], rl.lo, rl.nc, j0, c, x.q[r]);
+      read_chunk_scales<L, kC, 1>(ld, rows[r], rl.sc, rl.nc, j0, x.d[r]);
     }
   }
   template <int kC>
@@ -421,14 +440,14 @@ struct Legacy4 : TiledK {
     uint32_t d[2][kScaleWords * kC];
   };
   template <class L, int kC>
-  VELOCITY_HD static void load(const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
+  VELOCITY_HD static void load(L& ld, const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
     const uint8_t* rows[2] = {rg, rg8};
     VELOCITY_UNROLL
     for (int r = 0; r < 2; ++r) {
       if (rows[r] == nullptr) continue;
-      read_r4<L, kC>(rows[r], rl.lo, rl.nc, j0, c, x.q[r]);
-      if constexpr (kHigh) read_r1<L, kC>(rows[r], rl.hi, rl.nc, j0, c, x.h[r]);
-      read_chunk_scales<L, kC, kScaleWords>(rows[r], rl.sc, rl.nc, j0, x.d[r]);
+      read_r4<L, kC>(ld, rows[r], rl.lo, rl.nc, j0, c, x.q[r]);
+      if constexpr (kHigh) read_r1<L, kC>(ld, rows[r], rl.hi, rl.nc, j0, c, x.h[r]);
+      read_chunk_scales<L, kC, kScaleWords>(ld, rows[r], rl.sc, rl.nc, j0, x.d[r]);
     }
   }
   template <int kC>
@@ -484,17 +503,17 @@ struct Fmt<DType::MXFP4> : TiledK {
     uint32_t e[2][(kC + 1) / 2];  // 2 exponent bytes per chunk
   };
   template <class L, int kC>
-  VELOCITY_HD static void load(const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
+  VELOCITY_HD static void load(L& ld, const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
     const uint8_t* rows[2] = {rg, rg8};
     VELOCITY_UNROLL
     for (int r = 0; r < 2; ++r) {
       if (rows[r] == nullptr) continue;
-      read_r4<L, kC>(rows[r], rl.lo, rl.nc, j0, c, x.q[r]);
+      read_r4<L, kC>(ld, rows[r], rl.lo, rl.nc, j0, c, x.q[r]);
       if constexpr (kC == 1) {
-        x.e[r][0] = L::b2(rows[r] + rl.sc + 2 * j0);
+        x.e[r][0] = ld.b2(rows[r] + rl.sc + 2 * j0);
       } else {
         // 2 bytes a chunk: kC chunks are kC / 2 words
-        read_words<L, kC / 2>(rows[r] + rl.sc, j0 / 2, (rl.nc + 1) / 2, x.e[r]);
+        read_words<L, kC / 2>(ld, rows[r] + rl.sc, j0 / 2, (rl.nc + 1) / 2, x.e[r]);
       }
     }
   }
@@ -535,14 +554,14 @@ struct KQuant45 : TiledK {
     uint32_t sc[2][4];
   };
   template <class L, int kC>
-  VELOCITY_HD static void load(const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
+  VELOCITY_HD static void load(L& ld, const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
     const uint8_t* rows[2] = {rg, rg8};
     VELOCITY_UNROLL
     for (int r = 0; r < 2; ++r) {
       if (rows[r] == nullptr) continue;
-      read_r4<L, kC>(rows[r], rl.lo, rl.nc, j0, c, x.q[r]);
-      if constexpr (kHigh) read_r1<L, kC>(rows[r], rl.hi, rl.nc, j0, c, x.h[r]);
-      L::b16(rows[r] + rl.sc + 16 * (j0 >> 2), x.sc[r]);
+      read_r4<L, kC>(ld, rows[r], rl.lo, rl.nc, j0, c, x.q[r]);
+      if constexpr (kHigh) read_r1<L, kC>(ld, rows[r], rl.hi, rl.nc, j0, c, x.h[r]);
+      ld.b16(rows[r] + rl.sc + 16 * (j0 >> 2), x.sc[r]);
     }
   }
   template <int kC>
@@ -561,6 +580,69 @@ struct KQuant45 : TiledK {
       a[r + 2] = h2_sub(a23, 0x64006400u);
     }
   }
+  // The decode kernel's folded form (kFold): the A fragment holds sc_j * q (6-bit scale times
+  // 4- or 5-bit level: at most 1953, an exact f16 integer), made with one fused f16x2 operation
+  // per register as the plain form's subtraction: sc (1024 + q) - 1024 sc. The sub-block sums of
+  // a super-block then accumulate in one mma chain, scaled by d once per super-block; the
+  // offsets -dmin m_j still apply per sub-block. Per iteration (fold) the 8 scales and 8 mins of
+  // each row are unpacked into bytes with a few word operations; per sub-block (fold_sub) each
+  // is one byte permute away from an f16 or f32 value.
+  static constexpr bool kFold = true;
+  struct Fold {
+    uint32_t sc[2][2];  // rows g, g + 8: scales of sub-blocks 0-3, 4-7, a byte each
+    uint32_t mn[2][2];  // the mins, likewise
+    float d[2], neg_dmin[2];
+  };
+  struct Sub {
+    uint32_t sc2[2], neg2[2];  // f16x2 (sc, sc) and (-1024 sc, -1024 sc) of each row
+    float off[2];              // -dmin m
+  };
+  template <int kC>
+  VELOCITY_HD static Fold fold(const Data<kC>& x) {
+    Fold f;
+    VELOCITY_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      const uint32_t* w = x.sc[r];
+      f.sc[r][0] = w[1] & 0x3F3F3F3Fu;
+      f.sc[r][1] = (w[3] & 0x0F0F0F0Fu) | ((w[1] >> 2) & 0x30303030u);
+      f.mn[r][0] = w[2] & 0x3F3F3F3Fu;
+      f.mn[r][1] = ((w[3] >> 4) & 0x0F0F0F0Fu) | ((w[2] >> 2) & 0x30303030u);
+      f.d[r] = h2f(w[0]);
+      f.neg_dmin[r] = -h2f(w[0] >> 16);
+    }
+    return f;
+  }
+  VELOCITY_HD static Sub fold_sub(const Fold& f, int j) {
+    Sub u;
+    const uint32_t b = static_cast<uint32_t>(j & 3);
+    VELOCITY_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      // bytes (sc, 0x64, sc, 0x64): f16x2 of 1024 + sc
+      u.sc2[r] = h2_sub(byte_perm(f.sc[r][j >> 2], 0x64u, b | 4u << 4 | b << 8 | 4u << 12), 0x64006400u);
+      u.neg2[r] = h2_fma(u.sc2[r], 0xE400E400u, 0u);  // x -1024: exact
+      // bytes (m, 0, 0, 0x4B): the float 2^23 + m
+      const float m = bits_to_float(byte_perm(f.mn[r][j >> 2], 0x4B000000u, b | 4u << 4 | 4u << 8 | 7u << 12)) - 8388608.0f;
+      u.off[r] = fmul_rn(f.neg_dmin[r], m);
+    }
+    return u;
+  }
+  template <int kC>
+  VELOCITY_HD static void frag_folded(const Data<kC>& x, int jj, int jpos, int s, const Sub& u, uint32_t a[4]) {
+    VELOCITY_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      uint32_t a01, a23;
+      nib4(x.q[r] + 2 * jj, s, a01, a23);
+      if constexpr (kHigh) {
+        const uint32_t h = x.h[r][kC == 1 ? 0 : jj >> 1];
+        const int q = jpos & 1;
+        a01 |= shr(h, 8 * q + 2 * s - 4) & 0x00100010u;
+        a23 |= shr(h, 8 * q + 2 * s + 1 - 4) & 0x00100010u;
+      }
+      a[r] = h2_fma(a01, u.sc2[r], u.neg2[r]);
+      a[r + 2] = h2_fma(a23, u.sc2[r], u.neg2[r]);
+    }
+  }
+
   // Sub-block j (0..7): the reference's scale_min_k4 on scales[] = words 1..3.
   template <int kC>
   VELOCITY_HD static void scale(const Data<kC>& x, int, int jpos, int s, float sc[2], float off[2]) {
@@ -599,14 +681,14 @@ struct Fmt<DType::Q2_K> : TiledK {
     uint32_t dd[2];
   };
   template <class L, int kC>
-  VELOCITY_HD static void load(const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
+  VELOCITY_HD static void load(L& ld, const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
     const uint8_t* rows[2] = {rg, rg8};
     VELOCITY_UNROLL
     for (int r = 0; r < 2; ++r) {
       if (rows[r] == nullptr) continue;
-      read_r2<L, kC>(rows[r], rl.lo, j0, c, x.q[r]);
-      read_words<L, kC>(rows[r] + rl.sc, j0, rl.nc, x.sc[r]);
-      x.dd[r] = L::b4(rows[r] + rl.sc2 + 4 * (j0 >> 2));
+      read_r2<L, kC>(ld, rows[r], rl.lo, j0, c, x.q[r]);
+      read_words<L, kC>(ld, rows[r] + rl.sc, j0, rl.nc, x.sc[r]);
+      x.dd[r] = ld.b4(rows[r] + rl.sc2 + 4 * (j0 >> 2));
     }
   }
   template <int kC>
@@ -643,17 +725,17 @@ struct Fmt<DType::Q3_K> : TiledK {
     uint32_t d[2];
   };
   template <class L, int kC>
-  VELOCITY_HD static void load(const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
+  VELOCITY_HD static void load(L& ld, const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
     const uint8_t* rows[2] = {rg, rg8};
     VELOCITY_UNROLL
     for (int r = 0; r < 2; ++r) {
       if (rows[r] == nullptr) continue;
-      read_r2<L, kC>(rows[r], rl.lo, j0, c, x.q[r]);
-      read_r1<L, kC>(rows[r], rl.hi, rl.nc, j0, c, x.h[r]);
+      read_r2<L, kC>(ld, rows[r], rl.lo, j0, c, x.q[r]);
+      read_r1<L, kC>(ld, rows[r], rl.hi, rl.nc, j0, c, x.h[r]);
       const uint8_t* s = rows[r] + rl.sc + 12 * (j0 >> 2);
       VELOCITY_UNROLL
-      for (int i = 0; i < 3; ++i) x.sc[r][i] = L::b4(s + 4 * i);
-      x.d[r] = L::b2(rows[r] + rl.sc2 + 2 * (j0 >> 2));
+      for (int i = 0; i < 3; ++i) x.sc[r][i] = ld.b4(s + 4 * i);
+      x.d[r] = ld.b2(rows[r] + rl.sc2 + 2 * (j0 >> 2));
     }
   }
   template <int kC>
@@ -698,15 +780,15 @@ struct Fmt<DType::Q6_K> : TiledK {
     uint32_t d[2];
   };
   template <class L, int kC>
-  VELOCITY_HD static void load(const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
+  VELOCITY_HD static void load(L& ld, const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
     const uint8_t* rows[2] = {rg, rg8};
     VELOCITY_UNROLL
     for (int r = 0; r < 2; ++r) {
       if (rows[r] == nullptr) continue;
-      read_r4<L, kC>(rows[r], rl.lo, rl.nc, j0, c, x.q[r]);
-      read_r2<L, kC>(rows[r], rl.hi, j0, c, x.h[r]);
-      read_words<L, kC>(rows[r] + rl.sc, j0, rl.nc, x.sc[r]);
-      x.d[r] = L::b2(rows[r] + rl.sc2 + 2 * (j0 >> 2));
+      read_r4<L, kC>(ld, rows[r], rl.lo, rl.nc, j0, c, x.q[r]);
+      read_r2<L, kC>(ld, rows[r], rl.hi, j0, c, x.h[r]);
+      read_words<L, kC>(ld, rows[r] + rl.sc, j0, rl.nc, x.sc[r]);
+      x.d[r] = ld.b2(rows[r] + rl.sc2 + 2 * (j0 >> 2));
     }
   }
   template <int kC>
@@ -748,7 +830,7 @@ struct Natural {
     uint32_t q[2][8 * kC];  // rows g, g + 8: per chunk 2 runs of 4 words
   };
   template <class L, int kC>
-  VELOCITY_HD static void load(const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
+  VELOCITY_HD static void load(L& ld, const uint8_t* rg, const uint8_t* rg8, const RowLayout& rl, int j0, int c, Data<kC>& x) {
     const uint8_t* rows[2] = {rg, rg8};
     VELOCITY_UNROLL
     for (int r = 0; r < 2; ++r) {
@@ -757,8 +839,8 @@ struct Natural {
       for (int jj = 0; jj < kC; ++jj) {
         if (j0 + jj >= rl.nc) continue;
         const uint8_t* p = rows[r] + 2 * (kChunkK * (j0 + jj) + 8 * c);
-        L::b16(p, x.q[r] + 8 * jj);
-        L::b16(p + 64, x.q[r] + 8 * jj + 4);
+        ld.b16(p, x.q[r] + 8 * jj);
+        ld.b16(p + 64, x.q[r] + 8 * jj + 4);
       }
     }
   }
