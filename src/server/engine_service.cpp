@@ -273,6 +273,17 @@ std::vector<int32_t> EngineService::prompt_tokens(const GenerationJob& job, cons
     rendered = std::move(prompt.text);
     const int32_t bos = v.bos;  // templates that write BOS themselves
     if (ids.size() >= 2 && bos >= 0 && ids[0] == bos && ids[1] == bos) ids.erase(ids.begin());
+  } else if (!job.suffix.empty()) {
+    // Fill in the middle (Tokenizer::encode_fim): the model writes what goes between them.
+    const tokenizer::Vocab& v = tokenizer_->vocab();
+    if (!v.has_fim())
+      throw ApiError::bad_request(fmt::format("model '{}' has no fill-in-the-middle tokens (its vocabulary has no "
+                                              "prefix/suffix/middle markers); omit 'suffix'",
+                                              entry_.name),
+                                  "suffix", "unsupported_value");
+    if ((int64_t)(job.prompt.size() + job.suffix.size()) > max_prompt_bytes_)
+      throw too_long(job.prompt.size() + job.suffix.size());
+    ids = tokenizer_->encode_fim(job.prompt, job.suffix, &cancel);
   } else {
     if ((int64_t)job.prompt.size() > max_prompt_bytes_) throw too_long(job.prompt.size());
     tokenizer::EncodeOptions options;

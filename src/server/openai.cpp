@@ -127,8 +127,6 @@ void reject_unsupported(Endpoint endpoint, const json& j) {
       unsupported("logprobs", "is not supported yet (log probabilities are not returned); send null or omit it.");
     if (const json* v = field(j, "echo"); v && !(v->is_boolean() && !v->get<bool>()))
       unsupported("echo", "is not supported yet; send false or omit it.");
-    if (const json* v = field(j, "suffix"); v && !(v->is_string() && v->get_ref<const std::string&>().empty()))
-      unsupported("suffix", "is not supported (no fill-in-the-middle); omit it.");
     if (const json* v = field(j, "best_of"); v && !v->is_number_integer()) invalid_type("best_of", "an integer", *v);
     if (const json* v = field(j, "best_of"); v && v->get<int64_t>() != 1) unsupported("best_of", "must be 1 (or omitted).");
   }
@@ -304,6 +302,10 @@ OpenAIRequest parse_request(Endpoint endpoint, std::string_view body) {
     if (auto m = integer_in(j, "max_completion_tokens", 1, kMaxTokens)) r.max_tokens = m;
   } else {
     r.prompt = parse_prompt(j);
+    if (const json* v = field(j, "suffix"); v && !v->is_null()) {
+      if (!v->is_string()) invalid_type("suffix", "a string", *v);
+      r.suffix = v->get<std::string>();
+    }
     r.max_tokens = integer_in(j, "max_tokens", 1, kMaxTokens);
   }
   r.temperature = number_in(j, "temperature", 0, 2);
@@ -339,6 +341,7 @@ GenerationJob make_job(const OpenAIRequest& request, const SamplingDefaults& def
   for (ChatMessage& m : job.messages)
     if (m.role == "developer") m.role = "system";
   job.prompt = request.prompt;
+  job.suffix = request.suffix;
   runtime::SamplingParams& s = job.sampling;
   s.temperature = request.temperature.value_or(defaults.temperature);
   s.top_p = request.top_p.value_or(defaults.top_p);

@@ -50,6 +50,7 @@ struct OpenAIRequest {
   std::string model;
   std::vector<ChatMessage> messages;  // chat
   std::string prompt;                 // completions
+  std::string suffix;                 // completions: fill in the middle between prompt and suffix
 
   std::optional<int64_t> max_tokens;
   std::optional<float> temperature, top_p, min_p, repeat_penalty, presence_penalty, frequency_penalty;

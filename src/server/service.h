@@ -117,6 +117,11 @@ struct GenerationJob {
   bool is_chat = true;
   std::vector<ChatMessage> messages;
   std::string prompt;
+  // Non-empty (raw prompts only): fill in the middle. The prompt is the text before the gap,
+  // this the text after it; the service builds the model's FIM prompt (prefix marker, prompt,
+  // suffix marker, suffix, middle marker) or refuses the request when the vocabulary has no
+  // FIM markers.
+  std::string suffix;
 
   runtime::SamplingParams sampling;      // already merged with the model's defaults; valid ranges
                                          // checked, except logit_bias token ids against n_vocab

@@ -178,6 +178,23 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, const EncodeOption
   return out;
 }
 
+std::vector<int32_t> Tokenizer::encode_fim(std::string_view prefix, std::string_view suffix,
+                                           const std::atomic<bool>* cancel) const {
+  if (!vocab_.has_fim()) fail("the vocabulary has no fill-in-the-middle markers");
+  EncodeOptions options;
+  options.add_special = false;
+  options.parse_special = false;
+  options.cancel = cancel;
+  std::vector<int32_t> out;
+  if (vocab_.add_bos) out.push_back(vocab_.bos);
+  out.push_back(vocab_.fim_pre);
+  for (int32_t id : encode(prefix, options)) out.push_back(id);
+  out.push_back(vocab_.fim_suf);
+  for (int32_t id : encode(suffix, options)) out.push_back(id);
+  out.push_back(vocab_.fim_mid);
+  return out;
+}
+
 std::string Tokenizer::token_to_piece(int32_t id) const {
   if (id < 0 || id >= n_vocab()) return {};
   const std::string& text = vocab_.tokens[id];

@@ -51,6 +51,12 @@ class Tokenizer {
   // without it they are tokenized as plain text. User-defined added tokens always match.
   std::vector<int32_t> encode(std::string_view text, bool add_special, bool parse_special) const;
   std::vector<int32_t> encode(std::string_view text, const EncodeOptions& options) const;
+  // The fill-in-the-middle prompt (the vocabulary must have FIM markers, Vocab::has_fim), in the
+  // prefix-suffix-middle order of llama.cpp's infill: [BOS when the vocabulary adds one]
+  // <prefix marker> prefix <suffix marker> suffix <middle marker>; the model writes the middle.
+  // Control-token text in prefix or suffix stays text. Throws velocity::Error without markers.
+  std::vector<int32_t> encode_fim(std::string_view prefix, std::string_view suffix,
+                                  const std::atomic<bool>* cancel = nullptr) const;
 
   // The bytes a token stands for: byte-level decoded (BPE) or ▁ -> space and <0xXX> -> byte
   // (SPM); control tokens give their text. May be a partial UTF-8 sequence. Empty for a bad id.

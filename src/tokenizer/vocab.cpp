@@ -89,6 +89,9 @@ Vocab Vocab::from_gguf(const gguf::File& file, const std::string& name) {
   vocab.pad = read_id(file, name, "tokenizer.ggml.padding_token_id");
   vocab.eot = read_id(file, name, "tokenizer.ggml.eot_token_id");
   vocab.eom = read_id(file, name, "tokenizer.ggml.eom_token_id");
+  vocab.fim_pre = read_id(file, name, "tokenizer.ggml.fim_pre_token_id");
+  vocab.fim_suf = read_id(file, name, "tokenizer.ggml.fim_suf_token_id");
+  vocab.fim_mid = read_id(file, name, "tokenizer.ggml.fim_mid_token_id");
   // llama.cpp's defaults: SPM adds BOS and a space prefix unless told otherwise; BPE adds neither.
   const bool spm = vocab.type == VocabType::Spm;
   vocab.add_bos = read_bool(file, "tokenizer.ggml.add_bos_token", spm);
@@ -107,8 +110,32 @@ Vocab Vocab::from_gguf(const gguf::File& file, const std::string& name) {
     }
   }
   vocab.apply_pre_defaults();
+  vocab.find_fim_tokens();
   vocab.validate(name);
   return vocab;
+}
+
+void Vocab::find_fim_tokens() {
+  if (has_fim()) return;
+  // (prefix, suffix, middle), in the order llama.cpp's vocab loader tries them.
+  static const char* const kFamilies[][3] = {
+      {"<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"},      // Qwen2.5-Coder
+      {"<fim_prefix>", "<fim_suffix>", "<fim_middle>"},            // StarCoder, Granite
+      {"<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"},      // DeepSeek-Coder
+      {"<PRE>", "<SUF>", "<MID>"},                                 // Code Llama (SentencePiece)
+      {"▁<PRE>", "▁<SUF>", "▁<MID>"},
+  };
+  for (const auto& family : kFamilies) {
+    int32_t ids[3] = {kNoToken, kNoToken, kNoToken};
+    for (size_t i = 0; i < tokens.size(); ++i)
+      for (int k = 0; k < 3; ++k)
+        if (ids[k] == kNoToken && tokens[i] == family[k]) ids[k] = static_cast<int32_t>(i);
+    if (ids[0] != kNoToken && ids[1] != kNoToken && ids[2] != kNoToken) {
+      fim_pre = ids[0], fim_suf = ids[1], fim_mid = ids[2];
+      return;
+    }
+  }
+  fim_pre = fim_suf = fim_mid = kNoToken;  // a partial set from the metadata is no set
 }
 
 Vocab Vocab::load(const std::string& gguf_path) {
@@ -140,6 +167,9 @@ void Vocab::validate(const std::string& name) const {
   check_id(pad, "PAD");
   check_id(eot, "EOT");
   check_id(eom, "EOM");
+  check_id(fim_pre, "FIM prefix");
+  check_id(fim_suf, "FIM suffix");
+  check_id(fim_mid, "FIM middle");
   if (add_bos && bos == kNoToken) fail("{}: add_bos_token is true but there is no BOS token id", name);
   if (add_eos && eos == kNoToken) fail("{}: add_eos_token is true but there is no EOS token id", name);
   if (type == VocabType::Bpe && !pre_tokenizer_known(pre)) {

@@ -43,6 +43,11 @@ struct Vocab {
 
   int32_t bos = kNoToken, eos = kNoToken, unk = kNoToken, pad = kNoToken;
   int32_t eot = kNoToken, eom = kNoToken;
+  // Fill-in-the-middle: prefix, suffix and middle markers (tokenizer.ggml.fim_pre/suf/mid_token_id,
+  // else the known pieces of Qwen2.5-Coder, StarCoder, DeepSeek-Coder and Code Llama found in
+  // the vocabulary; find_fim_tokens). All three or none.
+  int32_t fim_pre = kNoToken, fim_suf = kNoToken, fim_mid = kNoToken;
+  bool has_fim() const { return fim_pre != kNoToken && fim_suf != kNoToken && fim_mid != kNoToken; }
 
   bool add_bos = false;           // tokenizer.ggml.add_bos_token
   bool add_eos = false;           // tokenizer.ggml.add_eos_token
@@ -60,6 +65,9 @@ struct Vocab {
 
   // Sets ignore_merges / normalize_nfc from `pre`, as the model's own tokenizer does.
   void apply_pre_defaults();
+  // When the FIM ids are not all set: the first family of known FIM pieces present in `tokens`
+  // (all three of a family, or nothing).
+  void find_fim_tokens();
   // Checks sizes, ids in range, and the pre-tokenizer name; throws velocity::Error with `name`.
   void validate(const std::string& name) const;
 };

@@ -243,6 +243,25 @@ TEST_F(EngineServiceTest, TextUtilities) {
   s->drain(0);
 }
 
+// A completion with a suffix is fill in the middle; the demo vocabulary has no FIM markers, so
+// the request is refused naming 'suffix' (never run as a plain prompt that drops the suffix).
+TEST_F(EngineServiceTest, SuffixWithoutFimMarkersIsRefused) {
+  auto s = service("demo");
+  auto out = std::make_shared<Outcome>();
+  GenerationJob job = chat_job("", out);
+  job.is_chat = false;
+  job.messages.clear();
+  job.prompt = "def f(x):\n";
+  job.suffix = "\n    return y\n";
+  s->submit(std::move(job));
+  ASSERT_TRUE(out->wait(10s));
+  ASSERT_TRUE(out->done->rejected);
+  EXPECT_EQ(out->done->rejected->param, "suffix");
+  EXPECT_NE(std::string(out->done->rejected->what()).find("fill-in-the-middle"), std::string::npos)
+      << out->done->rejected->what();
+  s->drain(0);
+}
+
 }  // namespace
 // /props reads the model file and the template the service uses: the GGUF's, or the one named in
 // the config instead (a built-in by name).

@@ -61,6 +61,9 @@ TEST(OpenAIRequest, UnsupportedFieldsSwitchedOffAreAccepted) {
                                 R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": null})"));
   EXPECT_NO_THROW(parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": null, "echo": false,
                                                            "suffix": "", "best_of": 1})"));
+  // suffix is fill-in-the-middle (the service refuses it for a model without FIM markers).
+  EXPECT_EQ(parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "def f(", "suffix": "  return x"})").suffix,
+            "  return x");
   EXPECT_NO_THROW(parse_request(Endpoint::ChatCompletions,
                                 R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [],
                                     "tool_choice": "none", "response_format": {"type": "text"}, "functions": null,
@@ -169,7 +172,7 @@ TEST(OpenAIRequest, InvalidRequestsNameTheField) {
       {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 3})", "top_logprobs"},
       {Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": 0})", "logprobs"},
       {Endpoint::Completions, R"({"model": "m", "prompt": "x", "echo": true})", "echo"},
-      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "suffix": "}"})", "suffix"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "suffix": 3})", "suffix"},
       {Endpoint::Completions, R"({"model": "m", "prompt": "x", "best_of": 2})", "best_of"},
       {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})", "response_format"},
       {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f"}}]})", "tools"},

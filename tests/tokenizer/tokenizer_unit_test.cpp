@@ -95,6 +95,66 @@ TEST(TokenizerSpecial, ParseSpecialControlsControlTokensOnly) {
   EXPECT_EQ(tok.token_to_piece(260), "<|end|>");
 }
 
+void add_tokens(Vocab& v, std::initializer_list<const char*> texts) {
+  for (const char* t : texts) {
+    v.tokens.push_back(t);
+    v.scores.push_back(0.0f);
+    v.types.push_back(TokenType::Control);
+  }
+}
+
+// Fill in the middle (issue 16): the markers found by their known pieces unless the metadata
+// names them, all three or none, and the prompt in prefix-suffix-middle order with control-token
+// text in the code left as text.
+TEST(TokenizerFim, MarkersAndPromptOrder) {
+  Vocab v = tiny_bpe();
+  v.find_fim_tokens();
+  EXPECT_FALSE(v.has_fim());
+  add_tokens(v, {"<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"});  // 262, 263, 264
+  v.find_fim_tokens();
+  ASSERT_TRUE(v.has_fim());
+  EXPECT_EQ(v.fim_pre, 262);
+  EXPECT_EQ(v.fim_suf, 264);
+  EXPECT_EQ(v.fim_mid, 263);
+  {
+    const Tokenizer tok(v);
+    std::vector<int32_t> want = {262};
+    for (int32_t id : tok.encode("abc", false, false)) want.push_back(id);
+    want.push_back(264);
+    const auto suffix = tok.encode(" a<|end|>", false, false);
+    EXPECT_GT(suffix.size(), 2u);  // "<|end|>" as text, not control token 260
+    want.insert(want.end(), suffix.begin(), suffix.end());
+    want.push_back(263);
+    EXPECT_EQ(tok.encode_fim("abc", " a<|end|>"), want);
+  }
+
+  Vocab meta = v;  // ids from the metadata win over the pieces
+  meta.fim_pre = 'p', meta.fim_suf = 's', meta.fim_mid = 'm';
+  meta.find_fim_tokens();
+  EXPECT_EQ(meta.fim_pre, 'p');
+  EXPECT_EQ(meta.fim_mid, 'm');
+
+  Vocab partial = tiny_bpe();  // two of StarCoder's three pieces
+  add_tokens(partial, {"<fim_prefix>", "<fim_suffix>"});
+  partial.fim_pre = 262;  // and a partial set in the metadata
+  partial.find_fim_tokens();
+  EXPECT_FALSE(partial.has_fim());
+  EXPECT_EQ(partial.fim_pre, kNoToken);
+  const Tokenizer none(partial);
+  EXPECT_THROW(none.encode_fim("a", "b"), Error);
+
+  Vocab spm = tiny_spm();  // a vocabulary that adds BOS puts it first
+  add_tokens(spm, {"<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"});
+  spm.find_fim_tokens();
+  ASSERT_TRUE(spm.has_fim());
+  const Tokenizer tok(spm);
+  const auto ids = tok.encode_fim("hello", "lo");
+  ASSERT_GE(ids.size(), 5u);
+  EXPECT_EQ(ids[0], spm.bos);
+  EXPECT_EQ(ids[1], spm.fim_pre);
+  EXPECT_EQ(ids.back(), spm.fim_mid);
+}
+
 TEST(TokenizerUtf8, InvalidInputBecomesReplacementCharacter) {
   EXPECT_EQ(utf8_sanitize("a\xFF" "b"), "a\xEF\xBF\xBD" "b");
   // Maximal subparts: E1 80 is one U+FFFD, then 41.
