@@ -122,6 +122,31 @@ await check('completions endpoint', async () => {
   assert.ok(r.usage.completion_tokens >= 1 && r.usage.completion_tokens <= 8);
 });
 
+await check('suffix: fill in the middle where the vocabulary has FIM markers, else a 400 naming it', async () => {
+  // beta's (Qwen-style) vocabulary has <|fim_prefix|>, <|fim_suffix|>, <|fim_middle|>: the prompt
+  // is the two texts' tokens and the three markers.
+  const prefix = 'def f(x):', suffix = '    return y';
+  const r = await client.completions.create({ model: 'beta', prompt: prefix, suffix, max_tokens: 4, temperature: 0 });
+  assert.equal(r.object, 'text_completion');
+  const count = async (content) => {
+    const t = await fetch(`${base}/tokenize`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}` },
+      body: JSON.stringify({ model: 'beta', content, add_special: false, parse_special: false }),
+    });
+    assert.equal(t.status, 200);
+    return (await t.json()).tokens.length;
+  };
+  assert.equal(r.usage.prompt_tokens, (await count(prefix)) + (await count(suffix)) + 3);
+  // alpha's (Llama 3-style) vocabulary has none.
+  await assert.rejects(
+    client.completions.create({ model: 'alpha', prompt: prefix, suffix, max_tokens: 8 }),
+    (e) => e instanceof OpenAI.BadRequestError && e.status === 400 && e.param === 'suffix' &&
+      /fill-in-the-middle/.test(e.message));
+  // An empty suffix (what some clients send by default) is a plain completion.
+  const plain = await client.completions.create({ model: 'alpha', prompt: 'Once', suffix: '', max_tokens: 2, temperature: 0 });
+  assert.equal(plain.object, 'text_completion');
+});
+
 await check('streaming equals non-streaming (greedy), usage chunk when asked', async () => {
   const whole = await ask('alpha', 'Stream me');
   const s = await streamText('alpha', 'Stream me', { stream_options: { include_usage: true } });
