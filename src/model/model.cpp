@@ -153,7 +153,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   }
   // Before anything is uploaded: a GPU without room stops the load here, with what would fit.
   check_device_memory(file, placement, needs);
-  if (options.on_checked) options.on_checked(c);
+  if (options.on_checked) options.on_checked(c, file);
 
   Weights w(file, placement, backends, options.cancel);
   m->weights_ = std::make_unique<ModelWeights>();

@@ -38,8 +38,9 @@ struct LoadOptions {
   Placement placement;        // which device holds each tensor (default: all on the CPU)
   bool mmap = true;           // false: the file read into memory first (--no-mmap)
   // Called once the file, the architecture, the devices, the cache types and the memory needed
-  // have passed their checks, before any weight is read (velocity serve opens its port then).
-  std::function<void(const Config&)> on_checked;
+  // have passed their checks, before any weight is read (velocity serve opens its port then), with
+  // the open file (its metadata: the caller's own checks). A throw stops the load with that error.
+  std::function<void(const Config&, const gguf::File&)> on_checked;
   // When set (by another thread), the load stops before the next tensor is placed and throws
   // velocity::Cancelled: serve abandons the other models' loads when one fails its checks.
   const std::atomic<bool>* cancel = nullptr;

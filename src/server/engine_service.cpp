@@ -124,7 +124,20 @@ void EngineService::load() {
     o.cache_type_v = cache_type(entry_.cache_type_v, "cache_type_v");
     o.n_threads = n_threads_;
     o.cancel = &cancel_load_;
-    o.on_checked = [this](const model::Config& c) {
+    o.on_checked = [this](const model::Config& c, const gguf::File& file) {
+      // The GGUF's own chat template, when the config gives none, is parsed now too: a template
+      // that does not parse stops serve before the port opens (the config's were parsed with it).
+      if (entry_.chat_template.empty() && entry_.chat_template_file.empty()) {
+        if (const gguf::Value* t = file.find("tokenizer.chat_template"); t && t->type() == gguf::ValueType::STRING) {
+          try {
+            ChatTemplate parsed(t->as_string());
+          } catch (const Error& e) {
+            fail("{}: the model's chat template (tokenizer.chat_template) does not parse: {}; give a built-in "
+                 "one by name (chat_template = \"chatml\", --chat-template NAME) or a file",
+                 entry_.path, e.what());
+          }
+        }
+      }
       std::lock_guard lock(checked_mutex_);
       if (entry_.ctx > c.n_ctx_train && c.n_ctx_train > 0)
         check_warning_ = fmt::format(

@@ -85,6 +85,7 @@ SynthResult synth(const SynthOptions& options) {
   gguf::Writer writer(options.output, writer_options);
   set_general(writer, config, scheme);
   set_tokenizer(writer, config.vocab, build_vocab(config.vocab, options.seed));
+  if (!options.chat_template.empty()) writer.set("tokenizer.chat_template", gguf::Value::string(options.chat_template));
 
   SynthResult result;
   for (size_t i = 0; i < tensors.size(); ++i) {

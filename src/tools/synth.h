@@ -18,6 +18,7 @@ struct SynthOptions {
   uint64_t seed = 1;
   bool header_only = false;      // metadata + tensor infos only (for planning huge models)
   uint64_t split_max_bytes = 0;  // 0: one file
+  std::string chat_template;     // tokenizer.chat_template ("": none)
   // Called after each written chunk of tensor data (not for header-only output).
   std::function<void(uint64_t bytes_written, uint64_t bytes_total)> on_progress;
 };

@@ -197,7 +197,7 @@ TEST(Placement, LoadStopsWhenCancelled) {
   LoadOptions o{.n_ctx = 32, .n_slots = 1, .max_batch = 16, .n_threads = 1};
   o.cancel = &cancel;
   bool checked = false;
-  o.on_checked = [&](const Config&) {  // set once the checks pass, as serve does
+  o.on_checked = [&](const Config&, const gguf::File&) {  // set once the checks pass, as serve does
     checked = true;
     cancel = true;
   };

@@ -549,6 +549,37 @@ TEST_F(CliTest, ServeChecksModelsBeforeListening) {
   EXPECT_FALSE(contains(r.err + r.out, "listening")) << r.err;
 }
 
+// The GGUF's own chat template is parsed with the other checks: one that does not parse stops
+// serve before it opens the port, with what to do instead; a built-in by name replaces it.
+TEST_F(CliTest, ServeChecksTheModelsChatTemplateBeforeListening) {
+  velocity::tools::SynthOptions o;
+  o.arch = "llama";
+  o.type = "Q8_0";
+  o.output = path("broken-template.gguf");
+  o.chat_template = "{% for m in messages %}{{ m.content }}";  // no endfor
+  velocity::tools::synth(o);
+  // (A second model with a device that does not exist makes serve exit even if the first passed.)
+  auto config = [&](const std::string& name, const std::string& first_template) {
+    std::ofstream(path(name)) << "[server]\nport = 0\n\n[[model]]\nname = \"first\"\npath = \"" << o.output
+                              << "\"\ndevice = \"cpu\"\n" << first_template << "\n[[model]]\nname = \"far\"\npath = \""
+                              << o.output << "\"\ndevice = \"cuda:77\"\nchat_template = \"chatml\"\n";
+    return path(name);
+  };
+  Result r = run({"serve", "--config", config("own.toml", "")});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, "tokenizer.chat_template) does not parse")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--chat-template NAME")) << r.err;
+  EXPECT_FALSE(contains(r.err, "far: device")) << r.err;
+  EXPECT_FALSE(contains(r.err + r.out, "listening")) << r.err;
+  // With a built-in named instead, the file's template is not used: the first model passes its
+  // checks and the second one's device is what stops serve, still before the port opens.
+  r = run({"serve", "--config", config("named.toml", "chat_template = \"chatml\"\n")});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_FALSE(contains(r.err, "does not parse")) << r.err;
+  EXPECT_TRUE(contains(r.err, "far: device cuda:77")) << r.err;
+  EXPECT_FALSE(contains(r.err + r.out, "listening")) << r.err;
+}
+
 TEST_F(CliTest, ServeSecondSignalExitsAtOnce) {
   const std::string model = std::string(VELOCITY_SOURCE_DIR) + "/models/demo/demo.gguf";
   if (!fs::exists(model)) GTEST_SKIP() << model << " is absent";
