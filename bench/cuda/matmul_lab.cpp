@@ -6,8 +6,9 @@
 //   matmul_ids      MoE experts (qwen3-30b-a3b and gpt-oss shapes), decode and prompt
 //   matmul_sweep    the decode kernel's launch sizes (rows per block, K splits) on a few shapes
 // Weights are random rows of the type, converted to the CUDA layout; weights smaller than
-// 256 MiB get several copies, and the timed calls rotate through them so that no call finds its
-// weight in the 50 MiB L2.
+// 256 MiB get several copies (up to 64), and the timed calls rotate through them so that no call
+// finds its weight in the 50 MiB L2. matmul_decode replays its calls as a CUDA graph (one call
+// per copy), as a model's decode step does; the other sections launch from the host.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -15,7 +16,9 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.h"
@@ -84,7 +87,7 @@ std::unique_ptr<LabWeight> make_weight(DType type, int64_t n_in, int64_t n_out, 
   std::vector<uint8_t> host(static_cast<size_t>(total));
   for (int64_t r = 0; r < n_rows; ++r)
     std::memcpy(host.data() + r * lw->stride, pool.data() + (r % kPool) * lw->stride, static_cast<size_t>(lw->stride));
-  const int n_copies = static_cast<int>(std::min<int64_t>(8, std::max<int64_t>(1, kRotationBytes / total + 1)));
+  const int n_copies = static_cast<int>(std::min<int64_t>(64, std::max<int64_t>(1, kRotationBytes / total + 1)));
   for (int i = 0; i < n_copies; ++i) {
     uint8_t* d = nullptr;
     lab::check(cudaMalloc(&d, static_cast<size_t>(total)), "cudaMalloc (weight)");
@@ -126,9 +129,12 @@ struct Shape {
   int64_t n_in, n_out;
 };
 
-// One decode case: n tokens (all decode) through `lw`, rotating copies. Returns microseconds.
+// One decode case: n tokens (all decode) through `lw`, one call per copy (at least 10) replayed
+// as a graph. Returns microseconds per call.
 double time_decode(LabWeight& lw, cu::MatmulWorkspace& ws, const Buffers& b, int64_t n) {
-  return lab::time_us([&] { cu::matmul(lw.rotate(), b.x, lw.n_in, n, n, b.y, lw.n_out, ws, lab::stream()); });
+  const int calls = std::max<int>(10, static_cast<int>(lw.copies.size()));
+  return lab::time_graph_us([&] { cu::matmul(lw.rotate(), b.x, lw.n_in, n, n, b.y, lw.n_out, ws, lab::stream()); },
+                            30, calls);
 }
 
 std::string shape_str(const Shape& s) { return std::to_string(s.n_in) + "->" + std::to_string(s.n_out); }
@@ -199,10 +205,12 @@ VELOCITY_LAB_SECTION(matmul_ids, "MoE expert products (qwen3-30b-a3b, gpt-oss sh
       }
       lab::check(cudaMemcpy(b.ids, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice), "ids upload");
       const bool decode = n <= 8;
-      const double us = lab::time_us([&] {
+      auto call = [&] {
         cu::matmul_ids(lw->rotate(), b.ids, c.k, b.x, c.n_in, false, n, decode ? n : 0, b.y, c.n_out, *ws,
                        lab::stream());
-      });
+      };
+      const double us = decode ? lab::time_graph_us(call, 30, std::max<int>(10, static_cast<int>(lw->copies.size())))
+                               : lab::time_us(call);
       const std::string name = type_str(c.type) + " E" + std::to_string(c.n_expert) + " k" + std::to_string(c.k) + " " +
                                std::to_string(c.n_in) + "->" + std::to_string(c.n_out) + " n=" + std::to_string(n);
       if (decode) {
@@ -216,6 +224,56 @@ VELOCITY_LAB_SECTION(matmul_ids, "MoE expert products (qwen3-30b-a3b, gpt-oss sh
       }
     }
   }
+}
+
+VELOCITY_LAB_SECTION(matmul_group, "products sharing an input (Q, K, V; gate, up), one token: one call vs separate calls") {
+  const double ceiling = lab::copy_ceiling_gbps();
+  struct Group {
+    const char* name;
+    std::vector<Shape> shapes;
+  };
+  const Group groups[] = {{"qkv 4096->4096+1024+1024", {{4096, 4096}, {4096, 1024}, {4096, 1024}}},
+                          {"gate+up 4096->14336 x2", {{4096, 14336}, {4096, 14336}}}};
+  auto ws = cu::make_matmul_workspace(512, 14336);
+  Buffers b(8 * 14336, 3 * 8 * 14336, 1);
+  for (DType t : {DType::Q4_K, DType::Q8_0, DType::F16})
+    for (const Group& g : groups) {
+      std::vector<std::unique_ptr<LabWeight>> lws;
+      double bytes = 0;
+      for (const Shape& s : g.shapes) {
+        lws.push_back(make_weight(t, s.n_in, s.n_out));
+        bytes += static_cast<double>(lws.back()->bytes());
+      }
+      int calls = 10;
+      for (const auto& lw : lws) calls = std::max<int>(calls, static_cast<int>(lw->copies.size()));
+      std::vector<Weight> ws_now(lws.size());
+      const auto outs_now = [&] {
+        std::vector<cu::MatmulOut> outs;
+        for (size_t i = 0; i < lws.size(); ++i) {
+          ws_now[i] = lws[i]->rotate();
+          outs.push_back({&ws_now[i], b.y + static_cast<int64_t>(i) * 8 * 14336, lws[i]->n_out, false});
+        }
+        return outs;
+      };
+      const double together = lab::time_graph_us(
+          [&] {
+            const auto outs = outs_now();
+            cu::matmul(std::span<const cu::MatmulOut>(outs), b.x, 4096, 1, 1, *ws, lab::stream());
+          },
+          30, calls);
+      const double apart = lab::time_graph_us(
+          [&] {
+            const auto outs = outs_now();
+            for (const cu::MatmulOut& o : outs)
+              cu::matmul(std::span<const cu::MatmulOut>(&o, 1), b.x, 4096, 1, 1, *ws, lab::stream());
+          },
+          30, calls);
+      for (auto [how, us] : {std::pair{"one call", together}, std::pair{"separate", apart}}) {
+        const double gbps = bytes / (us * 1e3);
+        lab::report("matmul_group", type_str(t) + " " + g.name + " " + how, us, gbps, "GB/s", 100.0 * gbps / ceiling,
+                    "copy");
+      }
+    }
 }
 
 VELOCITY_LAB_SECTION(matmul_sweep, "decode launch sizes (rows per block x K splits) at n_decode = 1 and 8") {

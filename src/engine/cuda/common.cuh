@@ -65,21 +65,29 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// rsqrt(mean(x^2) + eps) of a row of n values, in one fixed order: 256 threads' strided partial
-// sums, a butterfly per warp, then a butterfly of the 8 warp sums. rms_norm and the matmul
-// converter's fused norm both call it, so the two give the same bits. Every thread of the block
-// (at least 256) calls it and gets the result; threads past 255 add nothing. shared: 8 floats.
-__device__ __forceinline__ float row_rms_scale(const float* x, int64_t n, float eps, float* shared) {
-  float ss = 0.0f;
-  if (threadIdx.x < 256)
-    for (int64_t i = threadIdx.x; i < n; i += 256) ss += x[i] * x[i];
+// rsqrt(mean(x^2) + eps) of a row of n values, in one fixed order: thread t of a block of 1024
+// sums x[t + 1024 i]^2 in i order (rms_step; the matmul converter does the same on values it
+// holds in registers), then a butterfly per warp and a butterfly of the 32 warp sums
+// (rms_finish). rms_norm and the converter's fused norm both go through these, so the two give
+// the same bits. Every thread of the block (exactly kRmsThreads) calls rms_finish and gets the
+// result. shared: 32 floats.
+inline constexpr int kRmsThreads = 1024;
+
+__device__ __forceinline__ float rms_step(float ss, float x) { return __fmaf_rn(x, x, ss); }
+
+__device__ __forceinline__ float rms_finish(float ss, int64_t n, float eps, float* shared) {
   ss = warp_sum(ss);
-  if (threadIdx.x < 256 && (threadIdx.x & 31) == 0) shared[threadIdx.x >> 5] = ss;
+  if ((threadIdx.x & 31) == 0) shared[threadIdx.x >> 5] = ss;
   __syncthreads();
-  float v = (threadIdx.x & 31) < 8 ? shared[threadIdx.x & 31] : 0.0f;
-  v = warp_sum(v);
+  const float v = warp_sum(shared[threadIdx.x & 31]);
   __syncthreads();  // shared may be reused right after
   return rsqrtf(v / static_cast<float>(n) + eps);
+}
+
+__device__ __forceinline__ float row_rms_scale(const float* x, int64_t n, float eps, float* shared) {
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < n; i += kRmsThreads) ss = rms_step(ss, x[i]);
+  return rms_finish(ss, n, eps, shared);
 }
 
 // The swiglu value silu(g) * u, as the swiglu kernel computes it.

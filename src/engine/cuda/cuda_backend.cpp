@@ -485,10 +485,7 @@ void CudaBackend::attention_block(const AttentionLayer& layer, const AttentionPa
   if (layer.bv.present()) add_bias(s.v, layer.bv);
   if (layer.q_norm.present()) rms_norm_heads(s.q, p.head_dim_k, layer.q_norm, p.norm_eps);
   if (layer.k_norm.present()) rms_norm_heads(s.k, p.head_dim_k, layer.k_norm, p.norm_eps);
-  if (p.rope.type != RopeType::None) {
-    rope(s.q, p.head_dim_k, p.rope);
-    rope(s.k, p.head_dim_k, p.rope);
-  }
+  if (p.rope.type != RopeType::None) rope_qk(s.q, s.k, p.head_dim_k, p.rope);
   VELOCITY_CHECK(s.attn.capacity >= n);
   s.attn.n_rows = n;
   attention(p, s.q, s.k, s.v, s.attn);
@@ -534,6 +531,20 @@ void CudaBackend::rope(Act& x, int64_t head_dim, const RopeParams& rope) {
   cuda::rope(x.data, x.n_cols, x.n_rows, x.n_cols / head_dim, head_dim, rope.n_rot,
              rope.type == RopeType::Neox ? RopeKind::Neox : RopeKind::Normal, rope.freq_base, rope.freq_scale,
              reinterpret_cast<const float*>(rope.freq_factors.data), d_positions_, stream_);
+}
+
+// rope(q) and rope(k) in one launch (the same bits as the two calls).
+void CudaBackend::rope_qk(Act& q, Act& k, int64_t head_dim, const RopeParams& rope) {
+  VELOCITY_CHECK(q.n_cols % head_dim == 0 && k.n_cols % head_dim == 0 && rope.n_rot % 2 == 0 && rope.n_rot <= head_dim);
+  VELOCITY_CHECK(q.n_rows == step_tokens_ && k.n_rows == step_tokens_, "rope over {} rows in a step of {} tokens",
+                 q.n_rows, step_tokens_);
+  VELOCITY_CHECK(!rope.freq_factors.present() || (rope.freq_factors.type == DType::F32 &&
+                                                  rope.freq_factors.n_in == rope.n_rot / 2 &&
+                                                  rope.freq_factors.device == device()));
+  if (rope.type == RopeType::None) return;
+  cuda::rope2(q.data, q.n_cols, q.n_cols / head_dim, k.data, k.n_cols, k.n_cols / head_dim, q.n_rows, head_dim,
+              rope.n_rot, rope.type == RopeType::Neox ? RopeKind::Neox : RopeKind::Normal, rope.freq_base,
+              rope.freq_scale, reinterpret_cast<const float*>(rope.freq_factors.data), d_positions_, stream_);
 }
 
 void CudaBackend::attention(const AttentionParams& p, const Act& q, const Act& k, const Act& v, Act& out) {

@@ -70,9 +70,9 @@ class CudaBackend final : public Backend {
   void select_output_rows(const Act& x, Act& out) override;
 
   // The reference blocks with the RMS norm and SwiGLU folded into the products' activation
-  // converter and the residual adds into their outputs (cuda::MatmulPrologue, MatmulOut::
-  // accumulate): the same bits, 5 kernels a layer fewer. Off with VELOCITY_CUDA_FUSE=0 (the
-  // reference composition; tests compare the two).
+  // converter, the residual adds into their outputs (cuda::MatmulPrologue, MatmulOut::
+  // accumulate) and RoPE of Q and K in one launch: the same bits, 6 kernels a layer fewer. Off
+  // with VELOCITY_CUDA_FUSE=0 (the reference composition; tests compare the two).
   void attention_block(const AttentionLayer& layer, const AttentionParams& p, Act& x) override;
   void ffn_block(const FfnLayer& layer, float eps, Act& x) override;
 
@@ -96,6 +96,8 @@ class CudaBackend final : public Backend {
   // matmuls() with a prologue and/or accumulating outputs.
   void products(const Act& x, std::span<const Weight* const> ws, std::span<Act* const> ys,
                 const cuda::MatmulPrologue& prologue, bool accumulate);
+  // rope(q) then rope(k), in one launch.
+  void rope_qk(Act& q, Act& k, int64_t head_dim, const RopeParams& rope);
   // Whether the fused blocks apply: fusion on, an F32 norm, every weight through the converter.
   bool fusable(const Weight& norm, std::initializer_list<const Weight*> ws) const;
 

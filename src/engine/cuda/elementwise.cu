@@ -11,12 +11,10 @@ namespace velocity::engine::cuda {
 
 namespace {
 
-constexpr int kRowThreads = 256;
-
-// x (n_rows, n) -> out (n_rows, n): out = x / sqrt(mean(x^2) + eps) * w. One block per row.
-__global__ void rms_norm_kernel(const float* x, int64_t ldx, const float* w, float eps, int64_t n, float* out,
+// x (n_rows, n) -> out (n_rows, n): out = x / sqrt(mean(x^2) + eps) * w. One block of
+// kRmsThreads per row.
+__global__ void __launch_bounds__(kRmsThreads) rms_norm_kernel(const float* x, int64_t ldx, const float* w, float eps, int64_t n, float* out,
                                 int64_t ldo) {
-  static_assert(kRowThreads == 256, "row_rms_scale sums in the order of 256 threads");
   __shared__ float shared[32];
   const float* xr = x + blockIdx.x * ldx;
   float* o = out + blockIdx.x * ldo;
@@ -44,9 +42,11 @@ __global__ void rms_norm_heads_kernel(float* x, int64_t ldx, int64_t n_rows, int
 // (neox); every head of the row uses the same angle. (A thread per (row, pair) looping over the
 // heads left a decode step with 64 threads: 12 us a call on an H100, ncu.)
 constexpr int kRopeThreads = 256;
+// The heads of x and then those of x2 (n_heads2 may be 0): Q and K rotated in one launch.
 __global__ void __launch_bounds__(kRopeThreads)
-    rope_kernel(float* x, int64_t ldx, int64_t n_heads, int64_t head_dim, int64_t n_rot, bool neox, float freq_base,
-                float freq_scale, const float* factors, const int32_t* positions) {
+    rope_kernel(float* x, int64_t ldx, int64_t n_heads, float* x2, int64_t ldx2, int64_t n_heads2, int64_t head_dim,
+                int64_t n_rot, bool neox, float freq_base, float freq_scale, const float* factors,
+                const int32_t* positions) {
   extern __shared__ float cs[];  // [half][2]: cos, sin
   const int64_t half = n_rot / 2, t = blockIdx.x;
   for (int64_t i = threadIdx.x; i < half; i += kRopeThreads) {
@@ -59,12 +59,11 @@ __global__ void __launch_bounds__(kRopeThreads)
     cs[2 * i + 1] = static_cast<float>(sd);
   }
   __syncthreads();
-  float* row = x + t * ldx;
-  for (int64_t j = threadIdx.x; j < n_heads * half; j += kRopeThreads) {
+  for (int64_t j = threadIdx.x; j < (n_heads + n_heads2) * half; j += kRopeThreads) {
     const int64_t h = j / half, i = j % half;
     const float c = cs[2 * i], s = cs[2 * i + 1];
     const int64_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-    float* xh = row + h * head_dim;
+    float* xh = h < n_heads ? x + t * ldx + h * head_dim : x2 + t * ldx2 + (h - n_heads) * head_dim;
     const float x0 = xh[a], x1 = xh[b];
     xh[a] = x0 * c - x1 * s;
     xh[b] = x0 * s + x1 * c;
@@ -219,7 +218,7 @@ unsigned blocks_for(int64_t n, int threads) { return static_cast<unsigned>(ceil_
 void rms_norm(const float* x, int64_t ldx, const float* w, float eps, int64_t n_rows, int64_t n, float* out,
               int64_t ldo, cudaStream_t stream) {
   if (n_rows == 0) return;
-  rms_norm_kernel<<<static_cast<unsigned>(n_rows), kRowThreads, 0, stream>>>(x, ldx, w, eps, n, out, ldo);
+  rms_norm_kernel<<<static_cast<unsigned>(n_rows), kRmsThreads, 0, stream>>>(x, ldx, w, eps, n, out, ldo);
   VELOCITY_CUDA_LAUNCHED();
 }
 
@@ -233,9 +232,16 @@ void rms_norm_heads(float* x, int64_t ldx, int64_t n_rows, int64_t n_heads, int6
 
 void rope(float* x, int64_t ldx, int64_t n_rows, int64_t n_heads, int64_t head_dim, int64_t n_rot, RopeKind kind,
           float freq_base, float freq_scale, const float* factors, const int32_t* positions, cudaStream_t stream) {
+  rope2(x, ldx, n_heads, nullptr, 0, 0, n_rows, head_dim, n_rot, kind, freq_base, freq_scale, factors, positions, stream);
+}
+
+void rope2(float* x, int64_t ldx, int64_t n_heads, float* x2, int64_t ldx2, int64_t n_heads2, int64_t n_rows,
+           int64_t head_dim, int64_t n_rot, RopeKind kind, float freq_base, float freq_scale, const float* factors,
+           const int32_t* positions, cudaStream_t stream) {
   if (n_rows == 0 || n_rot < 2) return;
   rope_kernel<<<static_cast<unsigned>(n_rows), kRopeThreads, sizeof(float) * static_cast<size_t>(n_rot), stream>>>(
-      x, ldx, n_heads, head_dim, n_rot, kind == RopeKind::Neox, freq_base, freq_scale, factors, positions);
+      x, ldx, n_heads, x2, ldx2, x2 != nullptr ? n_heads2 : 0, head_dim, n_rot, kind == RopeKind::Neox, freq_base,
+      freq_scale, factors, positions);
   VELOCITY_CUDA_LAUNCHED();
 }
 

@@ -142,6 +142,10 @@ enum class RopeKind { Normal, Neox };
 // theta_i = pos * freq_scale * base^(-2i/n_rot) / factors[i] (factors may be null).
 void rope(float* x, int64_t ldx, int64_t n_rows, int64_t n_heads, int64_t head_dim, int64_t n_rot, RopeKind kind,
           float freq_base, float freq_scale, const float* factors, const int32_t* positions, cudaStream_t stream);
+// rope on the heads of x and of x2 (same rows and positions) in one launch: Q and K.
+void rope2(float* x, int64_t ldx, int64_t n_heads, float* x2, int64_t ldx2, int64_t n_heads2, int64_t n_rows,
+           int64_t head_dim, int64_t n_rot, RopeKind kind, float freq_base, float freq_scale, const float* factors,
+           const int32_t* positions, cudaStream_t stream);
 // out = silu(gate) * up; out may alias gate
 void swiglu(const float* gate, int64_t ldg, const float* up, int64_t ldu, int64_t n_rows, int64_t n, float* out,
             int64_t ldo, cudaStream_t stream);

@@ -186,8 +186,8 @@ struct WorkspaceSizes {
         inv_scale(rows),
         xs16(ldk / 16 * rows),
         xs32(ldk / 32 * rows),
-        partial(kPartialFloats),
-        counters(kCounters),
+        partial(kMaxDecodeParts * kPartialFloats),
+        counters(kMaxDecodeParts * kCounters),
         routing(kMaxExperts + 1),
         pair_list(rows) {}
   uint64_t bytes() const {
@@ -218,7 +218,7 @@ Workspace::Workspace(int64_t rows, int64_t n_in) {
   pair_list = device_alloc<int32_t>(sz.pair_list, "routing tables");
   // Zero before any kernel of any stream can use them: the counters must start at 0, and no
   // kernel reads the other buffers before writing them, but zeros keep stray reads finite.
-  VELOCITY_CUDA(cudaMemset(counters, 0, sizeof(int) * kCounters));
+  VELOCITY_CUDA(cudaMemset(counters, 0, sizeof(int) * kMaxDecodeParts * kCounters));
   VELOCITY_CUDA(cudaMemset(x16, 0, sizeof(__half) * static_cast<size_t>(ld_xs * ldk)));
   VELOCITY_CUDA(cudaDeviceSynchronize());
 }
@@ -270,57 +270,78 @@ void check_plain(const Workspace& ws, const Weight& w, const float* y, int64_t l
   VELOCITY_CUDA_CHECK(y != nullptr && ldy >= w.n_out, "matmul: bad output");
 }
 
-// The products of one weight on activations already converted (mma paths) or read as they are
-// (generic).
-void run_plain(Workspace& ws, const Weight& w, const float* x, int64_t ldx, int64_t n_tokens, int64_t n_decode,
-               float* y, int64_t ldy, bool accumulate, cudaStream_t stream) {
-  if (w.n_out == 0) return;
-  const WeightView wv = view_of(w);
-  if (!mma_path(w)) {
-    GenericParams g;
-    g.w = w.data, g.stride = w.stride, g.mat_bytes = wv.mat_bytes, g.type = w.type;
-    g.n_in = wv.n_in, g.n_out = wv.n_out, g.n_mat = 1;
-    g.x = x, g.ldx = ldx, g.y = y, g.ldy = ldy, g.n_tok = static_cast<int>(n_tokens);
-    g.accumulate = accumulate;
-    launch_generic(g, stream);
-    return;
+// The decode products of a group of weights of one type and input length (1..kMaxDecodeParts,
+// none empty) in one launch per 64 tokens, each part with its own launch shape.
+void run_decode(Workspace& ws, std::span<const MatmulOut> group, int64_t n_decode, cudaStream_t stream) {
+  const Weight& w0 = *group[0].w;
+  DecodeParams p;
+  p.w = view_of(w0);
+  p.n_iters = static_cast<int>(ceil_div(p.w.rl.nc, iter_chunks(w0.type)));
+  p.n_parts = static_cast<int>(group.size());
+  int blocks = 0;
+  for (int i = 0; i < p.n_parts; ++i) {
+    const DecodeShape shape = plain_decode_shape(ws, view_of(*group[i].w), p.n_iters);
+    p.wr = shape.wr;  // the same for every part (the tuning's)
+    p.wk_log2 = shape.wk_log2;
+    DecodePart& part = p.part[i];
+    part.data = group[i].w->data;
+    part.ldy = group[i].ldy;
+    part.n_out = static_cast<int>(group[i].w->n_out);
+    part.row_blocks = shape.row_blocks;
+    part.splits = shape.splits;
+    part.block_end = blocks += shape.row_blocks * shape.splits;
+    part.accumulate = group[i].accumulate;
+    part.partial = ws.partial + int64_t{i} * kPartialFloats;
+    part.counters = ws.counters + int64_t{i} * kCounters;
   }
   const ActView acts = acts_of(ws);
-  if (n_decode > 0) {
-    DecodeParams p;
-    p.w = wv;
-    p.n_iters = static_cast<int>(ceil_div(wv.rl.nc, iter_chunks(w.type)));
-    const DecodeShape shape = plain_decode_shape(ws, wv, p.n_iters);
-    p.wr = shape.wr;
-    p.wk_log2 = shape.wk_log2;
-    p.partial = ws.partial;
-    p.counters = ws.counters;
-    p.ldy = ldy;
-    p.accumulate = accumulate;
-    const dim3 grid(static_cast<unsigned>(shape.row_blocks), static_cast<unsigned>(shape.splits), 1);
-    for (int64_t t0 = 0; t0 < n_decode; t0 += kDecodeTokens) {  // the weights once per 64 tokens
-      p.n_tok = static_cast<int>(std::min<int64_t>(kDecodeTokens, n_decode - t0));
-      p.a = acts;
-      p.a.x16 += t0 * ws.ldk;
-      p.a.inv_scale += t0;
-      p.a.xs16 += t0 * (ws.ldk / 16);
-      p.a.xs32 += t0 * (ws.ldk / 32);
-      p.y = y + t0 * ldy;
-      dispatch_decode(w.type, p, grid, p.n_tok, ws.cc_major >= 9 && t0 == 0, stream);
-    }
-  }
-  if (n_decode < n_tokens) {
-    PromptParams p;
-    p.w = wv;
+  for (int64_t t0 = 0; t0 < n_decode; t0 += kDecodeTokens) {  // the weights once per 64 tokens
+    p.n_tok = static_cast<int>(std::min<int64_t>(kDecodeTokens, n_decode - t0));
     p.a = acts;
-    p.y = y;
-    p.ldy = ldy;
-    p.accumulate = accumulate;
-    p.t0 = static_cast<int>(n_decode);
-    p.t1 = static_cast<int>(n_tokens);
-    const dim3 grid(static_cast<unsigned>(ceil_div(n_tokens - n_decode, kPromptTokens)),
-                    static_cast<unsigned>(ceil_div(w.n_out, kPromptRows)), 1);
-    dispatch_prompt(w.type, p, grid, stream);
+    p.a.x16 += t0 * ws.ldk;
+    p.a.inv_scale += t0;
+    p.a.xs16 += t0 * (ws.ldk / 16);
+    p.a.xs32 += t0 * (ws.ldk / 32);
+    for (int i = 0; i < p.n_parts; ++i) p.part[i].y = group[i].y + t0 * group[i].ldy;
+    dispatch_decode(w0.type, p, dim3(static_cast<unsigned>(blocks), 1, 1), p.n_tok, ws.cc_major >= 9 && t0 == 0,
+                    stream);
+  }
+}
+
+// The products of a group of weights (matmul's grouping: one type and input length, or one
+// weight) on activations already converted (mma paths) or read as they are (generic).
+void run_plain(Workspace& ws, std::span<const MatmulOut> group, const float* x, int64_t ldx, int64_t n_tokens,
+               int64_t n_decode, cudaStream_t stream) {
+  if (!mma_path(*group[0].w)) {
+    for (const MatmulOut& o : group) {
+      const Weight& w = *o.w;
+      if (w.n_out == 0) continue;
+      const WeightView wv = view_of(w);
+      GenericParams g;
+      g.w = w.data, g.stride = w.stride, g.mat_bytes = wv.mat_bytes, g.type = w.type;
+      g.n_in = wv.n_in, g.n_out = wv.n_out, g.n_mat = 1;
+      g.x = x, g.ldx = ldx, g.y = o.y, g.ldy = o.ldy, g.n_tok = static_cast<int>(n_tokens);
+      g.accumulate = o.accumulate;
+      launch_generic(g, stream);
+    }
+    return;
+  }
+  if (n_decode > 0) run_decode(ws, group, n_decode, stream);
+  if (n_decode < n_tokens) {
+    for (const MatmulOut& o : group) {
+      const Weight& w = *o.w;
+      PromptParams p;
+      p.w = view_of(w);
+      p.a = acts_of(ws);
+      p.y = o.y;
+      p.ldy = o.ldy;
+      p.accumulate = o.accumulate;
+      p.t0 = static_cast<int>(n_decode);
+      p.t1 = static_cast<int>(n_tokens);
+      const dim3 grid(static_cast<unsigned>(ceil_div(n_tokens - n_decode, kPromptTokens)),
+                      static_cast<unsigned>(ceil_div(w.n_out, kPromptRows)), 1);
+      dispatch_prompt(w.type, p, grid, stream);
+    }
   }
 }
 
@@ -359,7 +380,19 @@ void matmul(std::span<const MatmulOut> outs, const float* x, int64_t ldx, int64_
   n_decode = n_decode < 0 ? 0 : (n_decode > n_tokens ? n_tokens : n_decode);
   // The converted x depends on n_in alone (its padding, rl.nc chunks of 64, too): one for all.
   if (convert_x) convert(ws, view_of(*outs[0].w), x, ldx, n_tokens, n_decode, stream, prologue);
-  for (const MatmulOut& o : outs) run_plain(ws, *o.w, x, ldx, n_tokens, n_decode, o.y, o.ldy, o.accumulate, stream);
+  // Consecutive products of one type on the mma paths share a decode launch (Q, K, V; gate, up).
+  for (size_t i = 0; i < outs.size();) {
+    if (outs[i].w->n_out == 0) {
+      ++i;
+      continue;
+    }
+    size_t j = i + 1;
+    if (mma_path(*outs[i].w))
+      while (j < outs.size() && j - i < kMaxDecodeParts && outs[j].w->type == outs[i].w->type && outs[j].w->n_out > 0)
+        ++j;
+    run_plain(ws, outs.subspan(i, j - i), x, ldx, n_tokens, n_decode, stream);
+    i = j;
+  }
 }
 
 void matmul_ids(const Weight& w, const int32_t* ids, int64_t k, const float* x, int64_t ldx, bool x_per_slot,
@@ -409,10 +442,14 @@ void matmul_ids(const Weight& w, const int32_t* ids, int64_t k, const float* x, 
     p.ids = ids;
     p.k = static_cast<int>(k);
     p.x_per_slot = x_per_slot;
-    p.y = y;
-    p.ldy = ldy;
-    const dim3 grid(static_cast<unsigned>(ceil_div(ceil_div(w.n_out, kTileRows), p.wr)), 1,
-                    static_cast<unsigned>(n_decode * k));
+    DecodePart& part = p.part[0];
+    part.data = w.data;
+    part.y = y;
+    part.ldy = ldy;
+    part.n_out = static_cast<int>(w.n_out);
+    part.row_blocks = static_cast<int>(ceil_div(ceil_div(w.n_out, kTileRows), p.wr));
+    part.block_end = part.row_blocks;
+    const dim3 grid(static_cast<unsigned>(part.row_blocks), 1, static_cast<unsigned>(n_decode * k));
     dispatch_decode(w.type, p, grid, 1, ws.cc_major >= 9, stream);
   }
   if (n_decode < n_tokens) {

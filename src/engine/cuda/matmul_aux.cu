@@ -10,35 +10,68 @@
 namespace velocity::engine::cuda::mm {
 namespace {
 
-// x (n_rows, ldx) -> x16 (n_rows, ldk); grid (n_rows, slices of 512 segments of 16), 512 threads.
-// Each row: e = 14 - (exponent of max |x|), so max |x| * 2^e is in [2^13, 2^14): the f16 range
-// with no overflow and the full 11-bit precision for everything within 2^-14 of the maximum.
-// Every block of a row takes the maximum of the whole row (the same value in every block), then
-// converts its slice: per segment of 16 (one per thread), the f16 values and, for decode rows,
-// their f32 sum in k order. Many small blocks: a decode call (1..8 rows) is latency-bound here.
-// A prologue replaces x by rms_norm(x) * w or by silu(gate) * x first, computed exactly as the
-// rms_norm and swiglu kernels compute them (the same bits, one pass over memory fewer).
-constexpr int kConvertThreads = 512;
+// x (n_rows, ldx) -> x16 (n_rows, ldk); one block of 1024 threads per row, thread t owning the
+// elements t + 1024 i (coalesced loads; the order in which rms_norm sums, so the fused norm gives
+// its bits). Each row: e = 14 - (exponent of max |x|), so max |x| * 2^e is in [2^13, 2^14): the
+// f16 range with no overflow and the full 11-bit precision for everything within 2^-14 of the
+// maximum. Then the f16 values and, for decode rows, the f32 sums of each 16 and 32 of them (a
+// butterfly over the 16 or 32 lanes that hold them). A prologue replaces x by rms_norm(x) * w or
+// by silu(gate) * x first, computed exactly as the rms_norm and swiglu kernels compute them.
+// kE > 0: the row's values stay in kE registers per thread (one pass over memory; k_pad <= 1024 kE);
+// kE == 0: longer rows, each pass reads the row again (from L1/L2).
+// A decode call used to take 11 us here (ncu: a grid of 512-thread blocks, three passes of
+// strided scalar loads, every block of a long row repeating the reductions). 256 threads a row
+// made 14336-long rows 5 us slower than that (56 values a thread: measured on an H200).
+constexpr int kConvertThreads = kRmsThreads;
+template <int kE>
 __global__ void __launch_bounds__(kConvertThreads) convert_kernel(const ConvertParams p) {
   pdl_launch_dependents();  // the decode kernel may start prefetching weights now
-  __shared__ float s_max[kConvertThreads / 32];
-  static_assert(kConvertThreads >= 256, "row_rms_scale needs 256 threads");
-  const int row = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __shared__ float s_red[32];
+  const int row = blockIdx.x, t = threadIdx.x, lane = t & 31, warp = t >> 5;
   const float* x = p.x + static_cast<int64_t>(row) * p.ldx;
-  const float rs = p.norm_w != nullptr ? row_rms_scale(x, p.n_in, p.norm_eps, s_max) : 0.0f;
   const float* gate = p.gate != nullptr ? p.gate + static_cast<int64_t>(row) * p.ldgate : nullptr;
-  auto value = [&](int i) {
-    if (p.norm_w != nullptr) return x[i] * rs * p.norm_w[i];
-    if (gate != nullptr) return swiglu_value(gate[i], x[i]);
-    return x[i];
+  const int n_in = p.n_in, k_pad = p.k_pad;
+  const int n_it = kE > 0 ? kE : (k_pad + kConvertThreads - 1) / kConvertThreads;
+  float cache[kE > 0 ? kE : 1];
+  float rs = 0.0f;
+  if (p.norm_w != nullptr) {
+    float ss = 0.0f;
+    VELOCITY_UNROLL
+    for (int i = 0; i < n_it; ++i) {
+      const int k = t + kConvertThreads * i;
+      const float v = k < n_in ? x[k] : 0.0f;
+      if constexpr (kE > 0) cache[i] = v;
+      if (k < n_in) ss = rms_step(ss, v);
+    }
+    rs = rms_finish(ss, n_in, p.norm_eps, s_red);
+  }
+  // The value of element k (i = its index in this thread), as rms_norm / swiglu compute it.
+  auto value = [&](int i, int k) -> float {
+    if (k >= n_in) return 0.0f;
+    if (p.norm_w != nullptr) {
+      float xv;
+      if constexpr (kE > 0)
+        xv = cache[i];
+      else
+        xv = x[k];
+      return xv * rs * p.norm_w[k];
+    }
+    if (gate != nullptr) return swiglu_value(gate[k], x[k]);
+    return x[k];
   };
   float m = 0.0f;
-  for (int i = threadIdx.x; i < p.n_in; i += kConvertThreads) m = fmaxf(m, fabsf(value(i)));
+  VELOCITY_UNROLL
+  for (int i = 0; i < n_it; ++i) {
+    const float v = value(i, t + kConvertThreads * i);
+    if constexpr (kE > 0) cache[i] = v;
+    m = fmaxf(m, fabsf(v));
+  }
   m = warp_max(m);
-  if (lane == 0) s_max[warp] = m;
+  if (lane == 0) s_red[warp] = m;
   __syncthreads();
-  m = s_max[0];
-  for (int w = 1; w < kConvertThreads / 32; ++w) m = fmaxf(m, s_max[w]);
+  m = s_red[0];
+  VELOCITY_UNROLL
+  for (int w = 1; w < kConvertThreads / 32; ++w) m = fmaxf(m, s_red[w]);
   int e = 0;
   if (m > 0.0f && m <= FLT_MAX) {
     int exponent;
@@ -46,31 +79,38 @@ __global__ void __launch_bounds__(kConvertThreads) convert_kernel(const ConvertP
     e = min(max(14 - exponent, -100), 100);
   }
   const float scale = ldexpf(1.0f, e);  // a power of two: x * scale is exact
-  if (blockIdx.y == 0 && threadIdx.x == 0) p.inv_scale[row] = ldexpf(1.0f, -e);
+  if (t == 0) p.inv_scale[row] = ldexpf(1.0f, -e);
 
-  const int seg = static_cast<int>(blockIdx.y) * kConvertThreads + threadIdx.x, n_seg = p.k_pad / 16;
-  float sum = 0.0f;
-  if (seg < n_seg) {
-    uint32_t h[8];
-    for (int j = 0; j < 16; j += 2) {
-      const int k = 16 * seg + j;
-      const __half a = __float2half_rn(k < p.n_in ? value(k) * scale : 0.0f);
-      const __half b = __float2half_rn(k + 1 < p.n_in ? value(k + 1) * scale : 0.0f);
-      sum += __half2float(a);
-      sum += __half2float(b);
-      h[j / 2] = static_cast<uint32_t>(__half_as_ushort(a)) | static_cast<uint32_t>(__half_as_ushort(b)) << 16;
+  __half* x16 = p.x16 + static_cast<int64_t>(row) * p.ldk;
+  const bool sums = row < p.n_xs;  // the same for the whole block
+  float* xs16 = p.xs16 + static_cast<int64_t>(row) * (p.ldk / 16);
+  float* xs32 = p.xs32 + static_cast<int64_t>(row) * (p.ldk / 32);
+  VELOCITY_UNROLL
+  for (int i = 0; i < n_it; ++i) {
+    const int k = t + kConvertThreads * i;
+    if (k - lane >= k_pad) break;  // the same for the whole warp (k_pad is a multiple of 64)
+    float v;
+    if constexpr (kE > 0)
+      v = cache[i];
+    else
+      v = value(i, k);
+    const __half h = __float2half_rn(v * scale);
+    x16[k] = h;
+    if (sums) {
+      float s = __half2float(h);
+      VELOCITY_UNROLL
+      for (int o = 1; o < 16; o <<= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+      const float other = __shfl_xor_sync(0xffffffffu, s, 16);
+      if ((lane & 15) == 0) xs16[k >> 4] = s;
+      if (lane == 0) xs32[k >> 5] = s + other;
     }
-    uint4* o = reinterpret_cast<uint4*>(p.x16 + static_cast<int64_t>(row) * p.ldk + 16 * seg);
-    o[0] = make_uint4(h[0], h[1], h[2], h[3]);
-    o[1] = make_uint4(h[4], h[5], h[6], h[7]);
   }
-  if (row < p.n_xs) {                                         // the same for the whole block
-    const float next = __shfl_xor_sync(0xffffffffu, sum, 1);  // segment seg + 1 (even seg)
-    if (seg < n_seg) {
-      p.xs16[static_cast<int64_t>(row) * (p.ldk / 16) + seg] = sum;
-      if ((seg & 1) == 0) p.xs32[static_cast<int64_t>(row) * (p.ldk / 32) + (seg >> 1)] = sum + next;
-    }
-  }
+}
+
+template <int kE>
+void launch_convert_e(const ConvertParams& p, cudaStream_t stream) {
+  convert_kernel<kE><<<static_cast<unsigned>(p.n_rows), kConvertThreads, 0, stream>>>(p);
+  VELOCITY_CUDA_LAUNCHED();
 }
 
 // Pairs [p0, p1) grouped by expert; one block of 1024 threads, thread e owns expert e. The order
@@ -224,9 +264,13 @@ __global__ void __launch_bounds__(128) get_rows_kernel(const GetRowsParams p) {
 
 void launch_convert(const ConvertParams& p, cudaStream_t stream) {
   if (p.n_rows <= 0) return;
-  const dim3 grid(static_cast<unsigned>(p.n_rows), static_cast<unsigned>(ceil_div(p.k_pad / 16, kConvertThreads)));
-  convert_kernel<<<grid, kConvertThreads, 0, stream>>>(p);
-  VELOCITY_CUDA_LAUNCHED();
+  const int per_thread = static_cast<int>(ceil_div(p.k_pad, kConvertThreads));
+  if (per_thread <= 1) return launch_convert_e<1>(p, stream);
+  if (per_thread <= 4) return launch_convert_e<4>(p, stream);
+  if (per_thread <= 8) return launch_convert_e<8>(p, stream);
+  if (per_thread <= 16) return launch_convert_e<16>(p, stream);
+  if (per_thread <= 32) return launch_convert_e<32>(p, stream);
+  launch_convert_e<0>(p, stream);
 }
 
 void launch_route(const int32_t* ids, int p0, int p1, int n_expert, Workspace& ws, cudaStream_t stream) {

@@ -36,8 +36,8 @@ inline constexpr int kDecodeTokens = 64;                     // decode tokens pe
 inline constexpr int kPromptRows = 128;                      // prompt block tile: weight rows (8 warps x 16)
 inline constexpr int kPromptTokens = 128;                    //                    tokens
 inline constexpr int kPromptStages = 3;                      // cp.async stages of the activation tile
-inline constexpr int64_t kPartialFloats = int64_t{2} << 20;  // split-K partial sums (8 MiB)
-inline constexpr int kCounters = 16384;                      // split-K arrival counters (one per row block)
+inline constexpr int64_t kPartialFloats = int64_t{2} << 20;  // split-K partial sums of one weight (8 MiB)
+inline constexpr int kCounters = 16384;                      // split-K arrival counters of one weight (per row block)
 inline constexpr int kMaxExperts = 1024;                     // matmul_ids routing tables
 
 static_assert(kThreads == 8 * 32 && kPromptRows == 8 * kTileRows, "a prompt block's 8 warps dequantise 8 row tiles");
@@ -59,8 +59,8 @@ class Workspace final : public MatmulWorkspace {
   float* inv_scale = nullptr;     // [max_rows] 2^-e of each converted row
   float* xs16 = nullptr;          // [ld_xs][ldk / 16] sums of 16 converted activations (row = x row)
   float* xs32 = nullptr;          // [ld_xs][ldk / 32] sums of 32
-  float* partial = nullptr;       // [kPartialFloats] split-K partial sums
-  int* counters = nullptr;        // [kCounters] split-K arrivals, zero between launches
+  float* partial = nullptr;       // [kMaxDecodeParts][kPartialFloats] split-K partial sums
+  int* counters = nullptr;        // [kMaxDecodeParts][kCounters] split-K arrivals, zero between launches
   int32_t* expert_off = nullptr;  // [kMaxExperts + 1] first routed pair of each expert
   int32_t* tile_off = nullptr;    // [kMaxExperts + 1] first prompt tile of each expert
   int32_t* pair_list = nullptr;   // [max_rows] routed (token, slot) pairs grouped by expert
@@ -85,11 +85,29 @@ struct ActView {
   const float* xs32 = nullptr;  // rows of ldk / 16 and ldk / 32 floats
 };
 
-// Decode: grid (row blocks, K splits, jobs). A job is the whole call (plain) or one (token,
-// slot) pair of matmul_ids (ids != nullptr: one token, the expert read from ids[job]).
+// Decode: grid (blocks, 1, jobs). A job is the whole call (plain) or one (token, slot) pair of
+// matmul_ids (ids != nullptr: one token, the expert read from ids[job]). A plain launch may
+// multiply several weights of one type and input length at once (Q, K and V; gate and up): part
+// i owns blocks [part[i - 1].block_end, part[i].block_end), row_blocks x splits of them (block
+// b of the part: row block b % row_blocks, K split b / row_blocks), with its own outputs, partial
+// sums and counters. Each part's launch shape is the one it would have alone, so its results do
+// not depend on the weights beside it.
+inline constexpr int kMaxDecodeParts = 3;
+struct DecodePart {
+  const uint8_t* data = nullptr;  // the weight (stride, row layout and n_in: those of DecodeParams::w)
+  float* y = nullptr;
+  int64_t ldy = 0;
+  int n_out = 0;
+  int row_blocks = 1, splits = 1, block_end = 0;
+  int accumulate = 0;        // y += the product
+  float* partial = nullptr;  // splits > 1: [split][token][row_blocks * wr * 16]
+  int* counters = nullptr;   // [row_blocks]
+};
 struct DecodeParams {
-  WeightView w;
+  WeightView w;  // part 0's weight (matmul_ids: the experts)
   ActView a;
+  DecodePart part[kMaxDecodeParts];
+  int n_parts = 1;
   int n_iters = 0;  // iterations of Fmt::kIterChunks chunks per row
   int wr = 8;       // warps (16-row tiles) per block along the rows ...
   int wk_log2 = 0;  // ... and log2 of the warps splitting K (wr << wk_log2 == 8)
@@ -97,11 +115,6 @@ struct DecodeParams {
   const int32_t* ids = nullptr;
   int k = 1;
   int x_per_slot = 0;
-  float* y = nullptr;
-  int64_t ldy = 0;
-  int accumulate = 0;        // y += the product (plain only)
-  float* partial = nullptr;  // gridDim.y > 1 (plain only): [split][token][gridDim.x * wr * 16]
-  int* counters = nullptr;   // [gridDim.x]
 };
 
 // Prompt: grid (token tiles, row blocks of 128). Plain: tokens [t0, t1); ids: tile b of the

@@ -17,12 +17,14 @@
 // Tokens 8..63 take further n-tiles of the same A fragment, so 64 tokens cost 8 mma per step but
 // no more weight traffic.
 //
-// Work split: plain products use 8 tiles (128 rows) per block and split K across gridDim.y blocks
-// (a fixed split chosen from the weight's shape and the SM count) when the rows alone give too
-// few blocks; the partial sums go to the workspace and the last block to finish a row block adds
-// them in split order (a counter per row block, reset by that block). matmul_ids jobs (one token,
-// one expert each) instead split K across the warps of a block and add the warps' sums in warp
-// order through shared memory. Both orders depend on the shape only.
+// Work split: plain products use 8 tiles (128 rows) per block and split K across blocks (a fixed
+// split chosen from the weight's shape and the SM count) when the rows alone give too few
+// blocks; the partial sums go to the workspace and the last block to finish a row block adds
+// them in split order (a counter per row block, reset by that block). Weights that share their
+// input and type (Q, K, V; gate, up) go in one launch, each part with the split it would have
+// alone. matmul_ids jobs (one token, one expert each) instead split K across the warps of a
+// block and add the warps' sums in warp order through shared memory. Both orders depend on the
+// shape only.
 //
 // The kernel starts with programmatic dependent launch on sm_90+: its first weight loads are in
 // flight before the converter (the previous kernel) has finished writing x16.
@@ -176,8 +178,25 @@ __device__ __forceinline__ void decode_iteration(const typename F::template Data
   }
 }
 
-// W (n_out, n_in) @ x16 (tokens, Kp) -> y (tokens, n_out); grid (row blocks, K splits, jobs),
-// 256 threads; dynamic shared memory 8 * kNT * 4 * 32 floats when K is split over warps.
+// The part of a grouped launch that owns block bx, read field by field with constant indices
+// (a dynamically indexed kernel parameter would be copied to local memory).
+__device__ __forceinline__ DecodePart decode_part(const DecodeParams& p, int bx, int& block0) {
+  DecodePart q = p.part[0];
+  block0 = 0;
+  if (p.n_parts > 1 && bx >= p.part[0].block_end) {
+    q = p.part[1];
+    block0 = p.part[0].block_end;
+  }
+  if (p.n_parts > 2 && bx >= p.part[1].block_end) {
+    q = p.part[2];
+    block0 = p.part[1].block_end;
+  }
+  return q;
+}
+
+// W (n_out, n_in) @ x16 (tokens, Kp) -> y (tokens, n_out) for each part; grid (blocks of every
+// part, 1, jobs), 256 threads; dynamic shared memory 8 * kNT * 4 * 32 floats when K is split
+// over warps.
 template <class F, int kNT>
 __global__ void __launch_bounds__(kThreads, kNT == 1 ? 2 : 1) decode_kernel(const DecodeParams p) {
   constexpr int kC = F::kIterChunks;
@@ -188,12 +207,16 @@ __global__ void __launch_bounds__(kThreads, kNT == 1 ? 2 : 1) decode_kernel(cons
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, c = lane & 3;
   const int wk_n = 1 << p.wk_log2;
   const int wk = warp & (wk_n - 1), wr = warp >> p.wk_log2;
-  const int tile = static_cast<int>(blockIdx.x) * p.wr + wr;
+  int block0;
+  const DecodePart part = decode_part(p, static_cast<int>(blockIdx.x), block0);
+  const int rb = (static_cast<int>(blockIdx.x) - block0) % part.row_blocks;
+  const int ks = (static_cast<int>(blockIdx.x) - block0) / part.row_blocks;  // this block's K split
+  const int tile = rb * p.wr + wr;
   const int row0 = tile * kTileRows + g, row1 = row0 + 8;
-  const bool active = tile * kTileRows < p.w.n_out;
+  const bool active = tile * kTileRows < part.n_out;
 
   // The job: the whole call, or one (token, slot) pair of matmul_ids.
-  const uint8_t* wmat = p.w.data;
+  const uint8_t* wmat = part.data;
   int xr0 = 0, yr0 = 0, ntok = p.n_tok;
   if (p.ids != nullptr) {
     int e = p.ids[blockIdx.z];
@@ -203,12 +226,12 @@ __global__ void __launch_bounds__(kThreads, kNT == 1 ? 2 : 1) decode_kernel(cons
     yr0 = static_cast<int>(blockIdx.z);
     ntok = 1;
   }
-  const uint8_t* rg = row0 < p.w.n_out ? wmat + static_cast<int64_t>(row0) * p.w.stride : nullptr;
-  const uint8_t* rg8 = row1 < p.w.n_out ? wmat + static_cast<int64_t>(row1) * p.w.stride : nullptr;
+  const uint8_t* rg = row0 < part.n_out ? wmat + static_cast<int64_t>(row0) * p.w.stride : nullptr;
+  const uint8_t* rg8 = row1 < part.n_out ? wmat + static_cast<int64_t>(row1) * p.w.stride : nullptr;
 
-  // This warp's iterations: a fixed partition of [0, n_iters) into gridDim.y * wk_n runs.
-  const int n_split = static_cast<int>(gridDim.y) << p.wk_log2;
-  const int split = (static_cast<int>(blockIdx.y) << p.wk_log2) + wk;
+  // This warp's iterations: a fixed partition of [0, n_iters) into splits * wk_n runs.
+  const int n_split = part.splits << p.wk_log2;
+  const int split = (ks << p.wk_log2) + wk;
   const int it0 = static_cast<int>(static_cast<int64_t>(split) * p.n_iters / n_split);
   const int it1 = static_cast<int>(static_cast<int64_t>(split + 1) * p.n_iters / n_split);
   const int n_nt = (ntok + 7) >> 3;
@@ -258,7 +281,7 @@ __global__ void __launch_bounds__(kThreads, kNT == 1 ? 2 : 1) decode_kernel(cons
   }
   const bool writer = wk == 0 && active;
 
-  if (gridDim.y == 1) {
+  if (part.splits == 1) {
     if (!writer) return;
     VELOCITY_UNROLL
     for (int nt = 0; nt < kNT; ++nt) {
@@ -268,9 +291,9 @@ __global__ void __launch_bounds__(kThreads, kNT == 1 ? 2 : 1) decode_kernel(cons
         const int tk = 8 * nt + 2 * c + h;
         if (tk >= ntok) continue;
         const float inv = p.a.inv_scale[xr0 + tk];
-        float* yrow = p.y + static_cast<int64_t>(yr0 + tk) * p.ldy;
-        if (row0 < p.w.n_out) store_y(yrow + row0, acc[nt][h], inv, p.accumulate != 0);
-        if (row1 < p.w.n_out) store_y(yrow + row1, acc[nt][2 + h], inv, p.accumulate != 0);
+        float* yrow = part.y + static_cast<int64_t>(yr0 + tk) * part.ldy;
+        if (row0 < part.n_out) store_y(yrow + row0, acc[nt][h], inv, part.accumulate != 0);
+        if (row1 < part.n_out) store_y(yrow + row1, acc[nt][2 + h], inv, part.accumulate != 0);
       }
     }
     return;
@@ -278,7 +301,7 @@ __global__ void __launch_bounds__(kThreads, kNT == 1 ? 2 : 1) decode_kernel(cons
 
   // K split over blocks (plain products only): partial sums, then the last block of this row
   // block adds them in split order.
-  const int rows_pad = static_cast<int>(gridDim.x) * p.wr * kTileRows;
+  const int rows_pad = part.row_blocks * p.wr * kTileRows;
   if (writer) {
     VELOCITY_UNROLL
     for (int nt = 0; nt < kNT; ++nt) {
@@ -287,28 +310,28 @@ __global__ void __launch_bounds__(kThreads, kNT == 1 ? 2 : 1) decode_kernel(cons
       for (int h = 0; h < 2; ++h) {
         const int tk = 8 * nt + 2 * c + h;
         if (tk >= ntok) continue;
-        float* part = p.partial + (static_cast<int64_t>(blockIdx.y) * ntok + tk) * rows_pad;
-        part[row0] = acc[nt][h];
-        part[row1] = acc[nt][2 + h];
+        float* pt = part.partial + (static_cast<int64_t>(ks) * ntok + tk) * rows_pad;
+        pt[row0] = acc[nt][h];
+        pt[row1] = acc[nt][2 + h];
       }
     }
   }
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) s_last = atomicAdd(&p.counters[blockIdx.x], 1) == static_cast<int>(gridDim.y) - 1;
+  if (threadIdx.x == 0) s_last = atomicAdd(&part.counters[rb], 1) == part.splits - 1;
   __syncthreads();
   if (!s_last) return;
   __threadfence();
-  const int block_rows = p.wr * kTileRows, row_base = static_cast<int>(blockIdx.x) * block_rows;
+  const int block_rows = p.wr * kTileRows, row_base = rb * block_rows;
   for (int idx = threadIdx.x; idx < block_rows * ntok; idx += kThreads) {
     const int r = row_base + idx % block_rows, tk = idx / block_rows;
-    if (r >= p.w.n_out) continue;
+    if (r >= part.n_out) continue;
     float sum = 0.0f;
-    for (int s = 0; s < static_cast<int>(gridDim.y); ++s)
-      sum += __ldcg(p.partial + (static_cast<int64_t>(s) * ntok + tk) * rows_pad + r);
-    store_y(p.y + static_cast<int64_t>(tk) * p.ldy + r, sum, p.a.inv_scale[tk], p.accumulate != 0);
+    for (int s = 0; s < part.splits; ++s)
+      sum += __ldcg(part.partial + (static_cast<int64_t>(s) * ntok + tk) * rows_pad + r);
+    store_y(part.y + static_cast<int64_t>(tk) * part.ldy + r, sum, p.a.inv_scale[tk], part.accumulate != 0);
   }
-  if (threadIdx.x == 0) p.counters[blockIdx.x] = 0;  // ready for the next launch (stream order)
+  if (threadIdx.x == 0) part.counters[rb] = 0;  // ready for the next launch (stream order)
 }
 
 template <class F, int kNT>
