@@ -76,6 +76,7 @@ std::shared_ptr<RequestHandle> Scheduler::submit(Request request) {
   for (int32_t t : request.prompt)
     if (t < 0 || t >= model_.config().n_vocab) fail("prompt token {} is outside the vocabulary", t);
   if (!request.on_done) fail("submit: on_done is required");
+  if (request.logprobs > kMaxTopLogprobs) fail("at most {} top logprobs per token, not {}", kMaxTopLogprobs, request.logprobs);
   auto job = std::make_shared<Job>();
   job->owner = this;
   if (request.ignore_eos)
@@ -209,6 +210,7 @@ void Scheduler::finish(Slot& s, StopReason reason, std::string error) {
   // The callbacks (and what they captured) go with on_done, whoever still holds the handle.
   auto on_done = std::move(job->request.on_done);
   job->request.on_text = nullptr;
+  job->request.on_logprobs = nullptr;
   job->request.on_prompt_processed = nullptr;
   on_done(s.result);
   wake_.notify_all();  // stop() waits for busy slots to drain
@@ -230,6 +232,12 @@ void Scheduler::emit(Slot& s, int32_t token) {
   // The token would be fed at position cached.size(): past the context there is no room.
   if (static_cast<int64_t>(s.cached.size()) >= model_.n_ctx()) return finish(s, StopReason::ContextFull);
   s.pending = token;
+}
+
+// What a slot's output row must be: logits when the request wants logprobs, else what its
+// sampler needs.
+engine::Output Scheduler::output_of(const Job& job) const {
+  return job.request.logprobs >= 0 ? engine::Output::Logits : output_for(*job.sampler);
 }
 
 // A device fault: every request fails, nothing new is accepted; failure() says why.
@@ -280,7 +288,7 @@ bool Scheduler::step() {
   for (size_t i = 0; i < slots_.size(); ++i) {
     Slot& s = slots_[i];
     if (!s.job || s.pending < 0 || budget == 0) continue;
-    batch_.add(s.pending, static_cast<int32_t>(s.cached.size()), static_cast<int32_t>(i), output_for(*s.job->sampler));
+    batch_.add(s.pending, static_cast<int32_t>(s.cached.size()), static_cast<int32_t>(i), output_of(*s.job));
     s.cached.push_back(s.pending);
     ++kv_tokens_;
     s.pending = -1;
@@ -302,7 +310,7 @@ bool Scheduler::step() {
     for (size_t k = 0; k < n; ++k) {
       const bool last = s.n_prompt_done + 1 == prompt.size();
       batch_.add(prompt[s.n_prompt_done], static_cast<int32_t>(s.cached.size()), static_cast<int32_t>(i),
-                 last ? output_for(*s.job->sampler) : engine::Output::None);
+                 last ? output_of(*s.job) : engine::Output::None);
       s.cached.push_back(prompt[s.n_prompt_done]);
       ++s.n_prompt_done;
       ++kv_tokens_;
@@ -346,10 +354,15 @@ bool Scheduler::step() {
     }
     int32_t token = -1;
     try {
-      token = sample_row(*s.job->sampler, out, static_cast<int64_t>(r), output_for(*s.job->sampler));
+      token = sample_row(*s.job->sampler, out, static_cast<int64_t>(r), output_of(*s.job));
     } catch (const std::exception& e) {
       finish(s, StopReason::Error, e.what());
       continue;
+    }
+    const bool eog = token >= 0 && static_cast<size_t>(token) < eog_.size() && eog_[token];
+    if (s.job->request.logprobs >= 0 && s.job->request.on_logprobs && !eog) {
+      token_logprobs(out.row(static_cast<int64_t>(r)), token, s.job->request.logprobs, logprobs_);
+      s.job->request.on_logprobs(logprobs_);
     }
     emit(s, token);
   }

@@ -12,8 +12,8 @@
 //
 // Threads: submit(), stats(), stop() and RequestHandle::cancel() may be called from any thread.
 // The callbacks run on the scheduler thread, never while it holds its lock, in the order
-// on_prompt_processed (once) -> on_text (0..n) -> on_done (exactly once, also after cancel or an
-// engine error). submit() never invokes a callback.
+// on_prompt_processed (once) -> on_logprobs / on_text (0..n) -> on_done (exactly once, also after
+// cancel or an engine error). submit() never invokes a callback.
 #pragma once
 
 #include <atomic>
@@ -31,6 +31,7 @@
 
 #include "core/error.h"
 #include "model/model.h"
+#include "runtime/logprobs.h"
 #include "runtime/sampler.h"
 #include "tokenizer/tokenizer.h"
 
@@ -67,7 +68,13 @@ struct Request {
   bool ignore_eos = false;
   // Past this instant the request stops with StopReason::Timeout (checked every step).
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  // >= 0: each sampled token's logprob and this many of its step's most likely tokens
+  // (<= kMaxTopLogprobs) go to on_logprobs before on_text gets the token's text (if any: a
+  // control token has none, a stop string holds text back); end-of-generation tokens have none.
+  // The slot's steps then return logits, never the device's argmax.
+  int32_t logprobs = -1;
   std::function<void(int64_t n_prompt, int64_t n_reused)> on_prompt_processed;  // optional
+  std::function<void(const TokenLogprobs&)> on_logprobs;                        // optional
   std::function<void(std::string_view text)> on_text;                           // optional
   std::function<void(const RequestResult&)> on_done;                            // required
 };
@@ -144,6 +151,7 @@ class Scheduler {
   bool step();
   void finish(Slot& slot, StopReason reason, std::string error = {});
   void emit(Slot& slot, int32_t token);
+  engine::Output output_of(const Job& job) const;
   void fail_device(const std::string& what);
 
   model::Model& model_;
@@ -164,6 +172,7 @@ class Scheduler {
   void publish_slots();               // scheduler thread, mutex_ held
   engine::Batch batch_;
   std::vector<int32_t> batch_slot_;  // [logit row] -> slot index
+  TokenLogprobs logprobs_;           // filled per sampled token for requests that ask
   std::thread thread_;
 };
 

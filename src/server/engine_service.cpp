@@ -41,6 +41,14 @@ bool prompt_opens_think(const std::string& prompt) {
 struct JobRun {
   GenerationJob job;
   std::optional<tok::ReasoningParser> reasoning;
+  std::vector<TokenLogprob> logprobs;  // tokens whose text has not been delivered yet
+  // A delta to the client, with the logprob entries of the tokens it completes.
+  void deliver(std::string_view content, std::string_view reasoning_text) {
+    if (content.empty() && reasoning_text.empty()) return;
+    if (!logprobs.empty() && job.on_logprobs) job.on_logprobs(std::move(logprobs));
+    logprobs.clear();
+    job.on_delta(content, reasoning_text);
+  }
   // on_accepted is delivered exactly once, before any callback from the scheduler thread: the
   // preparation thread calls accept() after queueing the request, and every scheduler callback
   // calls it first, so whichever thread comes first delivers it and the other waits for it.
@@ -438,19 +446,34 @@ void EngineService::prepare(const std::shared_ptr<Preparing>& p) {
     run->accept();
     if (run->job.on_prompt_processed) run->job.on_prompt_processed(n_prompt);
   };
+  r.logprobs = run->job.logprobs;
+  if (run->job.logprobs >= 0) {
+    r.on_logprobs = [run, tokenizer = tokenizer_.get()](const runtime::TokenLogprobs& lp) {
+      TokenLogprob e;
+      e.token = tokenizer->token_to_piece(lp.token);
+      e.logprob = lp.logprob;
+      e.top.reserve(static_cast<size_t>(lp.n_top));
+      for (int32_t i = 0; i < lp.n_top; ++i)
+        e.top.emplace_back(tokenizer->token_to_piece(lp.top_tokens[static_cast<size_t>(i)]),
+                           lp.top_logprobs[static_cast<size_t>(i)]);
+      run->logprobs.push_back(std::move(e));
+    };
+  }
   r.on_text = [run](std::string_view text) {
     run->accept();
     if (!run->job.on_delta) return;
-    if (!run->reasoning) return run->job.on_delta(text, {});
+    if (!run->reasoning) return run->deliver(text, {});
     const tok::ReasoningDelta d = run->reasoning->push(text);
-    if (!d.empty()) run->job.on_delta(d.content, d.reasoning);
+    run->deliver(d.content, d.reasoning);
   };
   r.on_done = [run](const runtime::RequestResult& res) {
     run->accept();
     if (run->reasoning && run->job.on_delta) {
       const tok::ReasoningDelta d = run->reasoning->finish();
-      if (!d.empty()) run->job.on_delta(d.content, d.reasoning);
+      run->deliver(d.content, d.reasoning);
     }
+    // Tokens whose text never came (control tokens at the end, a stop string's tokens).
+    if (!run->logprobs.empty() && run->job.on_logprobs) run->job.on_logprobs(std::move(run->logprobs));
     Completion c;
     switch (res.reason) {
       case runtime::StopReason::EndOfGeneration:
@@ -470,6 +493,7 @@ void EngineService::prepare(const std::shared_ptr<Preparing>& p) {
     c.timings.predicted_ms = res.decode_ms;
     auto on_done = std::move(run->job.on_done);
     run->job.on_delta = nullptr;
+    run->job.on_logprobs = nullptr;
     run->job.on_prompt_processed = nullptr;
     on_done(c);
   };

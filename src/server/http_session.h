@@ -132,6 +132,9 @@ class Session : public std::enable_shared_from_this<Session> {
     bool done = false;
     bool client_gone = false;
     std::string text, reasoning;  // non-streaming: the whole answer
+    bool logprobs = false;        // the request asked for logprobs
+    std::vector<TokenLogprob> token_logprobs;  // streaming: the next chunk's; else all of them
+    size_t text_offset = 0;       // completions: bytes of the tokens already sent
     GenerationJob::Utility utility = GenerationJob::Utility::None;  // /tokenize, ...: no generation
     bool with_pieces = false;     // /tokenize
   };
@@ -177,6 +180,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_accepted(uint64_t serial);
   void on_prompt_processed(uint64_t serial);
   void on_delta(uint64_t serial, std::string text, std::string reasoning);
+  void on_logprobs(uint64_t serial, std::vector<TokenLogprob> entries);
+  void send_last_logprobs();
   void on_done(uint64_t serial, Completion completion);
   // One line per finished generation on stderr: id, model, outcome, tokens, prefill time, tok/s.
   void log_request(const Completion& completion) const;

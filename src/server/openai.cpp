@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cmath>
 
+#include "runtime/logprobs.h"
 #include "runtime/stop_strings.h"
 
 namespace velocity::server {
@@ -116,15 +117,7 @@ void reject_unsupported(Endpoint endpoint, const json& j) {
     unsupported("tool_choice", "is not supported yet (no tool calls); send \"none\" or omit it.");
   if (const json* v = field(j, "function_call"); v && !v->is_null() && !(v->is_string() && *v == "none"))
     unsupported("function_call", "is not supported yet (no function calls); send \"none\" or omit it.");
-  if (endpoint == Endpoint::ChatCompletions) {
-    if (const json* v = field(j, "logprobs"); v && !(v->is_boolean() && !v->get<bool>()))
-      unsupported("logprobs", "is not supported yet (log probabilities are not returned); send false or omit it.");
-    if (const json* v = field(j, "top_logprobs"); v && !v->is_number_integer()) invalid_type("top_logprobs", "an integer", *v);
-    if (const json* v = field(j, "top_logprobs"); v && v->get<int64_t>() != 0)
-      unsupported("top_logprobs", "is not supported yet; send 0 or omit it.");
-  } else {
-    if (field(j, "logprobs"))
-      unsupported("logprobs", "is not supported yet (log probabilities are not returned); send null or omit it.");
+  if (endpoint == Endpoint::Completions) {
     if (const json* v = field(j, "echo"); v && !(v->is_boolean() && !v->get<bool>()))
       unsupported("echo", "is not supported yet; send false or omit it.");
     if (const json* v = field(j, "best_of"); v && !v->is_number_integer()) invalid_type("best_of", "an integer", *v);
@@ -275,6 +268,20 @@ std::vector<runtime::LogitBias> parse_logit_bias(const json& body) {
   return out;
 }
 
+// Chat: logprobs (bool) and top_logprobs (0..20, only with logprobs true); completions:
+// logprobs (0..20 alternatives, null = none). -1: no logprobs.
+int32_t parse_logprobs(Endpoint endpoint, const json& j) {
+  if (endpoint == Endpoint::Completions) {
+    const auto n = integer_in(j, "logprobs", 0, runtime::kMaxTopLogprobs);
+    return n ? static_cast<int32_t>(*n) : -1;
+  }
+  const bool on = boolean(j, "logprobs", "logprobs");
+  const auto top = integer_in(j, "top_logprobs", 0, runtime::kMaxTopLogprobs);
+  if (top && *top > 0 && !on)  // 0 is what some clients send by default
+    throw ApiError::bad_request("'top_logprobs' needs 'logprobs' set to true.", "top_logprobs", "invalid_value");
+  return on ? static_cast<int32_t>(top.value_or(0)) : -1;
+}
+
 }  // namespace
 
 OpenAIRequest parse_request(Endpoint endpoint, std::string_view body) {
@@ -324,6 +331,7 @@ OpenAIRequest parse_request(Endpoint endpoint, std::string_view body) {
   r.logit_bias = parse_logit_bias(j);
   if (auto n = integer_in(j, "n", INT64_MIN, INT64_MAX); n && *n != 1)
     invalid_value("n", "only n = 1 is supported, got " + std::to_string(*n) + ".");
+  r.logprobs = parse_logprobs(endpoint, j);
   r.stream = boolean(j, "stream", "stream");
   r.ignore_eos = boolean(j, "ignore_eos", "ignore_eos");
   reject_unsupported(endpoint, j);
@@ -356,6 +364,7 @@ GenerationJob make_job(const OpenAIRequest& request, const SamplingDefaults& def
   job.max_tokens = request.max_tokens.value_or(defaults.max_tokens);
   job.stop = request.stop;
   job.ignore_eos = request.ignore_eos;
+  job.logprobs = request.logprobs;
   return job;
 }
 

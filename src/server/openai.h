@@ -16,10 +16,12 @@
 //   logit_bias            {"<token id>": number in [-100, 100]}, <= 1024 entries
 //   stream                bool;  stream_options.include_usage bool;  n must be 1
 //   ignore_eos            bool (llama.cpp's extension: end-of-generation tokens are never sampled)
+//   logprobs              chat: bool, with top_logprobs in [0, 20] (top_logprobs needs logprobs
+//                         true); completions: integer in [0, 20] (alternatives per token)
+//   suffix                completions: fill in the middle (the service checks the FIM markers)
 // Not supported yet, and a 400 (code unsupported_parameter) when asked for, since a response
-// without them would be silently wrong: chat logprobs true / top_logprobs > 0; completions
-// logprobs (any non-null), echo true, a non-empty suffix, best_of != 1. tools, tool_choice,
-// response_format and user are accepted and ignored.
+// without them would be silently wrong: completions echo true, best_of != 1; tools,
+// tool_choice other than "none", response_format other than text. user is accepted and ignored.
 // null counts as absent for every optional field; unknown fields are ignored (clients send
 // extras). Numbers must be finite (JSON has no NaN; 1e999 parses to infinity and is rejected);
 // integer fields (max_tokens, max_completion_tokens, n, top_k, seed, top_logprobs, best_of) take
@@ -61,6 +63,7 @@ struct OpenAIRequest {
   bool stream = false;
   bool include_usage = false;         // stream_options.include_usage
   bool ignore_eos = false;
+  int32_t logprobs = -1;              // >= 0: logprobs with this many top alternatives per token
 };
 
 // Parses and validates a request body. Throws ApiError (400) for anything invalid, including

@@ -354,6 +354,7 @@ void Session::handle_generation(Endpoint endpoint) {
   gen.meta.endpoint = endpoint;
   gen.metrics = &state_.metrics.model(service.name());
   job.id = gen.meta.id;
+  gen.logprobs = job.logprobs >= 0;
 
   uint64_t serial = gen.serial;
   std::shared_ptr<Mailbox> mailbox = mailbox_;
@@ -366,6 +367,10 @@ void Session::handle_generation(Endpoint endpoint) {
       s.on_delta(serial, std::move(t), std::move(r));
     });
   };
+  if (job.logprobs >= 0)
+    job.on_logprobs = [mailbox, serial](std::vector<TokenLogprob> entries) {
+      mailbox->post([serial, e = std::move(entries)](Session& s) mutable { s.on_logprobs(serial, std::move(e)); });
+    };
   submit(service, std::move(job), std::move(gen));
 }
 
@@ -511,11 +516,29 @@ void Session::on_delta(uint64_t serial, std::string text, std::string reasoning)
   }
   gen_->last_delta = now;
   if (gen_->stream) {
-    if (phase_ != Phase::Closed) stream_send(sse_delta_chunk(gen_->meta, text, reasoning));
+    LogprobsView lp;
+    if (gen_->logprobs) lp = {&gen_->token_logprobs, gen_->text_offset};
+    if (phase_ != Phase::Closed) stream_send(sse_delta_chunk(gen_->meta, text, reasoning, lp));
+    for (const TokenLogprob& e : gen_->token_logprobs) gen_->text_offset += e.token.size();
+    gen_->token_logprobs.clear();
   } else {
     gen_->text += text;
     gen_->reasoning += reasoning;
   }
+}
+
+// The entries of the tokens whose text the next on_delta carries (the service's order).
+void Session::on_logprobs(uint64_t serial, std::vector<TokenLogprob> entries) {
+  if (!gen_ || gen_->serial != serial || gen_->done || gen_->client_gone) return;
+  for (TokenLogprob& e : entries) gen_->token_logprobs.push_back(std::move(e));
+}
+
+// Streaming: entries of tokens no delta carried (their text never came) go in a chunk of their
+// own before the finish chunk.
+void Session::send_last_logprobs() {
+  if (!gen_->logprobs || gen_->token_logprobs.empty()) return;
+  stream_send(sse_delta_chunk(gen_->meta, "", "", {&gen_->token_logprobs, gen_->text_offset}));
+  gen_->token_logprobs.clear();
 }
 
 void Session::log_request(const Completion& c) const {
@@ -546,6 +569,7 @@ void Session::on_done(uint64_t serial, Completion completion) {
       stream_send(sse_error_event(ApiError::internal(completion.error)));
       close_after_ = true;
     } else {
+      send_last_logprobs();
       stream_send(sse_finish_chunk(gen_->meta, completion));
       if (gen_->include_usage) stream_send(sse_usage_chunk(gen_->meta, completion));
       stream_send(kSseDone);
@@ -563,6 +587,7 @@ void Session::on_done(uint64_t serial, Completion completion) {
     stream_begin();
     gen_->stream_started = true;
     if (gen_->meta.endpoint == Endpoint::ChatCompletions) stream_send(sse_role_chunk(gen_->meta));
+    send_last_logprobs();
     stream_send(sse_finish_chunk(gen_->meta, completion));
     if (gen_->include_usage) stream_send(sse_usage_chunk(gen_->meta, completion));
     stream_send(kSseDone);
@@ -570,7 +595,9 @@ void Session::on_done(uint64_t serial, Completion completion) {
   }
   if (gen_->utility != GenerationJob::Utility::None)
     return respond(http::status::ok, utility_body(gen_->utility, gen_->with_pieces, completion.utility));
-  respond(http::status::ok, completion_body(gen_->meta, gen_->text, gen_->reasoning, completion));
+  LogprobsView lp;
+  if (gen_->logprobs) lp.entries = &gen_->token_logprobs;
+  respond(http::status::ok, completion_body(gen_->meta, gen_->text, gen_->reasoning, completion, lp));
 }
 
 void Session::handle_models() {

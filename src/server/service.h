@@ -18,7 +18,7 @@
 //   on_accepted           at most once: the prompt is rendered, tokenised, valid and queued for
 //                         generation; comes before any other callback but a rejecting on_done
 //   on_prompt_processed   at most once, when the prefill is done (before any on_delta)
-//   on_delta              zero or more times, in order
+//   on_logprobs, on_delta zero or more times, in order (on_logprobs only for logprobs requests)
 //   on_done               exactly once, always: after normal completion, after cancel(), after
 //                         an engine error, and when the request is rejected before it was
 //                         accepted (Completion::rejected: a 400 for a prompt too long for the
@@ -88,6 +88,14 @@ struct UtilityResult {
   std::string text;                 // Detokenize: the text; ApplyTemplate: the rendered prompt
 };
 
+// One generated token's log probability and its step's most likely tokens (OpenAI's logprobs),
+// of the raw logits (runtime/logprobs.h).
+struct TokenLogprob {
+  std::string token;  // the token's bytes (may be part of a UTF-8 character)
+  float logprob = 0;
+  std::vector<std::pair<std::string, float>> top;  // most likely first
+};
+
 struct Completion {
   FinishReason finish = FinishReason::Stop;
   UtilityResult utility;  // utility jobs only
@@ -129,11 +137,21 @@ struct GenerationJob {
   std::vector<std::string> stop;         // <= 4 non-empty stop strings (runtime::StopStrings)
   bool ignore_eos = false;               // never sample end-of-generation tokens (runtime::Request)
 
+  // >= 0: each generated token's logprob and this many of the most likely tokens of its step
+  // (<= 20) come through on_logprobs. End-of-generation tokens have no entry; the tokens of a
+  // stop string do (their entries come last, with no delta after them).
+  int32_t logprobs = -1;
+
   std::function<void()> on_accepted;                                    // optional
   std::function<void(int64_t n_prompt_tokens)> on_prompt_processed;     // optional
   // Text since the last delta: answer text and reasoning text (the model's <think> part, split
   // off by tokenizer/reasoning.h); either may be empty, never both. Whole UTF-8 characters only.
   std::function<void(std::string_view text, std::string_view reasoning)> on_delta;
+  // With logprobs >= 0: the entries of the tokens whose text the next on_delta carries, called
+  // just before it (a token's text may arrive with a later token's: a character split over two
+  // tokens, a control token with no text), and once more before on_done for tokens whose text
+  // never came.
+  std::function<void(std::vector<TokenLogprob> entries)> on_logprobs;
   std::function<void(const Completion& completion)> on_done;           // required
 };
 

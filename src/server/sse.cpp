@@ -38,6 +38,43 @@ json timings_json(const Timings& t) {
               {"predicted_per_second", t.predicted_per_second()}};
 }
 
+json bytes_json(const std::string& piece) {
+  json b = json::array();
+  for (const char c : piece) b.push_back(static_cast<int>(static_cast<unsigned char>(c)));
+  return b;
+}
+
+json logprobs_json(Endpoint endpoint, LogprobsView v) {
+  if (v.entries == nullptr) return nullptr;
+  if (endpoint == Endpoint::ChatCompletions) {
+    json content = json::array();
+    for (const TokenLogprob& e : *v.entries) {
+      json top = json::array();
+      for (const auto& [piece, lp] : e.top)
+        top.push_back({{"token", piece}, {"logprob", lp}, {"bytes", bytes_json(piece)}});
+      content.push_back(
+          {{"token", e.token}, {"logprob", e.logprob}, {"bytes", bytes_json(e.token)}, {"top_logprobs", std::move(top)}});
+    }
+    return {{"content", std::move(content)}, {"refusal", nullptr}};
+  }
+  json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(), offsets = json::array();
+  size_t offset = v.text_offset;
+  for (const TokenLogprob& e : *v.entries) {
+    tokens.push_back(e.token);
+    token_logprobs.push_back(e.logprob);
+    json top = json::object();
+    for (const auto& [piece, lp] : e.top)
+      if (!top.contains(piece)) top[piece] = lp;  // two ids with one piece: the likelier one
+    top_logprobs.push_back(std::move(top));
+    offsets.push_back(offset);
+    offset += e.token.size();
+  }
+  return {{"tokens", std::move(tokens)},
+          {"token_logprobs", std::move(token_logprobs)},
+          {"top_logprobs", std::move(top_logprobs)},
+          {"text_offset", std::move(offsets)}};
+}
+
 }  // namespace
 
 std::string sse_event(std::string_view data) {
@@ -50,7 +87,7 @@ std::string sse_event(std::string_view data) {
 }
 
 std::string completion_body(const ResponseMeta& meta, std::string_view text, std::string_view reasoning,
-                            const Completion& completion) {
+                            const Completion& completion, LogprobsView logprobs) {
   json j = head(meta, false);
   json choice = {{"index", 0}};
   if (meta.endpoint == Endpoint::ChatCompletions) {
@@ -60,7 +97,7 @@ std::string completion_body(const ResponseMeta& meta, std::string_view text, std
   } else {
     choice["text"] = text;
   }
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = logprobs_json(meta.endpoint, logprobs);
   choice["finish_reason"] = finish_reason_name(completion.finish);
   j["choices"] = json::array({std::move(choice)});
   j["usage"] = usage_json(completion.usage);
@@ -75,7 +112,8 @@ std::string sse_role_chunk(const ResponseMeta& meta) {
   return sse_event(dump(j));
 }
 
-std::string sse_delta_chunk(const ResponseMeta& meta, std::string_view text, std::string_view reasoning) {
+std::string sse_delta_chunk(const ResponseMeta& meta, std::string_view text, std::string_view reasoning,
+                            LogprobsView logprobs) {
   json j = head(meta, true);
   json choice = {{"index", 0}};
   if (meta.endpoint == Endpoint::ChatCompletions) {
@@ -86,7 +124,7 @@ std::string sse_delta_chunk(const ResponseMeta& meta, std::string_view text, std
   } else {
     choice["text"] = text;
   }
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = logprobs_json(meta.endpoint, logprobs);
   choice["finish_reason"] = nullptr;
   j["choices"] = json::array({std::move(choice)});
   return sse_event(dump(j));

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "engine/batch.h"
 #include "model/model.h"
+#include "runtime/logprobs.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
 
@@ -82,13 +83,8 @@ PerplexityStats stats_of(const RunningMean& nll) {
   return s;
 }
 
-// log-sum-exp of one row of logits, in double: log softmax(x)[v] = x[v] - lse.
-double log_sum_exp(std::span<const float> row) {
-  const double max = *std::max_element(row.begin(), row.end());
-  double sum = 0;
-  for (const float x : row) sum += std::exp(static_cast<double>(x) - max);
-  return max + std::log(sum);
-}
+// log softmax(x)[v] = x[v] - log_sum_exp(x): the same function the API's logprobs use.
+using runtime::log_sum_exp;
 
 size_t argmax(std::span<const float> row) {
   return static_cast<size_t>(std::max_element(row.begin(), row.end()) - row.begin());

@@ -70,12 +70,13 @@ class SchedulerTest : public ::testing::Test {
     delete dir_;
     delete path_;
   }
-  static std::unique_ptr<model::Model> load(int64_t n_slots, int64_t n_ctx = 128, int64_t max_batch = 32) {
+  static std::unique_ptr<model::Model> load(int64_t n_slots, int64_t n_ctx = 128, int64_t max_batch = 32,
+                                            int64_t max_logits = 0) {
     model::LoadOptions o;
     o.n_ctx = n_ctx;
     o.max_batch = max_batch;
     o.n_slots = n_slots;
-    o.max_logits = n_slots;
+    o.max_logits = max_logits > 0 ? max_logits : n_slots;
     o.cache_type_k = DType::F32;
     o.cache_type_v = DType::F32;
     o.n_threads = 2;
@@ -221,6 +222,48 @@ TEST_F(SchedulerTest, IgnoreEosRunsToMaxTokens) {
   EXPECT_EQ(ignoring.out.result.reason, StopReason::MaxTokens);
   EXPECT_EQ(ignoring.out.result.n_generated, 80);
   EXPECT_EQ(ignoring.out.text.substr(0, plain.out.text.size()), plain.out.text);
+}
+
+// logprobs: each sampled token's value and top entries equal the log-softmax of the logits a
+// separate model computes for prompt + generated tokens in one batch (teacher forcing, every
+// position an output); the text equals the same request without logprobs.
+TEST_F(SchedulerTest, LogprobsMatchATeacherForcedForward) {
+  auto model = load(2);
+  const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), *path_));
+  Scheduler sched(*model, tok, 4);
+  const auto prompt = tok.encode("Once upon a time", true, false);
+  Collector plain, with;
+  sched.submit(plain.request(prompt, greedy(), 12));
+  ASSERT_TRUE(plain.wait());
+  std::vector<TokenLogprobs> got;
+  Request r = with.request(prompt, greedy(), 12);
+  r.logprobs = 4;
+  r.on_logprobs = [&](const TokenLogprobs& lp) { got.push_back(lp); };
+  sched.submit(std::move(r));
+  ASSERT_TRUE(with.wait());
+  EXPECT_EQ(with.out.text, plain.out.text);
+  ASSERT_EQ(static_cast<int64_t>(got.size()), with.out.result.n_generated);
+  ASSERT_GE(got.size(), 2u);
+
+  std::vector<int32_t> all = prompt;
+  for (const TokenLogprobs& lp : got) all.push_back(lp.token);
+  auto ref = load(1, 128, 64, 64);
+  engine::Batch batch;
+  for (size_t p = 0; p + 1 < all.size(); ++p)
+    batch.add(all[p], static_cast<int32_t>(p), 0, p + 1 >= prompt.size() ? engine::Output::Logits : engine::Output::None);
+  const engine::StepOutput out = ref->step(batch);
+  ASSERT_EQ(out.n_rows, static_cast<int64_t>(got.size()));
+  for (size_t i = 0; i < got.size(); ++i) {
+    const std::span<const float> row = out.row(static_cast<int64_t>(i));
+    const double lse = log_sum_exp(row);
+    EXPECT_NEAR(got[i].logprob, row[static_cast<size_t>(got[i].token)] - lse, 1e-4) << "token " << i;
+    ASSERT_EQ(got[i].n_top, 4);
+    EXPECT_EQ(got[i].top_tokens[0], got[i].token) << "greedy picks the most likely token";
+    EXPECT_EQ(got[i].top_logprobs[0], got[i].logprob);
+    for (int k = 0; k < 4; ++k)
+      EXPECT_NEAR(got[i].top_logprobs[static_cast<size_t>(k)],
+                  row[static_cast<size_t>(got[i].top_tokens[static_cast<size_t>(k)])] - lse, 1e-4);
+  }
 }
 
 TEST_F(SchedulerTest, PrefixReuseSkipsTheSharedPromptAndKeepsTheOutput) {

@@ -52,6 +52,22 @@ TEST(OpenAIRequest, ChatFieldsMapToTheJob) {
   EXPECT_FLOAT_EQ(job.sampling.logit_bias[0].bias, -100.0f);
 }
 
+// logprobs: chat's bool + top_logprobs, completions' count of alternatives; -1 when not asked.
+TEST(OpenAIRequest, LogprobsFields) {
+  const char* chat = R"({"model": "m", "messages": [{"role": "user", "content": "x"}], )";
+  EXPECT_EQ(parse_request(Endpoint::ChatCompletions, std::string(chat) + R"("logprobs": true, "top_logprobs": 5})").logprobs, 5);
+  EXPECT_EQ(parse_request(Endpoint::ChatCompletions, std::string(chat) + R"("logprobs": true})").logprobs, 0);
+  EXPECT_EQ(parse_request(Endpoint::ChatCompletions, std::string(chat) + R"("logprobs": false, "top_logprobs": 0})").logprobs, -1);
+  EXPECT_EQ(parse_request(Endpoint::ChatCompletions, std::string(chat) + R"("stream": false})").logprobs, -1);
+  EXPECT_EQ(parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": 3})").logprobs, 3);
+  EXPECT_EQ(parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": 0})").logprobs, 0);
+  EXPECT_EQ(parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": null})").logprobs, -1);
+  const SamplingDefaults defaults;
+  EXPECT_EQ(make_job(parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": 2})"), defaults, 1)
+                .logprobs,
+            2);
+}
+
 // The unsupported fields in their "off" forms are accepted, as clients send them by default.
 TEST(OpenAIRequest, UnsupportedFieldsSwitchedOffAreAccepted) {
   EXPECT_NO_THROW(parse_request(Endpoint::ChatCompletions,
@@ -168,9 +184,11 @@ TEST(OpenAIRequest, InvalidRequestsNameTheField) {
       {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"-1": 1}})", "logit_bias"},
       {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": 1}})", "stream_options.include_usage"},
       {Endpoint::Completions, R"({"model": "m", "prompt": "x", "ignore_eos": "yes"})", "ignore_eos"},
-      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": true})", "logprobs"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": 1})", "logprobs"},
       {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 3})", "top_logprobs"},
-      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": 0})", "logprobs"},
+      {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21})", "top_logprobs"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": 21})", "logprobs"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": true})", "logprobs"},
       {Endpoint::Completions, R"({"model": "m", "prompt": "x", "echo": true})", "echo"},
       {Endpoint::Completions, R"({"model": "m", "prompt": "x", "suffix": 3})", "suffix"},
       {Endpoint::Completions, R"({"model": "m", "prompt": "x", "best_of": 2})", "best_of"},

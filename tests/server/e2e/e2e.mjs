@@ -4,7 +4,7 @@
 //
 //   node e2e.mjs <velocity binary> <work dir>
 //
-// Checks: chat and completions, streaming and not, usage and timings, stop sequences, seed
+// Checks: chat and completions, streaming and not, usage and timings, logprobs, stop sequences, seed
 // determinism, unknown model (404), bad key (401); 32 concurrent streaming requests over the two
 // models equal the same requests run one at a time; a client that disconnects mid-stream frees
 // its slot within a second (seen in /metrics); SIGTERM lets a running request finish, refuses new
@@ -145,6 +145,59 @@ await check('suffix: fill in the middle where the vocabulary has FIM markers, el
   // An empty suffix (what some clients send by default) is a plain completion.
   const plain = await client.completions.create({ model: 'alpha', prompt: 'Once', suffix: '', max_tokens: 2, temperature: 0 });
   assert.equal(plain.object, 'text_completion');
+});
+
+await check('logprobs: chat and completions, streamed and not; one entry per token of the text', async () => {
+  const entryOk = (e, top) => {
+    assert.equal(typeof e.token, 'string');
+    assert.ok(e.logprob <= 0 && Number.isFinite(e.logprob), JSON.stringify(e));
+    assert.ok(Array.isArray(e.bytes));
+    assert.equal(e.top_logprobs.length, top);
+    for (let i = 1; i < top; i++) assert.ok(e.top_logprobs[i].logprob <= e.top_logprobs[i - 1].logprob);
+    // greedy: the token is the most likely one
+    assert.equal(e.top_logprobs[0].token, e.token);
+    assert.equal(e.top_logprobs[0].logprob, e.logprob);
+  };
+  const r = await ask('alpha', 'Hello there', { logprobs: true, top_logprobs: 3 });
+  const content = r.choices[0].logprobs.content;
+  assert.ok(Array.isArray(content) && content.length > 0, JSON.stringify(r.choices[0]));
+  for (const e of content) entryOk(e, 3);
+  const text = r.choices[0].message.content;
+  // The entries' bytes make the text, but for control tokens (their pieces are not in the text).
+  const control = (t) => /^<\|[^|]*\|>$/.test(t);
+  const joined = Buffer.concat(content.filter((e) => !control(e.token)).map((e) => Buffer.from(e.bytes)));
+  if (!text.includes('\ufffd')) assert.equal(joined.toString('utf8'), text);
+  if (r.choices[0].finish_reason === 'length') assert.equal(content.length, r.usage.completion_tokens);
+  // streamed: the chunks' entries, in order, are the same
+  const stream = await client.chat.completions.create({ model: 'alpha', messages: [{ role: 'user', content: 'Hello there' }],
+    max_tokens: 16, stream: true, logprobs: true, top_logprobs: 3, ...greedy });
+  const streamed = [];
+  for await (const chunk of stream)
+    for (const c of chunk.choices) if (c.logprobs?.content) streamed.push(...c.logprobs.content);
+  assert.deepEqual(streamed, content);
+  // not asked: null
+  assert.equal((await ask('alpha', 'Hello there')).choices[0].logprobs, null);
+  // completions: the legacy shape
+  const c = await client.completions.create({ model: 'beta', prompt: 'Once upon a time', max_tokens: 8, temperature: 0, logprobs: 2 });
+  const lp = c.choices[0].logprobs;
+  const n = lp.tokens.length;
+  assert.ok(n > 0);
+  assert.equal(lp.token_logprobs.length, n);
+  assert.equal(lp.top_logprobs.length, n);
+  assert.equal(lp.text_offset.length, n);
+  assert.equal(lp.text_offset[0], 0);
+  for (let i = 0; i < n; i++) {
+    assert.ok(lp.token_logprobs[i] <= 0);
+    const top = Object.entries(lp.top_logprobs[i]);
+    assert.ok(top.length >= 1 && top.length <= 2);
+    assert.equal(Math.max(...top.map(([, v]) => v)), lp.token_logprobs[i]);  // greedy
+    // byte offsets: a token that is part of a character shows as U+FFFD, so only the order is checked
+    if (i > 0) assert.ok(lp.text_offset[i] > lp.text_offset[i - 1]);
+  }
+  if (!c.choices[0].text.includes('\ufffd')) assert.equal(lp.tokens.filter((t) => !control(t)).join(''), c.choices[0].text);
+  // out of range: a 400 naming the field
+  await assert.rejects(ask('alpha', 'x', { logprobs: true, top_logprobs: 21 }),
+    (e) => e instanceof OpenAI.BadRequestError && e.param === 'top_logprobs');
 });
 
 await check('streaming equals non-streaming (greedy), usage chunk when asked', async () => {
