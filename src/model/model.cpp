@@ -90,6 +90,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   m->n_ctx_ = options.n_ctx > 0 ? options.n_ctx : std::min<int64_t>(c.n_ctx_train, 4096);
   m->n_slots_ = options.n_slots;
   m->max_batch_ = options.max_batch;
+  m->max_logits_ = options.max_logits > 0 ? std::min(options.max_logits, options.max_batch) : options.max_batch;
 
   // One backend per device of the placement; the embedding goes with the first layer and the
   // head with the last, so a single-device model never crosses devices.

@@ -65,6 +65,7 @@ class Model {
   int64_t n_ctx() const { return n_ctx_; }
   int64_t n_slots() const { return n_slots_; }
   int64_t max_batch() const { return max_batch_; }
+  int64_t max_logits() const { return max_logits_; }  // output rows a step may have
 
   // One step (see engine/batch.h); the outputs stay valid until the next step. Throws
   // velocity::Error for an invalid batch (positions past n_ctx, ...), engine::DeviceFault when
@@ -92,7 +93,7 @@ class Model {
   std::vector<float> staging_;    // [max_batch, D] host copy of the residual between devices
   std::unique_ptr<ForwardPass> pass_;
   uint64_t bytes_per_token_ = 0;
-  int64_t n_ctx_ = 0, n_slots_ = 0, max_batch_ = 0;
+  int64_t n_ctx_ = 0, n_slots_ = 0, max_batch_ = 0, max_logits_ = 0;
 };
 
 }  // namespace velocity::model

@@ -77,6 +77,7 @@ std::shared_ptr<RequestHandle> Scheduler::submit(Request request) {
     if (t < 0 || t >= model_.config().n_vocab) fail("prompt token {} is outside the vocabulary", t);
   if (!request.on_done) fail("submit: on_done is required");
   if (request.logprobs > kMaxTopLogprobs) fail("at most {} top logprobs per token, not {}", kMaxTopLogprobs, request.logprobs);
+  if (request.prompt_logprobs && request.logprobs < 0) fail("prompt_logprobs needs logprobs >= 0");
   auto job = std::make_shared<Job>();
   job->owner = this;
   if (request.ignore_eos)
@@ -162,7 +163,8 @@ void Scheduler::admit(std::unique_lock<std::mutex>& lock) {
     Slot& s = slots_[best];
     s.job = queue_.front();
     queue_.pop_front();
-    const size_t reuse = std::min(best_common, prompt.size() - 1);  // compute at least one token
+    // Compute at least one token; all of them when the prompt's logprobs are wanted.
+    const size_t reuse = s.job->request.prompt_logprobs ? 0 : std::min(best_common, prompt.size() - 1);
     kv_tokens_ -= static_cast<int64_t>(s.cached.size() - reuse);
     s.cached.resize(reuse);
     s.n_prompt_done = reuse;
@@ -282,6 +284,7 @@ bool Scheduler::step() {
   }
   batch_.clear();
   batch_slot_.clear();
+  batch_prompt_pos_.clear();
   int64_t budget = model_.max_batch();
   // Decoding slots first: one token each keeps inter-token latency flat while prompts prefill;
   // then prompt tokens, fewer of them when someone is waiting for their next token.
@@ -293,6 +296,7 @@ bool Scheduler::step() {
     ++kv_tokens_;
     s.pending = -1;
     batch_slot_.push_back(static_cast<int32_t>(i));
+    batch_prompt_pos_.push_back(-1);
     --budget;
   }
   batch_.n_decode = batch_.size();  // decoding slots first, one token each
@@ -306,15 +310,30 @@ bool Scheduler::step() {
       s.prompt_started = true;
       s.prompt_start = Clock::now();
     }
-    const size_t n = std::min<size_t>(prompt.size() - s.n_prompt_done, static_cast<size_t>(budget));
+    size_t n = std::min<size_t>(prompt.size() - s.n_prompt_done, static_cast<size_t>(budget));
+    const bool every_row = s.job->request.prompt_logprobs;  // each prompt position an output row
+    if (every_row) {
+      // Leave a row for each other slot still prefilling (its last prompt token may come later
+      // in this loop).
+      int64_t others = 0;
+      for (size_t j = 0; j < slots_.size(); ++j)
+        others += j != i && slots_[j].job && slots_[j].pending < 0 &&
+                  slots_[j].n_prompt_done < slots_[j].job->request.prompt.size();
+      const int64_t rows_left = model_.max_logits() - static_cast<int64_t>(batch_slot_.size()) - others;
+      if (rows_left <= 0) continue;
+      n = std::min<size_t>(n, static_cast<size_t>(rows_left));
+    }
     for (size_t k = 0; k < n; ++k) {
       const bool last = s.n_prompt_done + 1 == prompt.size();
       batch_.add(prompt[s.n_prompt_done], static_cast<int32_t>(s.cached.size()), static_cast<int32_t>(i),
-                 last ? output_of(*s.job) : engine::Output::None);
+                 last || every_row ? output_of(*s.job) : engine::Output::None);
+      if (last || every_row) {
+        batch_slot_.push_back(static_cast<int32_t>(i));
+        batch_prompt_pos_.push_back(last ? -1 : static_cast<int32_t>(s.n_prompt_done));
+      }
       s.cached.push_back(prompt[s.n_prompt_done]);
       ++s.n_prompt_done;
       ++kv_tokens_;
-      if (last) batch_slot_.push_back(static_cast<int32_t>(i));
     }
     budget -= static_cast<int64_t>(n);
   }
@@ -341,6 +360,14 @@ bool Scheduler::step() {
   for (size_t r = 0; r < batch_slot_.size(); ++r) {
     Slot& s = slots_[batch_slot_[r]];
     if (!s.job) continue;
+    if (const int32_t p = batch_prompt_pos_[r]; p >= 0) {  // scores prompt token p + 1
+      if (s.job->request.on_logprobs) {
+        token_logprobs(out.row(static_cast<int64_t>(r)), s.job->request.prompt[static_cast<size_t>(p) + 1],
+                       s.job->request.logprobs, logprobs_);
+        s.job->request.on_logprobs(logprobs_);
+      }
+      continue;
+    }
     const bool first_token = s.result.n_generated == 0;
     if (first_token) {
       s.result.prompt_ms = ms_between(s.prompt_start, Clock::now());
@@ -350,6 +377,10 @@ bool Scheduler::step() {
     }
     if (s.job->cancelled) {
       finish(s, StopReason::Cancelled);
+      continue;
+    }
+    if (s.job->request.max_tokens == 0) {  // the prompt scored, nothing to generate
+      finish(s, StopReason::MaxTokens);
       continue;
     }
     int32_t token = -1;

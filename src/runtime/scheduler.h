@@ -73,6 +73,11 @@ struct Request {
   // control token has none, a stop string holds text back); end-of-generation tokens have none.
   // The slot's steps then return logits, never the device's argmax.
   int32_t logprobs = -1;
+  // With logprobs >= 0: also the prompt's tokens (each but the first, in order, before any
+  // generated token), from logits of every prompt position; no prefix reuse for this request,
+  // and its prompt steps carry at most the model's max_logits rows. With max_tokens 0 the
+  // request ends after the prompt (scoring it, with nothing generated).
+  bool prompt_logprobs = false;
   std::function<void(int64_t n_prompt, int64_t n_reused)> on_prompt_processed;  // optional
   std::function<void(const TokenLogprobs&)> on_logprobs;                        // optional
   std::function<void(std::string_view text)> on_text;                           // optional
@@ -172,6 +177,8 @@ class Scheduler {
   void publish_slots();               // scheduler thread, mutex_ held
   engine::Batch batch_;
   std::vector<int32_t> batch_slot_;  // [logit row] -> slot index
+  std::vector<int32_t> batch_prompt_pos_;  // [logit row] -> prompt position p < n - 1 whose logits
+                                           // score prompt token p + 1 (prompt_logprobs), else -1
   TokenLogprobs logprobs_;           // filled per sampled token for requests that ask
   std::thread thread_;
 };

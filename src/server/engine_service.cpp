@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <random>
 #include <sstream>
 
@@ -42,12 +43,16 @@ struct JobRun {
   GenerationJob job;
   std::optional<tok::ReasoningParser> reasoning;
   std::vector<TokenLogprob> logprobs;  // tokens whose text has not been delivered yet
+  std::string echo;                    // the prompt's text, delivered once the prompt is processed
   // A delta to the client, with the logprob entries of the tokens it completes.
   void deliver(std::string_view content, std::string_view reasoning_text) {
     if (content.empty() && reasoning_text.empty()) return;
+    flush_logprobs();
+    job.on_delta(content, reasoning_text);
+  }
+  void flush_logprobs() {
     if (!logprobs.empty() && job.on_logprobs) job.on_logprobs(std::move(logprobs));
     logprobs.clear();
-    job.on_delta(content, reasoning_text);
   }
   // on_accepted is delivered exactly once, before any callback from the scheduler thread: the
   // preparation thread calls accept() after queueing the request, and every scheduler callback
@@ -445,16 +450,38 @@ void EngineService::prepare(const std::shared_ptr<Preparing>& p) {
   r.on_prompt_processed = [run](int64_t n_prompt, int64_t) {
     run->accept();
     if (run->job.on_prompt_processed) run->job.on_prompt_processed(n_prompt);
+    if (run->job.echo && run->job.on_delta) {  // the prompt's text (and its tokens' entries) first
+      run->flush_logprobs();
+      if (!run->echo.empty()) run->job.on_delta(run->echo, {});
+    }
   };
   r.logprobs = run->job.logprobs;
+  const tokenizer::Tokenizer* tk = tokenizer_.get();
+  auto is_control = [tk](int32_t id) {
+    const auto& types = tk->vocab().types;
+    return id >= 0 && static_cast<size_t>(id) < types.size() &&
+           types[static_cast<size_t>(id)] == velocity::tokenizer::TokenType::Control;
+  };
+  if (run->job.echo && !run->job.is_chat) {
+    run->echo = run->job.prompt;
+    r.prompt_logprobs = run->job.logprobs >= 0;
+    if (r.prompt_logprobs && !r.prompt.empty()) {  // the first token: nothing before it to score it
+      TokenLogprob first;
+      first.token = tk->token_to_piece(r.prompt[0]);
+      first.logprob = std::numeric_limits<float>::quiet_NaN();
+      first.control = is_control(r.prompt[0]);
+      run->logprobs.push_back(std::move(first));
+    }
+  }
   if (run->job.logprobs >= 0) {
-    r.on_logprobs = [run, tokenizer = tokenizer_.get()](const runtime::TokenLogprobs& lp) {
+    r.on_logprobs = [run, tk, is_control](const runtime::TokenLogprobs& lp) {
       TokenLogprob e;
-      e.token = tokenizer->token_to_piece(lp.token);
+      e.token = tk->token_to_piece(lp.token);
       e.logprob = lp.logprob;
+      e.control = is_control(lp.token);
       e.top.reserve(static_cast<size_t>(lp.n_top));
       for (int32_t i = 0; i < lp.n_top; ++i)
-        e.top.emplace_back(tokenizer->token_to_piece(lp.top_tokens[static_cast<size_t>(i)]),
+        e.top.emplace_back(tk->token_to_piece(lp.top_tokens[static_cast<size_t>(i)]),
                            lp.top_logprobs[static_cast<size_t>(i)]);
       run->logprobs.push_back(std::move(e));
     };

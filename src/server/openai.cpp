@@ -118,8 +118,6 @@ void reject_unsupported(Endpoint endpoint, const json& j) {
   if (const json* v = field(j, "function_call"); v && !v->is_null() && !(v->is_string() && *v == "none"))
     unsupported("function_call", "is not supported yet (no function calls); send \"none\" or omit it.");
   if (endpoint == Endpoint::Completions) {
-    if (const json* v = field(j, "echo"); v && !(v->is_boolean() && !v->get<bool>()))
-      unsupported("echo", "is not supported yet; send false or omit it.");
     if (const json* v = field(j, "best_of"); v && !v->is_number_integer()) invalid_type("best_of", "an integer", *v);
     if (const json* v = field(j, "best_of"); v && v->get<int64_t>() != 1) unsupported("best_of", "must be 1 (or omitted).");
   }
@@ -313,7 +311,11 @@ OpenAIRequest parse_request(Endpoint endpoint, std::string_view body) {
       if (!v->is_string()) invalid_type("suffix", "a string", *v);
       r.suffix = v->get<std::string>();
     }
-    r.max_tokens = integer_in(j, "max_tokens", 1, kMaxTokens);
+    r.echo = boolean(j, "echo", "echo");
+    // 0 scores the prompt and generates nothing: only with echo (lm-eval's loglikelihood).
+    r.max_tokens = integer_in(j, "max_tokens", r.echo ? 0 : 1, kMaxTokens);
+    if (r.echo && !r.suffix.empty())
+      throw ApiError::bad_request("'echo' cannot be used with 'suffix'.", "echo", "invalid_value");
   }
   r.temperature = number_in(j, "temperature", 0, 2);
   r.top_p = number_in(j, "top_p", 0, 1, /*lo_open=*/true);
@@ -365,6 +367,7 @@ GenerationJob make_job(const OpenAIRequest& request, const SamplingDefaults& def
   job.stop = request.stop;
   job.ignore_eos = request.ignore_eos;
   job.logprobs = request.logprobs;
+  job.echo = request.echo;
   return job;
 }
 

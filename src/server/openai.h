@@ -19,8 +19,10 @@
 //   logprobs              chat: bool, with top_logprobs in [0, 20] (top_logprobs needs logprobs
 //                         true); completions: integer in [0, 20] (alternatives per token)
 //   suffix                completions: fill in the middle (the service checks the FIM markers)
+//   echo                  completions: bool, the prompt comes first in the text (and its tokens
+//                         in logprobs); max_tokens may then be 0; not with suffix
 // Not supported yet, and a 400 (code unsupported_parameter) when asked for, since a response
-// without them would be silently wrong: completions echo true, best_of != 1; tools,
+// without them would be silently wrong: completions best_of != 1; tools,
 // tool_choice other than "none", response_format other than text. user is accepted and ignored.
 // null counts as absent for every optional field; unknown fields are ignored (clients send
 // extras). Numbers must be finite (JSON has no NaN; 1e999 parses to infinity and is rejected);
@@ -64,6 +66,7 @@ struct OpenAIRequest {
   bool include_usage = false;         // stream_options.include_usage
   bool ignore_eos = false;
   int32_t logprobs = -1;              // >= 0: logprobs with this many top alternatives per token
+  bool echo = false;                  // completions: the prompt's text (and logprobs) first
 };
 
 // Parses and validates a request body. Throws ApiError (400) for anything invalid, including

@@ -92,7 +92,8 @@ struct UtilityResult {
 // of the raw logits (runtime/logprobs.h).
 struct TokenLogprob {
   std::string token;  // the token's bytes (may be part of a UTF-8 character)
-  float logprob = 0;
+  float logprob = 0;  // NaN: none (an echoed prompt's first token)
+  bool control = false;  // a control token: its piece is not in the text
   std::vector<std::pair<std::string, float>> top;  // most likely first
 };
 
@@ -141,6 +142,10 @@ struct GenerationJob {
   // (<= 20) come through on_logprobs. End-of-generation tokens have no entry; the tokens of a
   // stop string do (their entries come last, with no delta after them).
   int32_t logprobs = -1;
+  // Raw prompts only: the output starts with the prompt's text (a delta once the prompt is
+  // processed), with logprobs >= 0 preceded by its tokens' entries (the first one has none: NaN).
+  // max_tokens may then be 0: the prompt scored, nothing generated.
+  bool echo = false;
 
   std::function<void()> on_accepted;                                    // optional
   std::function<void(int64_t n_prompt_tokens)> on_prompt_processed;     // optional

@@ -1,5 +1,7 @@
 #include "server/sse.h"
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include <random>
@@ -61,13 +63,14 @@ json logprobs_json(Endpoint endpoint, LogprobsView v) {
   size_t offset = v.text_offset;
   for (const TokenLogprob& e : *v.entries) {
     tokens.push_back(e.token);
-    token_logprobs.push_back(e.logprob);
-    json top = json::object();
+    const bool none = std::isnan(e.logprob);  // an echoed prompt's first token
+    token_logprobs.push_back(none ? json(nullptr) : json(e.logprob));
+    json top = none ? json(nullptr) : json::object();
     for (const auto& [piece, lp] : e.top)
       if (!top.contains(piece)) top[piece] = lp;  // two ids with one piece: the likelier one
     top_logprobs.push_back(std::move(top));
     offsets.push_back(offset);
-    offset += e.token.size();
+    if (!e.control) offset += e.token.size();  // a control token's piece is not in the text
   }
   return {{"tokens", std::move(tokens)},
           {"token_logprobs", std::move(token_logprobs)},

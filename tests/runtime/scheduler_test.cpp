@@ -266,6 +266,48 @@ TEST_F(SchedulerTest, LogprobsMatchATeacherForcedForward) {
   }
 }
 
+// prompt_logprobs with max_tokens 0 (lm-eval's loglikelihood): an entry for each prompt token
+// but the first, equal to the teacher-forced forward, nothing generated; run beside a second
+// request while the model allows only 2 output rows a step (the prompt is scored in chunks that
+// leave the other request its row), after a request that left a reusable prefix in the cache.
+TEST_F(SchedulerTest, PromptLogprobsScoreThePromptInChunksOfTheOutputRows) {
+  auto model = load(2);
+  const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), *path_));
+  Scheduler sched(*model, tok, 4);
+  const auto prompt = tok.encode("In the beginning God created the heaven and the earth", true, false);
+  ASSERT_GE(prompt.size(), 8u);
+  Collector warm;
+  sched.submit(warm.request(prompt, greedy(), 2));  // leaves the prompt's K/V in a slot
+  ASSERT_TRUE(warm.wait());
+  Collector scored, other;
+  std::vector<TokenLogprobs> got;
+  Request r = scored.request(prompt, greedy(), 0);
+  r.logprobs = 2;
+  r.prompt_logprobs = true;
+  r.on_logprobs = [&](const TokenLogprobs& lp) { got.push_back(lp); };
+  sched.submit(other.request(tok.encode("Once upon a time", true, false), greedy(), 6));
+  sched.submit(std::move(r));
+  ASSERT_TRUE(scored.wait());
+  ASSERT_TRUE(other.wait());
+  EXPECT_EQ(other.out.result.reason, StopReason::MaxTokens) << other.out.result.error;
+  ASSERT_EQ(scored.out.result.reason, StopReason::MaxTokens) << scored.out.result.error;
+  EXPECT_EQ(scored.out.result.n_generated, 0);
+  EXPECT_EQ(scored.out.result.n_prefilled, static_cast<int64_t>(prompt.size())) << "no prefix reuse";
+  EXPECT_TRUE(scored.out.text.empty());
+  ASSERT_EQ(got.size(), prompt.size() - 1);
+
+  auto ref = load(1, 128, 64, 64);
+  engine::Batch batch;
+  for (size_t p = 0; p + 1 < prompt.size(); ++p) batch.add(prompt[p], static_cast<int32_t>(p), 0, engine::Output::Logits);
+  const engine::StepOutput out = ref->step(batch);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].token, prompt[i + 1]);
+    const std::span<const float> row = out.row(static_cast<int64_t>(i));
+    EXPECT_NEAR(got[i].logprob, row[static_cast<size_t>(prompt[i + 1])] - log_sum_exp(row), 1e-4) << i;
+    EXPECT_EQ(got[i].n_top, 2);
+  }
+}
+
 TEST_F(SchedulerTest, PrefixReuseSkipsTheSharedPromptAndKeepsTheOutput) {
   auto model = load(1);
   const tokenizer::Tokenizer tok(tokenizer::Vocab::from_gguf(model->file(), *path_));

@@ -62,7 +62,13 @@ TEST(OpenAIRequest, LogprobsFields) {
   EXPECT_EQ(parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": 3})").logprobs, 3);
   EXPECT_EQ(parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": 0})").logprobs, 0);
   EXPECT_EQ(parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": null})").logprobs, -1);
+  // echo: the prompt first; max_tokens 0 (score the prompt only) is allowed with it
+  const OpenAIRequest echo = parse_request(Endpoint::Completions, R"({"prompt": "x", "echo": true, "max_tokens": 0, "logprobs": 1})");
+  EXPECT_TRUE(echo.echo);
+  EXPECT_EQ(echo.max_tokens, 0);
   const SamplingDefaults defaults;
+  EXPECT_TRUE(make_job(echo, defaults, 1).echo);
+  EXPECT_EQ(make_job(echo, defaults, 1).max_tokens, 0);
   EXPECT_EQ(make_job(parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": 2})"), defaults, 1)
                 .logprobs,
             2);
@@ -85,12 +91,12 @@ TEST(OpenAIRequest, UnsupportedFieldsSwitchedOffAreAccepted) {
                                     "tool_choice": "none", "response_format": {"type": "text"}, "functions": null,
                                     "grammar": "", "json_schema": null})"));
   try {
-    parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "x", "echo": true})");
+    parse_request(Endpoint::Completions, R"({"model": "m", "prompt": "x", "best_of": 3})");
     ADD_FAILURE() << "no error";
   } catch (const ApiError& e) {
     EXPECT_EQ(e.status, 400);
     EXPECT_EQ(e.code, "unsupported_parameter");
-    EXPECT_EQ(e.param, "echo");
+    EXPECT_EQ(e.param, "best_of");
   }
 }
 
@@ -189,7 +195,9 @@ TEST(OpenAIRequest, InvalidRequestsNameTheField) {
       {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": true, "top_logprobs": 21})", "top_logprobs"},
       {Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": 21})", "logprobs"},
       {Endpoint::Completions, R"({"model": "m", "prompt": "x", "logprobs": true})", "logprobs"},
-      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "echo": true})", "echo"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "echo": "yes"})", "echo"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "echo": true, "suffix": "y"})", "echo"},
+      {Endpoint::Completions, R"({"model": "m", "prompt": "x", "max_tokens": 0})", "max_tokens"},
       {Endpoint::Completions, R"({"model": "m", "prompt": "x", "suffix": 3})", "suffix"},
       {Endpoint::Completions, R"({"model": "m", "prompt": "x", "best_of": 2})", "best_of"},
       {Endpoint::ChatCompletions, R"({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})", "response_format"},

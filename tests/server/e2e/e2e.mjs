@@ -4,7 +4,7 @@
 //
 //   node e2e.mjs <velocity binary> <work dir>
 //
-// Checks: chat and completions, streaming and not, usage and timings, logprobs, stop sequences, seed
+// Checks: chat and completions, streaming and not, usage and timings, logprobs and echo, stop sequences, seed
 // determinism, unknown model (404), bad key (401); 32 concurrent streaming requests over the two
 // models equal the same requests run one at a time; a client that disconnects mid-stream frees
 // its slot within a second (seen in /metrics); SIGTERM lets a running request finish, refuses new
@@ -198,6 +198,29 @@ await check('logprobs: chat and completions, streamed and not; one entry per tok
   // out of range: a 400 naming the field
   await assert.rejects(ask('alpha', 'x', { logprobs: true, top_logprobs: 21 }),
     (e) => e instanceof OpenAI.BadRequestError && e.param === 'top_logprobs');
+});
+
+await check('echo: the prompt scored (max_tokens 0, lm-eval\'s loglikelihood); its generated part as when generated, where the text tokenizes back the same', async () => {
+  const prompt = 'Once upon a time';
+  const gen = await client.completions.create({ model: 'beta', prompt, max_tokens: 4, temperature: 0, logprobs: 1 });
+  const full = prompt + gen.choices[0].text;
+  const r = await client.completions.create({ model: 'beta', prompt: full, max_tokens: 0, echo: true, logprobs: 1, temperature: 0 });
+  assert.equal(r.choices[0].text, full);
+  const lp = r.choices[0].logprobs;
+  assert.equal(lp.tokens.length, r.usage.prompt_tokens);
+  assert.equal(r.usage.completion_tokens, 0);
+  assert.equal(lp.token_logprobs[0], null);
+  assert.equal(lp.top_logprobs[0], null);
+  for (let i = 1; i < lp.tokens.length; i++) assert.ok(lp.token_logprobs[i] <= 0);
+  // The generated tokens, scored as part of the prompt, have the values they had when generated
+  // (when the text tokenizes back into the same tokens).
+  const g = gen.choices[0].logprobs, n = g.tokens.length;
+  if (JSON.stringify(lp.tokens.slice(-n)) === JSON.stringify(g.tokens))
+    for (let i = 0; i < n; i++) assert.ok(Math.abs(lp.token_logprobs[lp.tokens.length - n + i] - g.token_logprobs[i]) < 1e-3);
+  // echo with generation, no logprobs: the text starts with the prompt
+  const e = await client.completions.create({ model: 'alpha', prompt, max_tokens: 3, echo: true, temperature: 0 });
+  assert.ok(e.choices[0].text.startsWith(prompt));
+  assert.equal(e.choices[0].logprobs, null);
 });
 
 await check('streaming equals non-streaming (greedy), usage chunk when asked', async () => {
