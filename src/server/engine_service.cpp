@@ -299,6 +299,17 @@ std::vector<int32_t> EngineService::prompt_tokens(const GenerationJob& job, cons
     rendered = std::move(prompt.text);
     const int32_t bos = v.bos;  // templates that write BOS themselves
     if (ids.size() >= 2 && bos >= 0 && ids[0] == bos && ids[1] == bos) ids.erase(ids.begin());
+  } else if (job.infill) {
+    // llama.cpp's /infill (Tokenizer::encode_infill): extra files, prefix, cursor text, suffix.
+    if (!tokenizer_->vocab().has_fim())
+      throw ApiError::bad_request(fmt::format("model '{}' has no fill-in-the-middle tokens (its vocabulary has no "
+                                              "prefix/suffix/middle markers): /infill needs a code model",
+                                              entry_.name),
+                                  "input_prefix", "unsupported_value");
+    size_t bytes = job.prompt.size() + job.suffix.size() + job.infill->cursor.size();
+    for (const auto& chunk : job.infill->extra) bytes += chunk.filename.size() + chunk.text.size();
+    if ((int64_t)bytes > max_prompt_bytes_) throw too_long(bytes);
+    ids = tokenizer_->encode_infill(job.prompt, job.infill->cursor, job.suffix, job.infill->extra, &cancel);
   } else if (!job.suffix.empty()) {
     // Fill in the middle (Tokenizer::encode_fim): the model writes what goes between them.
     const tokenizer::Vocab& v = tokenizer_->vocab();

@@ -266,9 +266,33 @@ std::vector<runtime::LogitBias> parse_logit_bias(const json& body) {
   return out;
 }
 
+// /infill, as llama.cpp's server reads it: input_prefix, input_suffix, prompt (the text at the
+// cursor) strings, all optional; input_extra [{filename, text}]; n_predict (-1: no limit) or
+// max_tokens.
+void parse_infill(const json& j, OpenAIRequest& r) {
+  r.prompt = optional_string(j, "input_prefix", "input_prefix");
+  r.suffix = optional_string(j, "input_suffix", "input_suffix");
+  r.infill_cursor = optional_string(j, "prompt", "prompt");
+  if (const json* extra = field(j, "input_extra")) {
+    if (!extra->is_array()) invalid_type("input_extra", "an array of {filename, text} objects", *extra);
+    for (size_t i = 0; i < extra->size(); ++i) {
+      const json& chunk = (*extra)[i];
+      const std::string p = "input_extra[" + std::to_string(i) + "]";
+      if (!chunk.is_object()) invalid_type(p, "an object", chunk);
+      r.infill_extra.push_back({optional_string(chunk, "filename", p + ".filename"), optional_string(chunk, "text", p + ".text")});
+    }
+  }
+  if (auto n = integer_in(j, "n_predict", -1, kMaxTokens); n && *n != -1) {
+    if (*n == 0) invalid_value("n_predict", "must be -1 (no limit) or at least 1, got 0.");
+    r.max_tokens = n;
+  }
+  if (auto m = integer_in(j, "max_tokens", 1, kMaxTokens)) r.max_tokens = m;
+}
+
 // Chat: logprobs (bool) and top_logprobs (0..20, only with logprobs true); completions:
 // logprobs (0..20 alternatives, null = none). -1: no logprobs.
 int32_t parse_logprobs(Endpoint endpoint, const json& j) {
+  if (endpoint == Endpoint::Infill) return -1;  // llama.cpp's n_probs: not supported, ignored
   if (endpoint == Endpoint::Completions) {
     const auto n = integer_in(j, "logprobs", 0, runtime::kMaxTopLogprobs);
     return n ? static_cast<int32_t>(*n) : -1;
@@ -305,6 +329,8 @@ OpenAIRequest parse_request(Endpoint endpoint, std::string_view body) {
     r.messages = parse_messages(j);
     r.max_tokens = integer_in(j, "max_tokens", 1, kMaxTokens);
     if (auto m = integer_in(j, "max_completion_tokens", 1, kMaxTokens)) r.max_tokens = m;
+  } else if (endpoint == Endpoint::Infill) {
+    parse_infill(j, r);
   } else {
     r.prompt = parse_prompt(j);
     if (const json* v = field(j, "suffix"); v && !v->is_null()) {
@@ -337,7 +363,7 @@ OpenAIRequest parse_request(Endpoint endpoint, std::string_view body) {
   r.stream = boolean(j, "stream", "stream");
   r.ignore_eos = boolean(j, "ignore_eos", "ignore_eos");
   reject_unsupported(endpoint, j);
-  if (const json* options = field(j, "stream_options")) {
+  if (const json* options = field(j, "stream_options"); options && endpoint != Endpoint::Infill) {
     if (!options->is_object()) invalid_type("stream_options", "an object", *options);
     r.include_usage = boolean(*options, "include_usage", "stream_options.include_usage");
   }
@@ -368,6 +394,7 @@ GenerationJob make_job(const OpenAIRequest& request, const SamplingDefaults& def
   job.ignore_eos = request.ignore_eos;
   job.logprobs = request.logprobs;
   job.echo = request.echo;
+  if (request.endpoint == Endpoint::Infill) job.infill = GenerationJob::Infill{request.infill_cursor, request.infill_extra};
   return job;
 }
 

@@ -43,7 +43,9 @@
 
 namespace velocity::server {
 
-enum class Endpoint { ChatCompletions, Completions };
+// Infill: llama.cpp's POST /infill (input_prefix, input_suffix, prompt, input_extra, n_predict),
+// answered in llama.cpp's native shape (content, stop, tokens_predicted, ...; sse.h).
+enum class Endpoint { ChatCompletions, Completions, Infill };
 
 constexpr int64_t kMaxTokens = 1 << 24;
 constexpr size_t kMaxStops = 4;
@@ -67,6 +69,9 @@ struct OpenAIRequest {
   bool ignore_eos = false;
   int32_t logprobs = -1;              // >= 0: logprobs with this many top alternatives per token
   bool echo = false;                  // completions: the prompt's text (and logprobs) first
+  // Infill: prompt = input_prefix, suffix = input_suffix, these the rest (GenerationJob::infill)
+  std::string infill_cursor;
+  std::vector<tokenizer::Tokenizer::InfillChunk> infill_extra;
 };
 
 // Parses and validates a request body. Throws ApiError (400) for anything invalid, including

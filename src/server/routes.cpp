@@ -63,6 +63,7 @@ constexpr Route kRoutes[] = {
     {"/version", http::verb::get},              {"/tokenize", http::verb::post},
     {"/detokenize", http::verb::post},          {"/apply-template", http::verb::post},
     {"/slots", http::verb::get},                {"/", http::verb::get},
+    {"/infill", http::verb::post},
     {"/", http::verb::head},
 };
 
@@ -320,6 +321,7 @@ void Session::handle_request() {
   try {
     if (target == "/v1/chat/completions") return handle_generation(Endpoint::ChatCompletions);
     if (target == "/v1/completions") return handle_generation(Endpoint::Completions);
+    if (target == "/infill") return handle_generation(Endpoint::Infill);
     if (target == "/metrics") return handle_metrics();
     if (target == "/props") return handle_props();
     if (target == "/slots") return handle_slots();
@@ -573,7 +575,7 @@ void Session::on_done(uint64_t serial, Completion completion) {
       send_last_logprobs();
       stream_send(sse_finish_chunk(gen_->meta, completion));
       if (gen_->include_usage) stream_send(sse_usage_chunk(gen_->meta, completion));
-      stream_send(kSseDone);
+      if (gen_->meta.endpoint != Endpoint::Infill) stream_send(kSseDone);  // llama.cpp's native stream has none
     }
     return stream_finish();
   }
@@ -591,7 +593,7 @@ void Session::on_done(uint64_t serial, Completion completion) {
     send_last_logprobs();
     stream_send(sse_finish_chunk(gen_->meta, completion));
     if (gen_->include_usage) stream_send(sse_usage_chunk(gen_->meta, completion));
-    stream_send(kSseDone);
+    if (gen_->meta.endpoint != Endpoint::Infill) stream_send(kSseDone);
     return stream_finish();
   }
   if (gen_->utility != GenerationJob::Utility::None)

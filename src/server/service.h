@@ -44,6 +44,7 @@
 
 #include "runtime/sampler.h"
 #include "server/api_error.h"
+#include "tokenizer/tokenizer.h"
 #include "server/config.h"
 
 namespace velocity::server {
@@ -131,6 +132,14 @@ struct GenerationJob {
   // suffix marker, suffix, middle marker) or refuses the request when the vocabulary has no
   // FIM markers.
   std::string suffix;
+  // llama.cpp's /infill (raw prompts only): prompt is input_prefix, suffix input_suffix (either
+  // may be empty), and these the text at the cursor and the extra files
+  // (Tokenizer::encode_infill); the vocabulary must have FIM markers.
+  struct Infill {
+    std::string cursor;
+    std::vector<tokenizer::Tokenizer::InfillChunk> extra;
+  };
+  std::optional<Infill> infill;
 
   runtime::SamplingParams sampling;      // already merged with the model's defaults; valid ranges
                                          // checked, except logit_bias token ids against n_vocab

@@ -40,6 +40,19 @@ json timings_json(const Timings& t) {
               {"predicted_per_second", t.predicted_per_second()}};
 }
 
+// llama.cpp's native answer of /infill: the final object (whole response, or the last event).
+json infill_final(const ResponseMeta& meta, std::string_view text, const Completion& c) {
+  return json{{"index", 0},
+              {"content", text},
+              {"stop", true},
+              {"model", meta.model},
+              {"tokens_predicted", c.usage.completion_tokens},
+              {"tokens_evaluated", c.usage.prompt_tokens},
+              {"stop_type", c.finish == FinishReason::Length ? "limit" : "eos"},
+              {"truncated", false},
+              {"timings", timings_json(c.timings)}};
+}
+
 json bytes_json(const std::string& piece) {
   json b = json::array();
   for (const char c : piece) b.push_back(static_cast<int>(static_cast<unsigned char>(c)));
@@ -91,6 +104,7 @@ std::string sse_event(std::string_view data) {
 
 std::string completion_body(const ResponseMeta& meta, std::string_view text, std::string_view reasoning,
                             const Completion& completion, LogprobsView logprobs) {
+  if (meta.endpoint == Endpoint::Infill) return dump(infill_final(meta, text, completion));
   json j = head(meta, false);
   json choice = {{"index", 0}};
   if (meta.endpoint == Endpoint::ChatCompletions) {
@@ -117,6 +131,7 @@ std::string sse_role_chunk(const ResponseMeta& meta) {
 
 std::string sse_delta_chunk(const ResponseMeta& meta, std::string_view text, std::string_view reasoning,
                             LogprobsView logprobs) {
+  if (meta.endpoint == Endpoint::Infill) return sse_event(dump(json{{"index", 0}, {"content", text}, {"stop", false}}));
   json j = head(meta, true);
   json choice = {{"index", 0}};
   if (meta.endpoint == Endpoint::ChatCompletions) {
@@ -134,6 +149,7 @@ std::string sse_delta_chunk(const ResponseMeta& meta, std::string_view text, std
 }
 
 std::string sse_finish_chunk(const ResponseMeta& meta, const Completion& completion) {
+  if (meta.endpoint == Endpoint::Infill) return sse_event(dump(infill_final(meta, "", completion)));
   json j = head(meta, true);
   json choice = {{"index", 0}};
   if (meta.endpoint == Endpoint::ChatCompletions) choice["delta"] = json::object();

@@ -12,6 +12,10 @@
 //   "logprobs":{"content":[{"token","logprob","bytes":[...],"top_logprobs":[{"token","logprob","bytes"}]}],"refusal":null}
 // completions (the legacy shape)
 //   "logprobs":{"tokens":[...],"token_logprobs":[...],"top_logprobs":[{"<token>":lp,...}],"text_offset":[...]}
+// /infill answers in llama.cpp's native shape: {"index", "content", "stop": true, "model",
+// "tokens_predicted", "tokens_evaluated", "stop_type" ("eos" | "limit"), "truncated", "timings"};
+// streaming, data: {"index", "content", "stop": false} per delta, that object with empty content
+// last, and no [DONE].
 // Each event ends with a blank line. /v1/completions chunks are "text_completion" objects with
 // choices[{index, text, finish_reason}] and no role chunk. An engine error ends the stream with
 //   data: {"error":{"message","type":"server_error","param":null,"code":null}}   and no [DONE].

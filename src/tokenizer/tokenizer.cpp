@@ -195,6 +195,46 @@ std::vector<int32_t> Tokenizer::encode_fim(std::string_view prefix, std::string_
   return out;
 }
 
+std::vector<int32_t> Tokenizer::encode_infill(std::string_view prefix, std::string_view cursor,
+                                              std::string_view suffix, std::span<const InfillChunk> extra,
+                                              const std::atomic<bool>* cancel) const {
+  if (!vocab_.has_fim()) fail("the vocabulary has no fill-in-the-middle markers");
+  EncodeOptions options;
+  options.add_special = false;
+  options.parse_special = false;
+  options.cancel = cancel;
+  std::vector<int32_t> out;
+  auto text = [&](std::string_view t) {
+    for (int32_t id : encode(t, options)) out.push_back(id);
+  };
+  const bool sep = vocab_.fim_sep != kNoToken;
+  if (vocab_.fim_rep != kNoToken) {
+    out.push_back(vocab_.fim_rep);
+    text("myproject\n");
+  }
+  for (const InfillChunk& chunk : extra) {
+    if (sep) {
+      out.push_back(vocab_.fim_sep);
+      text((chunk.filename.empty() ? std::string("tmp") : chunk.filename) + "\n");
+    } else {
+      text("\n\n--- snippet ---\n\n");
+    }
+    text(chunk.text);
+  }
+  if (sep) {
+    out.push_back(vocab_.fim_sep);
+    text("filename\n");
+  }
+  if (vocab_.add_bos) out.push_back(vocab_.bos);
+  out.push_back(vocab_.fim_pre);
+  text(prefix);
+  text(cursor);
+  out.push_back(vocab_.fim_suf);
+  text(suffix);
+  out.push_back(vocab_.fim_mid);
+  return out;
+}
+
 std::string Tokenizer::token_to_piece(int32_t id) const {
   if (id < 0 || id >= n_vocab()) return {};
   const std::string& text = vocab_.tokens[id];

@@ -57,6 +57,17 @@ class Tokenizer {
   // Control-token text in prefix or suffix stays text. Throws velocity::Error without markers.
   std::vector<int32_t> encode_fim(std::string_view prefix, std::string_view suffix,
                                   const std::atomic<bool>* cancel = nullptr) const;
+  // llama.cpp's /infill prompt: [extra] [BOS when added] <pre> prefix cursor <suf> suffix <mid>,
+  // where extra is [<rep> "myproject\n" when the vocabulary has Vocab::fim_rep], then per chunk
+  // <sep> filename "\n" text and a last <sep> "filename\n" when it has Vocab::fim_sep, else per
+  // chunk "\n\n--- snippet ---\n\n" text. prefix and cursor are tokenized apart, as llama.cpp
+  // does.
+  struct InfillChunk {
+    std::string filename, text;
+  };
+  std::vector<int32_t> encode_infill(std::string_view prefix, std::string_view cursor, std::string_view suffix,
+                                     std::span<const InfillChunk> extra,
+                                     const std::atomic<bool>* cancel = nullptr) const;
 
   // The bytes a token stands for: byte-level decoded (BPE) or ▁ -> space and <0xXX> -> byte
   // (SPM); control tokens give their text. May be a partial UTF-8 sequence. Empty for a bad id.

@@ -92,6 +92,8 @@ Vocab Vocab::from_gguf(const gguf::File& file, const std::string& name) {
   vocab.fim_pre = read_id(file, name, "tokenizer.ggml.fim_pre_token_id");
   vocab.fim_suf = read_id(file, name, "tokenizer.ggml.fim_suf_token_id");
   vocab.fim_mid = read_id(file, name, "tokenizer.ggml.fim_mid_token_id");
+  vocab.fim_rep = read_id(file, name, "tokenizer.ggml.fim_rep_token_id");
+  vocab.fim_sep = read_id(file, name, "tokenizer.ggml.fim_sep_token_id");
   // llama.cpp's defaults: SPM adds BOS and a space prefix unless told otherwise; BPE adds neither.
   const bool spm = vocab.type == VocabType::Spm;
   vocab.add_bos = read_bool(file, "tokenizer.ggml.add_bos_token", spm);
@@ -116,6 +118,14 @@ Vocab Vocab::from_gguf(const gguf::File& file, const std::string& name) {
 }
 
 void Vocab::find_fim_tokens() {
+  auto find = [&](std::initializer_list<const char*> pieces) {
+    for (const char* piece : pieces)
+      for (size_t i = 0; i < tokens.size(); ++i)
+        if (tokens[i] == piece) return static_cast<int32_t>(i);
+    return kNoToken;
+  };
+  if (fim_rep == kNoToken) fim_rep = find({"<|repo_name|>", "<reponame>"});
+  if (fim_sep == kNoToken) fim_sep = find({"<|file_sep|>", "<file_sep>"});
   if (has_fim()) return;
   // (prefix, suffix, middle), in the order llama.cpp's vocab loader tries them.
   static const char* const kFamilies[][3] = {
@@ -170,6 +180,8 @@ void Vocab::validate(const std::string& name) const {
   check_id(fim_pre, "FIM prefix");
   check_id(fim_suf, "FIM suffix");
   check_id(fim_mid, "FIM middle");
+  check_id(fim_rep, "FIM repository");
+  check_id(fim_sep, "FIM file separator");
   if (add_bos && bos == kNoToken) fail("{}: add_bos_token is true but there is no BOS token id", name);
   if (add_eos && eos == kNoToken) fail("{}: add_eos_token is true but there is no EOS token id", name);
   if (type == VocabType::Bpe && !pre_tokenizer_known(pre)) {

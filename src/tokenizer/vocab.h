@@ -48,6 +48,10 @@ struct Vocab {
   // the vocabulary; find_fim_tokens). All three or none.
   int32_t fim_pre = kNoToken, fim_suf = kNoToken, fim_mid = kNoToken;
   bool has_fim() const { return fim_pre != kNoToken && fim_suf != kNoToken && fim_mid != kNoToken; }
+  // Repository-level FIM markers (tokenizer.ggml.fim_rep/sep_token_id, else Qwen2.5-Coder's
+  // <|repo_name|> / <|file_sep|> or StarCoder's <reponame> / <file_sep>): the repository name and
+  // the file separator of /infill's extra context. Optional, each on its own.
+  int32_t fim_rep = kNoToken, fim_sep = kNoToken;
 
   bool add_bos = false;           // tokenizer.ggml.add_bos_token
   bool add_eos = false;           // tokenizer.ggml.add_eos_token

@@ -74,6 +74,36 @@ TEST(OpenAIRequest, LogprobsFields) {
             2);
 }
 
+// /infill in llama.cpp's field names: prefix, suffix, cursor text, extra files, n_predict.
+TEST(OpenAIRequest, InfillFields) {
+  const OpenAIRequest r = parse_request(Endpoint::Infill, R"({"input_prefix": "def f(", "input_suffix": "):",
+      "prompt": "a", "input_extra": [{"filename": "x.py", "text": "y = 1"}, {"text": "z"}], "n_predict": 12,
+      "temperature": 0, "stream": true})");
+  EXPECT_EQ(r.prompt, "def f(");
+  EXPECT_EQ(r.suffix, "):");
+  EXPECT_EQ(r.infill_cursor, "a");
+  ASSERT_EQ(r.infill_extra.size(), 2u);
+  EXPECT_EQ(r.infill_extra[0].filename, "x.py");
+  EXPECT_EQ(r.infill_extra[1].text, "z");
+  EXPECT_EQ(r.max_tokens, 12);
+  EXPECT_TRUE(r.stream);
+  const GenerationJob job = make_job(r, SamplingDefaults{}, 1);
+  ASSERT_TRUE(job.infill.has_value());
+  EXPECT_FALSE(job.is_chat);
+  EXPECT_EQ(job.infill->cursor, "a");
+  EXPECT_FALSE(parse_request(Endpoint::Infill, R"({"n_predict": -1})").max_tokens.has_value());  // -1: no limit
+  for (const char* bad : {R"({"input_prefix": 3})", R"({"input_extra": {"text": "a"}})", R"({"input_extra": [{"text": 1}]})",
+                          R"({"n_predict": 0})"}) {
+    try {
+      parse_request(Endpoint::Infill, bad);
+      ADD_FAILURE() << "accepted: " << bad;
+    } catch (const ApiError& e) {
+      EXPECT_EQ(e.status, 400) << bad;
+      EXPECT_FALSE(e.param.empty()) << bad;
+    }
+  }
+}
+
 // The unsupported fields in their "off" forms are accepted, as clients send them by default.
 TEST(OpenAIRequest, UnsupportedFieldsSwitchedOffAreAccepted) {
   EXPECT_NO_THROW(parse_request(Endpoint::ChatCompletions,

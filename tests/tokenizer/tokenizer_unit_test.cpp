@@ -155,6 +155,60 @@ TEST(TokenizerFim, MarkersAndPromptOrder) {
   EXPECT_EQ(ids.back(), spm.fim_mid);
 }
 
+// /infill's prompt, in the layout of llama.cpp's server (format_infill): extra context first
+// (repository marker, a file separator and name per chunk, a last separator), BOS, then prefix
+// and cursor text tokenized apart, suffix, middle; without a file separator, chunks go behind
+// "\n\n--- snippet ---\n\n".
+TEST(TokenizerFim, InfillLayoutOfLlamaCppsServer) {
+  Vocab v = tiny_bpe();
+  add_tokens(v, {"<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|repo_name|>", "<|file_sep|>"});
+  v.find_fim_tokens();
+  ASSERT_TRUE(v.has_fim());
+  EXPECT_EQ(v.fim_rep, 265);
+  EXPECT_EQ(v.fim_sep, 266);
+  const std::vector<Tokenizer::InfillChunk> extra = {{"a.py", "x = 1"}, {"", "y"}};
+  {
+    const Tokenizer tok(v);
+    std::vector<int32_t> want;
+    auto text = [&](const char* t) {
+      for (int32_t id : tok.encode(t, false, false)) want.push_back(id);
+    };
+    want.push_back(265);
+    text("myproject\n");
+    want.push_back(266);
+    text("a.py\n");
+    text("x = 1");
+    want.push_back(266);
+    text("tmp\n");  // a chunk without a file name
+    text("y");
+    want.push_back(266);
+    text("filename\n");
+    want.push_back(v.fim_pre);
+    text("def f(");
+    text("a");
+    want.push_back(v.fim_suf);
+    text("):");
+    want.push_back(v.fim_mid);
+    EXPECT_EQ(tok.encode_infill("def f(", "a", "):", extra), want);
+  }
+  Vocab plain = v;  // no repository-level markers: snippets
+  plain.fim_rep = plain.fim_sep = kNoToken;
+  const Tokenizer tok(plain);
+  std::vector<int32_t> want;
+  auto text = [&](const char* t) {
+    for (int32_t id : tok.encode(t, false, false)) want.push_back(id);
+  };
+  text("\n\n--- snippet ---\n\n");
+  text("x = 1");
+  text("\n\n--- snippet ---\n\n");
+  text("y");
+  want.push_back(plain.fim_pre);
+  text("p");
+  want.push_back(plain.fim_suf);
+  want.push_back(plain.fim_mid);
+  EXPECT_EQ(tok.encode_infill("p", "", "", extra), want);
+}
+
 TEST(TokenizerUtf8, InvalidInputBecomesReplacementCharacter) {
   EXPECT_EQ(utf8_sanitize("a\xFF" "b"), "a\xEF\xBF\xBD" "b");
   // Maximal subparts: E1 80 is one U+FFFD, then 41.

@@ -4,7 +4,7 @@
 //
 //   node e2e.mjs <velocity binary> <work dir>
 //
-// Checks: chat and completions, streaming and not, usage and timings, logprobs and echo, stop sequences, seed
+// Checks: chat and completions, streaming and not, usage and timings, logprobs and echo, /infill, stop sequences, seed
 // determinism, unknown model (404), bad key (401); 32 concurrent streaming requests over the two
 // models equal the same requests run one at a time; a client that disconnects mid-stream frees
 // its slot within a second (seen in /metrics); SIGTERM lets a running request finish, refuses new
@@ -221,6 +221,37 @@ await check('echo: the prompt scored (max_tokens 0, lm-eval\'s loglikelihood); i
   const e = await client.completions.create({ model: 'alpha', prompt, max_tokens: 3, echo: true, temperature: 0 });
   assert.ok(e.choices[0].text.startsWith(prompt));
   assert.equal(e.choices[0].logprobs, null);
+});
+
+await check('/infill (llama.cpp\'s editor endpoint): native shape, streamed the same; a 400 for a model without FIM markers', async () => {
+  const post = (body) => fetch(`${base}/infill`, { method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}` }, body: JSON.stringify(body) });
+  const body = { model: 'beta', input_prefix: 'def add(a, b):\n    ', input_suffix: '\n\nprint(add(1, 2))\n', prompt: 'return',
+    input_extra: [{ filename: 'util.py', text: 'def sub(a, b):\n    return a - b\n' }], n_predict: 6, temperature: 0 };
+  const r = await post(body);
+  assert.equal(r.status, 200);
+  const j = await r.json();
+  assert.equal(typeof j.content, 'string');
+  assert.equal(j.stop, true);
+  assert.ok(j.tokens_predicted >= 1 && j.tokens_predicted <= 6, JSON.stringify(j));
+  assert.ok(j.tokens_evaluated > 0);
+  assert.ok(['eos', 'limit'].includes(j.stop_type));
+  assert.ok(j.timings && j.timings.predicted_n === j.tokens_predicted);
+  // The prompt is the extra file, the prefix, the cursor text and the suffix with the markers:
+  // more tokens than the three texts alone.
+  const count = async (content) => (await (await fetch(`${base}/tokenize`, { method: 'POST',
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${KEY}` }, body: JSON.stringify({ model: 'beta', content }) })).json()).tokens.length;
+  assert.ok(j.tokens_evaluated > (await count(body.input_prefix)) + (await count(body.input_suffix)) + (await count(body.input_extra[0].text)));
+  // streamed: data events of {content, stop}; the last has stop true; no [DONE]
+  const s = await post({ ...body, stream: true });
+  const events = (await s.text()).split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
+  assert.ok(!events.includes('[DONE]'));
+  const objs = events.map((e) => JSON.parse(e));
+  assert.equal(objs.at(-1).stop, true);
+  assert.equal(objs.slice(0, -1).map((o) => o.content).join(''), j.content);
+  // a model without FIM markers
+  const bad = await post({ ...body, model: 'alpha' });
+  assert.equal(bad.status, 400);
+  assert.equal((await bad.json()).error.param, 'input_prefix');
 });
 
 await check('streaming equals non-streaming (greedy), usage chunk when asked', async () => {
