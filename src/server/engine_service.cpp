@@ -1,5 +1,6 @@
 #include "server/engine_service.h"
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <limits>
@@ -14,6 +15,10 @@
 namespace velocity::server {
 
 namespace {
+
+// llama.cpp's default logical batch, which its /infill cuts the prefix and suffix by
+// (Tokenizer::encode_infill): editor plugins send long contexts and count on that cut.
+constexpr int64_t kInfillBatch = 2048;
 
 DType cache_type(const std::string& name, const char* which) {
   const auto t = dtype_from_name(name);
@@ -309,7 +314,11 @@ std::vector<int32_t> EngineService::prompt_tokens(const GenerationJob& job, cons
     size_t bytes = job.prompt.size() + job.suffix.size() + job.infill->cursor.size();
     for (const auto& chunk : job.infill->extra) bytes += chunk.filename.size() + chunk.text.size();
     if ((int64_t)bytes > max_prompt_bytes_) throw too_long(bytes);
-    ids = tokenizer_->encode_infill(job.prompt, job.infill->cursor, job.suffix, job.infill->extra, &cancel);
+    tokenizer::Tokenizer::InfillLimits limits;  // cut long inputs as llama.cpp's server does
+    limits.n_batch = kInfillBatch;
+    limits.n_ctx = model_->n_ctx();
+    limits.n_predict = std::max<int64_t>(0, job.max_tokens);
+    ids = tokenizer_->encode_infill(job.prompt, job.infill->cursor, job.suffix, job.infill->extra, limits, &cancel);
   } else if (!job.suffix.empty()) {
     // Fill in the middle (Tokenizer::encode_fim): the model writes what goes between them.
     const tokenizer::Vocab& v = tokenizer_->vocab();

@@ -197,42 +197,63 @@ std::vector<int32_t> Tokenizer::encode_fim(std::string_view prefix, std::string_
 
 std::vector<int32_t> Tokenizer::encode_infill(std::string_view prefix, std::string_view cursor,
                                               std::string_view suffix, std::span<const InfillChunk> extra,
-                                              const std::atomic<bool>* cancel) const {
+                                              const InfillLimits& limits, const std::atomic<bool>* cancel) const {
   if (!vocab_.has_fim()) fail("the vocabulary has no fill-in-the-middle markers");
   EncodeOptions options;
   options.add_special = false;
   options.parse_special = false;
   options.cancel = cancel;
-  std::vector<int32_t> out;
-  auto text = [&](std::string_view t) {
+  auto append = [&](std::vector<int32_t>& out, std::string_view t) {
     for (int32_t id : encode(t, options)) out.push_back(id);
   };
+  std::vector<int32_t> ex;  // the extra context
   const bool sep = vocab_.fim_sep != kNoToken;
   if (vocab_.fim_rep != kNoToken) {
-    out.push_back(vocab_.fim_rep);
-    text("myproject\n");
+    ex.push_back(vocab_.fim_rep);
+    append(ex, "myproject\n");
   }
   for (const InfillChunk& chunk : extra) {
     if (sep) {
-      out.push_back(vocab_.fim_sep);
-      text((chunk.filename.empty() ? std::string("tmp") : chunk.filename) + "\n");
+      ex.push_back(vocab_.fim_sep);
+      append(ex, (chunk.filename.empty() ? std::string("tmp") : chunk.filename) + "\n");
     } else {
-      text("\n\n--- snippet ---\n\n");
+      append(ex, "\n\n--- snippet ---\n\n");
     }
-    text(chunk.text);
+    append(ex, chunk.text);
   }
   if (sep) {
-    out.push_back(vocab_.fim_sep);
-    text("filename\n");
+    ex.push_back(vocab_.fim_sep);
+    append(ex, "filename\n");
   }
+  std::vector<int32_t> pre, cur, suf;
+  append(pre, prefix);
+  append(cur, cursor);
+  append(suf, suffix);
+  if (limits.n_batch > 0) {
+    const int64_t nb = limits.n_batch;
+    const size_t pre_take = static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(pre.size()), 3 * (nb / 4)));
+    const size_t suf_take = static_cast<size_t>(std::min<int64_t>(
+        static_cast<int64_t>(suf.size()), std::max<int64_t>(0, nb / 4 - (2 + static_cast<int64_t>(cur.size())))));
+    const size_t ex_take = static_cast<size_t>(std::min<int64_t>(
+        static_cast<int64_t>(ex.size()), std::max<int64_t>(0, limits.n_ctx - nb - 2 * std::max<int64_t>(0, limits.n_predict))));
+    pre.erase(pre.begin(), pre.end() - static_cast<std::ptrdiff_t>(pre_take));
+    suf.resize(suf_take);
+    ex.erase(ex.begin(), ex.end() - static_cast<std::ptrdiff_t>(ex_take));
+  }
+  std::vector<int32_t> out = std::move(ex);
   if (vocab_.add_bos) out.push_back(vocab_.bos);
   out.push_back(vocab_.fim_pre);
-  text(prefix);
-  text(cursor);
+  out.insert(out.end(), pre.begin(), pre.end());
+  out.insert(out.end(), cur.begin(), cur.end());
   out.push_back(vocab_.fim_suf);
-  text(suffix);
+  out.insert(out.end(), suf.begin(), suf.end());
   out.push_back(vocab_.fim_mid);
   return out;
+}
+
+std::vector<int32_t> Tokenizer::encode_infill(std::string_view prefix, std::string_view cursor,
+                                              std::string_view suffix, std::span<const InfillChunk> extra) const {
+  return encode_infill(prefix, cursor, suffix, extra, InfillLimits{});
 }
 
 std::string Tokenizer::token_to_piece(int32_t id) const {

@@ -62,12 +62,22 @@ class Tokenizer {
   // <sep> filename "\n" text and a last <sep> "filename\n" when it has Vocab::fim_sep, else per
   // chunk "\n\n--- snippet ---\n\n" text. prefix and cursor are tokenized apart, as llama.cpp
   // does.
+  // With limits, the parts are cut as llama.cpp's server cuts them (n_batch is its logical batch,
+  // 2048 by default): the prefix keeps its last 3/4 n_batch tokens, the suffix its first
+  // n_batch/4 - 2 - (cursor tokens), the extra context its last n_ctx - n_batch - 2 n_predict.
   struct InfillChunk {
     std::string filename, text;
   };
+  struct InfillLimits {
+    int64_t n_batch = 0;    // 0: no cut
+    int64_t n_ctx = 0;
+    int64_t n_predict = 0;  // tokens to leave room for (0 when unlimited)
+  };
   std::vector<int32_t> encode_infill(std::string_view prefix, std::string_view cursor, std::string_view suffix,
-                                     std::span<const InfillChunk> extra,
+                                     std::span<const InfillChunk> extra, const InfillLimits& limits,
                                      const std::atomic<bool>* cancel = nullptr) const;
+  std::vector<int32_t> encode_infill(std::string_view prefix, std::string_view cursor, std::string_view suffix,
+                                     std::span<const InfillChunk> extra) const;  // no cut
 
   // The bytes a token stands for: byte-level decoded (BPE) or ▁ -> space and <0xXX> -> byte
   // (SPM); control tokens give their text. May be a partial UTF-8 sequence. Empty for a bad id.

@@ -209,6 +209,37 @@ TEST(TokenizerFim, InfillLayoutOfLlamaCppsServer) {
   EXPECT_EQ(tok.encode_infill("p", "", "", extra), want);
 }
 
+// Long inputs are cut as llama.cpp's server cuts them: the prefix keeps its last 3/4 n_batch
+// tokens, the suffix its first n_batch/4 - 2 - |cursor|, the extra context its last
+// n_ctx - n_batch - 2 n_predict.
+TEST(TokenizerFim, InfillCutsLongInputsLikeLlamaCpp) {
+  Vocab v = tiny_bpe();
+  add_tokens(v, {"<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|repo_name|>", "<|file_sep|>"});
+  v.find_fim_tokens();
+  const Tokenizer tok(v);
+  const std::string prefix = "abcdefghijklmnopqrstuvwxyz abcdefghijklmnopqrstuvwxyz", suffix = "zyxwvutsrqponm lkjihg";
+  const std::vector<Tokenizer::InfillChunk> extra = {{"f.txt", "the quick brown fox jumps over the lazy dog"}};
+  const auto all = tok.encode_infill(prefix, "q", suffix, extra);
+  const auto pre = tok.encode(prefix, false, false), cur = tok.encode("q", false, false), suf = tok.encode(suffix, false, false);
+  ASSERT_GT(pre.size(), 12u);
+  ASSERT_GT(suf.size(), 1u);
+  const size_t n_extra = all.size() - pre.size() - cur.size() - suf.size() - 3;  // 3 markers, no BOS
+  ASSERT_GT(n_extra, 16u);
+  Tokenizer::InfillLimits limits;
+  limits.n_batch = 16, limits.n_ctx = 40, limits.n_predict = 4;
+  std::vector<int32_t> want(all.begin() + static_cast<std::ptrdiff_t>(n_extra - 16), all.begin() + static_cast<std::ptrdiff_t>(n_extra));
+  want.push_back(v.fim_pre);
+  want.insert(want.end(), pre.end() - 12, pre.end());  // 3 * (16 / 4)
+  want.insert(want.end(), cur.begin(), cur.end());
+  want.push_back(v.fim_suf);
+  want.insert(want.end(), suf.begin(), suf.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(suf.size(), 4 - 2 - cur.size())));
+  want.push_back(v.fim_mid);
+  EXPECT_EQ(tok.encode_infill(prefix, "q", suffix, extra, limits), want);
+  limits.n_ctx = 10;  // no room for any extra context
+  const auto cut = tok.encode_infill(prefix, "q", suffix, extra, limits);
+  EXPECT_EQ(cut.front(), v.fim_pre);
+}
+
 TEST(TokenizerUtf8, InvalidInputBecomesReplacementCharacter) {
   EXPECT_EQ(utf8_sanitize("a\xFF" "b"), "a\xEF\xBF\xBD" "b");
   // Maximal subparts: E1 80 is one U+FFFD, then 41.
