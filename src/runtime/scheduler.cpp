@@ -76,7 +76,8 @@ std::shared_ptr<RequestHandle> Scheduler::submit(Request request) {
   for (int32_t t : request.prompt)
     if (t < 0 || t >= model_.config().n_vocab) fail("prompt token {} is outside the vocabulary", t);
   if (!request.on_done) fail("submit: on_done is required");
-  if (request.logprobs > kMaxTopLogprobs) fail("at most {} top logprobs per token, not {}", kMaxTopLogprobs, request.logprobs);
+  if (request.logprobs > kMaxTopLogprobs)
+    fail("at most {} top logprobs per token, not {}", kMaxTopLogprobs, request.logprobs);
   if (request.prompt_logprobs && request.logprobs < 0) fail("prompt_logprobs needs logprobs >= 0");
   auto job = std::make_shared<Job>();
   job->owner = this;
@@ -224,8 +225,7 @@ void Scheduler::emit(Slot& s, int32_t token) {
   Job& job = *s.job;
   job.sampler->accept(token);
   ++s.result.n_generated;
-  const bool eog = token >= 0 && static_cast<size_t>(token) < eog_.size() && eog_[token];
-  if (eog) return finish(s, StopReason::EndOfGeneration);
+  if (is_eog(token)) return finish(s, StopReason::EndOfGeneration);
   const StopStrings::Pushed p = s.stops->push(s.decoder->push(token));
   if (!p.text.empty() && job.request.on_text) job.request.on_text(p.text);
   if (p.stopped) return finish(s, StopReason::StopString);
@@ -390,8 +390,7 @@ bool Scheduler::step() {
       finish(s, StopReason::Error, e.what());
       continue;
     }
-    const bool eog = token >= 0 && static_cast<size_t>(token) < eog_.size() && eog_[token];
-    if (s.job->request.logprobs >= 0 && s.job->request.on_logprobs && !eog) {
+    if (s.job->request.logprobs >= 0 && s.job->request.on_logprobs && !is_eog(token)) {
       token_logprobs(out.row(static_cast<int64_t>(r)), token, s.job->request.logprobs, logprobs_);
       s.job->request.on_logprobs(logprobs_);
     }

@@ -157,6 +157,9 @@ class Scheduler {
   void finish(Slot& slot, StopReason reason, std::string error = {});
   void emit(Slot& slot, int32_t token);
   engine::Output output_of(const Job& job) const;
+  bool is_eog(int32_t token) const {
+    return token >= 0 && static_cast<size_t>(token) < eog_.size() && eog_[static_cast<size_t>(token)];
+  }
   void fail_device(const std::string& what);
 
   model::Model& model_;

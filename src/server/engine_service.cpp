@@ -476,29 +476,25 @@ void EngineService::prepare(const std::shared_ptr<Preparing>& p) {
     }
   };
   r.logprobs = run->job.logprobs;
-  const tokenizer::Tokenizer* tk = tokenizer_.get();
-  auto is_control = [tk](int32_t id) {
+  // A token's entry: its piece, whether it is a control token (not in the text), its logprob.
+  auto entry = [tk = tokenizer_.get()](int32_t id, float logprob) {
     const auto& types = tk->vocab().types;
-    return id >= 0 && static_cast<size_t>(id) < types.size() &&
-           types[static_cast<size_t>(id)] == velocity::tokenizer::TokenType::Control;
+    TokenLogprob e;
+    e.token = tk->token_to_piece(id);
+    e.logprob = logprob;
+    e.control = id >= 0 && static_cast<size_t>(id) < types.size() &&
+                types[static_cast<size_t>(id)] == velocity::tokenizer::TokenType::Control;
+    return e;
   };
   if (run->job.echo && !run->job.is_chat) {
     run->echo = run->job.prompt;
     r.prompt_logprobs = run->job.logprobs >= 0;
-    if (r.prompt_logprobs && !r.prompt.empty()) {  // the first token: nothing before it to score it
-      TokenLogprob first;
-      first.token = tk->token_to_piece(r.prompt[0]);
-      first.logprob = std::numeric_limits<float>::quiet_NaN();
-      first.control = is_control(r.prompt[0]);
-      run->logprobs.push_back(std::move(first));
-    }
+    if (r.prompt_logprobs && !r.prompt.empty())  // the first token: nothing before it to score it
+      run->logprobs.push_back(entry(r.prompt[0], std::numeric_limits<float>::quiet_NaN()));
   }
   if (run->job.logprobs >= 0) {
-    r.on_logprobs = [run, tk, is_control](const runtime::TokenLogprobs& lp) {
-      TokenLogprob e;
-      e.token = tk->token_to_piece(lp.token);
-      e.logprob = lp.logprob;
-      e.control = is_control(lp.token);
+    r.on_logprobs = [run, entry, tk = tokenizer_.get()](const runtime::TokenLogprobs& lp) {
+      TokenLogprob e = entry(lp.token, lp.logprob);
       e.top.reserve(static_cast<size_t>(lp.n_top));
       for (int32_t i = 0; i < lp.n_top; ++i)
         e.top.emplace_back(tk->token_to_piece(lp.top_tokens[static_cast<size_t>(i)]),

@@ -279,7 +279,8 @@ void parse_infill(const json& j, OpenAIRequest& r) {
       const json& chunk = (*extra)[i];
       const std::string p = "input_extra[" + std::to_string(i) + "]";
       if (!chunk.is_object()) invalid_type(p, "an object", chunk);
-      r.infill_extra.push_back({optional_string(chunk, "filename", p + ".filename"), optional_string(chunk, "text", p + ".text")});
+      r.infill_extra.push_back(
+          {optional_string(chunk, "filename", p + ".filename"), optional_string(chunk, "text", p + ".text")});
     }
   }
   if (auto n = integer_in(j, "n_predict", -1, kMaxTokens); n && *n != -1) {
@@ -394,7 +395,8 @@ GenerationJob make_job(const OpenAIRequest& request, const SamplingDefaults& def
   job.ignore_eos = request.ignore_eos;
   job.logprobs = request.logprobs;
   job.echo = request.echo;
-  if (request.endpoint == Endpoint::Infill) job.infill = GenerationJob::Infill{request.infill_cursor, request.infill_extra};
+  if (request.endpoint == Endpoint::Infill)
+    job.infill = GenerationJob::Infill{request.infill_cursor, request.infill_extra};
   return job;
 }
 

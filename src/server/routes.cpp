@@ -521,8 +521,7 @@ void Session::on_delta(uint64_t serial, std::string text, std::string reasoning)
     LogprobsView lp;
     if (gen_->logprobs) lp = {&gen_->token_logprobs, gen_->text_offset};
     if (phase_ != Phase::Closed) stream_send(sse_delta_chunk(gen_->meta, text, reasoning, lp));
-    for (const TokenLogprob& e : gen_->token_logprobs)
-      if (!e.control) gen_->text_offset += e.token.size();
+    for (const TokenLogprob& e : gen_->token_logprobs) gen_->text_offset += e.text_bytes();
     gen_->token_logprobs.clear();
   } else {
     gen_->text += text;

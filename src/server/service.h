@@ -96,6 +96,7 @@ struct TokenLogprob {
   float logprob = 0;  // NaN: none (an echoed prompt's first token)
   bool control = false;  // a control token: its piece is not in the text
   std::vector<std::pair<std::string, float>> top;  // most likely first
+  size_t text_bytes() const { return control ? 0 : token.size(); }  // what it adds to the text
 };
 
 struct Completion {

@@ -67,8 +67,10 @@ json logprobs_json(Endpoint endpoint, LogprobsView v) {
       json top = json::array();
       for (const auto& [piece, lp] : e.top)
         top.push_back({{"token", piece}, {"logprob", lp}, {"bytes", bytes_json(piece)}});
-      content.push_back(
-          {{"token", e.token}, {"logprob", e.logprob}, {"bytes", bytes_json(e.token)}, {"top_logprobs", std::move(top)}});
+      content.push_back({{"token", e.token},
+                         {"logprob", e.logprob},
+                         {"bytes", bytes_json(e.token)},
+                         {"top_logprobs", std::move(top)}});
     }
     return {{"content", std::move(content)}, {"refusal", nullptr}};
   }
@@ -83,7 +85,7 @@ json logprobs_json(Endpoint endpoint, LogprobsView v) {
       if (!top.contains(piece)) top[piece] = lp;  // two ids with one piece: the likelier one
     top_logprobs.push_back(std::move(top));
     offsets.push_back(offset);
-    if (!e.control) offset += e.token.size();  // a control token's piece is not in the text
+    offset += e.text_bytes();
   }
   return {{"tokens", std::move(tokens)},
           {"token_logprobs", std::move(token_logprobs)},

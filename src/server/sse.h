@@ -9,7 +9,8 @@
 //   data: [DONE]
 //
 // With logprobs, a chunk's choice carries the entries of the tokens its text completes: chat
-//   "logprobs":{"content":[{"token","logprob","bytes":[...],"top_logprobs":[{"token","logprob","bytes"}]}],"refusal":null}
+//   "logprobs":{"content":[{"token","logprob","bytes":[...],
+//                           "top_logprobs":[{"token","logprob","bytes"}]}],"refusal":null}
 // completions (the legacy shape)
 //   "logprobs":{"tokens":[...],"token_logprobs":[...],"top_logprobs":[{"<token>":lp,...}],"text_offset":[...]}
 // /infill answers in llama.cpp's native shape: {"index", "content", "stop": true, "model",

@@ -234,8 +234,9 @@ std::vector<int32_t> Tokenizer::encode_infill(std::string_view prefix, std::stri
     const size_t pre_take = static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(pre.size()), 3 * (nb / 4)));
     const size_t suf_take = static_cast<size_t>(std::min<int64_t>(
         static_cast<int64_t>(suf.size()), std::max<int64_t>(0, nb / 4 - (2 + static_cast<int64_t>(cur.size())))));
-    const size_t ex_take = static_cast<size_t>(std::min<int64_t>(
-        static_cast<int64_t>(ex.size()), std::max<int64_t>(0, limits.n_ctx - nb - 2 * std::max<int64_t>(0, limits.n_predict))));
+    const int64_t ex_room = limits.n_ctx - nb - 2 * std::max<int64_t>(0, limits.n_predict);
+    const size_t ex_take =
+        static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(ex.size()), std::max<int64_t>(0, ex_room)));
     pre.erase(pre.begin(), pre.end() - static_cast<std::ptrdiff_t>(pre_take));
     suf.resize(suf_take);
     ex.erase(ex.begin(), ex.end() - static_cast<std::ptrdiff_t>(ex_take));

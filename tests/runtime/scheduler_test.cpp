@@ -82,6 +82,18 @@ class SchedulerTest : public ::testing::Test {
     o.n_threads = 2;
     return model::Model::load(*path_, o);
   }
+  // Independent reference for logprobs: the logits of positions [first, n - 1) of `tokens` (each
+  // predicting the next token) in one batch of a fresh model instance, every position an output.
+  static std::vector<std::vector<float>> teacher_forced_logits(const std::vector<int32_t>& tokens, size_t first) {
+    auto ref = load(1, 128, 64, 64);
+    engine::Batch batch;
+    for (size_t p = 0; p + 1 < tokens.size(); ++p)
+      batch.add(tokens[p], static_cast<int32_t>(p), 0, p >= first ? engine::Output::Logits : engine::Output::None);
+    const engine::StepOutput out = ref->step(batch);
+    std::vector<std::vector<float>> rows;
+    for (int64_t r = 0; r < out.n_rows; ++r) rows.emplace_back(out.row(r).begin(), out.row(r).end());
+    return rows;
+  }
   static SamplingParams greedy() {
     SamplingParams p;
     p.temperature = 0;
@@ -247,14 +259,10 @@ TEST_F(SchedulerTest, LogprobsMatchATeacherForcedForward) {
 
   std::vector<int32_t> all = prompt;
   for (const TokenLogprobs& lp : got) all.push_back(lp.token);
-  auto ref = load(1, 128, 64, 64);
-  engine::Batch batch;
-  for (size_t p = 0; p + 1 < all.size(); ++p)
-    batch.add(all[p], static_cast<int32_t>(p), 0, p + 1 >= prompt.size() ? engine::Output::Logits : engine::Output::None);
-  const engine::StepOutput out = ref->step(batch);
-  ASSERT_EQ(out.n_rows, static_cast<int64_t>(got.size()));
+  const auto rows = teacher_forced_logits(all, prompt.size() - 1);
+  ASSERT_EQ(rows.size(), got.size());
   for (size_t i = 0; i < got.size(); ++i) {
-    const std::span<const float> row = out.row(static_cast<int64_t>(i));
+    const std::span<const float> row = rows[i];
     const double lse = log_sum_exp(row);
     EXPECT_NEAR(got[i].logprob, row[static_cast<size_t>(got[i].token)] - lse, 1e-4) << "token " << i;
     ASSERT_EQ(got[i].n_top, 4);
@@ -296,13 +304,11 @@ TEST_F(SchedulerTest, PromptLogprobsScoreThePromptInChunksOfTheOutputRows) {
   EXPECT_TRUE(scored.out.text.empty());
   ASSERT_EQ(got.size(), prompt.size() - 1);
 
-  auto ref = load(1, 128, 64, 64);
-  engine::Batch batch;
-  for (size_t p = 0; p + 1 < prompt.size(); ++p) batch.add(prompt[p], static_cast<int32_t>(p), 0, engine::Output::Logits);
-  const engine::StepOutput out = ref->step(batch);
+  const auto rows = teacher_forced_logits(prompt, 0);
+  ASSERT_EQ(rows.size(), got.size());
   for (size_t i = 0; i < got.size(); ++i) {
     EXPECT_EQ(got[i].token, prompt[i + 1]);
-    const std::span<const float> row = out.row(static_cast<int64_t>(i));
+    const std::span<const float> row = rows[i];
     EXPECT_NEAR(got[i].logprob, row[static_cast<size_t>(prompt[i + 1])] - log_sum_exp(row), 1e-4) << i;
     EXPECT_EQ(got[i].n_top, 2);
   }

@@ -13,8 +13,8 @@ namespace {
 
 // x (n_rows, n) -> out (n_rows, n): out = x / sqrt(mean(x^2) + eps) * w. One block of
 // kRmsThreads per row.
-__global__ void __launch_bounds__(kRmsThreads) rms_norm_kernel(const float* x, int64_t ldx, const float* w, float eps, int64_t n, float* out,
-                                int64_t ldo) {
+__global__ void __launch_bounds__(kRmsThreads) rms_norm_kernel(const float* x, int64_t ldx, const float* w, float eps,
+                                                               int64_t n, float* out, int64_t ldo) {
   __shared__ float shared[32];
   const float* xr = x + blockIdx.x * ldx;
   float* o = out + blockIdx.x * ldo;
@@ -232,7 +232,8 @@ void rms_norm_heads(float* x, int64_t ldx, int64_t n_rows, int64_t n_heads, int6
 
 void rope(float* x, int64_t ldx, int64_t n_rows, int64_t n_heads, int64_t head_dim, int64_t n_rot, RopeKind kind,
           float freq_base, float freq_scale, const float* factors, const int32_t* positions, cudaStream_t stream) {
-  rope2(x, ldx, n_heads, nullptr, 0, 0, n_rows, head_dim, n_rot, kind, freq_base, freq_scale, factors, positions, stream);
+  rope2(x, ldx, n_heads, nullptr, 0, 0, n_rows, head_dim, n_rot, kind, freq_base, freq_scale, factors, positions,
+        stream);
 }
 
 void rope2(float* x, int64_t ldx, int64_t n_heads, float* x2, int64_t ldx2, int64_t n_heads2, int64_t n_rows,
