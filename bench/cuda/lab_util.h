@@ -126,6 +126,21 @@ inline double copy_ceiling_gbps() {
   return gbps;
 }
 
+// Whether a case is wanted: LAB_CASES unset, or one of its comma-separated substrings is in the
+// case's name (profiling one case under ncu: LAB_CASES="Q4_K 4096->14336 n=1").
+inline bool wanted(const std::string& name) {
+  const char* env = std::getenv("LAB_CASES");
+  if (env == nullptr || *env == '\0') return true;
+  const std::string all = env;
+  for (size_t b = 0; b <= all.size();) {
+    size_t e = all.find(',', b);
+    if (e == std::string::npos) e = all.size();
+    if (e > b && name.find(all.substr(b, e - b)) != std::string::npos) return true;
+    b = e + 1;
+  }
+  return false;
+}
+
 // One measured case: printed at once and kept for the summary.
 struct Result {
   std::string section, name;

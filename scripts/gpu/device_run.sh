@@ -8,6 +8,9 @@
 #   serve      velocity serve on cuda:0: 32 concurrent greedy requests against one at a time, a
 #              device fault, the demo model's perplexity against the CPU (serve_check.py)
 #   bench      velocity bench on synth models of real shapes (llama3-8b, qwen3-30b-a3b)
+#   ab         the same-call A/B of a change: the kernel lab (LAB_SECTIONS, LAB_CASES) and velocity
+#              bench (BENCH_MODELS) with gpu-bin/velocity_base and gpu-bin/lab_base (the binaries
+#              before the change, added to gpu-bin.tar.xz by hand) and then with the new ones
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
@@ -54,6 +57,24 @@ for stage in $stages; do
         [ -f "$f" ] || "$bin/velocity" synth --arch "$arch" --preset "$preset" --type "$type" -o "$f" > /dev/null
         "$bin/velocity" bench -m "$f" --device cuda:0 -p 512 -n 128 -r ${BENCH_REPS:-3} --batch ${BENCH_BATCH:-1,8} \
           ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/bench.log"
+      done ;;
+    ab)
+      log "A/B: base binaries, then the new ones"
+      mkdir -p /tmp/models
+      for side in base new; do
+        if [ $side = base ]; then v=$bin/velocity_base l=$bin/lab_base; else v=$bin/velocity l=$bin/velocity_kernel_lab; fi
+        [ -x "$v" ] && [ -x "$l" ] || { echo "no $side binaries"; continue; }
+        for sec in ${LAB_SECTIONS:-matmul_decode}; do
+          LAB_CASES=${LAB_CASES:-} timeout ${LAB_TIMEOUT:-240} "$l" "$sec" 2>&1 | tee -a "$OUT/ab_lab_$side.log" |
+            grep -vE "^(====|section)" | grep -E "us " | sed "s/^/$side /"
+        done
+        for spec in ${BENCH_MODELS:-llama:llama3-8b:Q4_K_M}; do
+          IFS=: read -r arch preset type <<< "$spec"
+          f=/tmp/models/$preset-$type.gguf
+          [ -f "$f" ] || "$v" synth --arch "$arch" --preset "$preset" --type "$type" -o "$f" > /dev/null
+          "$v" bench -m "$f" --device cuda:0 -p 512 -n 128 -r ${BENCH_REPS:-2} --batch ${BENCH_BATCH:-1,8} \
+            ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/ab_bench_$side.log" | sed "s/^/$side /"
+        done
       done ;;
     *) echo "unknown stage $stage" ;;
   esac

@@ -19,6 +19,7 @@
 
 #include "core/quant.h"
 #include "engine/backend.h"
+#include "engine/cuda/kernels.h"
 
 namespace velocity::engine {
 namespace {
@@ -323,8 +324,11 @@ TEST_F(GpuOps, FfnAndMoeBlocks) {
       const int64_t n = b.size();
       auto norm = weight(DType::F32, {d}, 60, 1.0f);
       // The CPU multiplies the same weights in f32: the GPU's F16 activations are the only rounding.
-      auto gate = weight(type, {d, 512}, 61, 0.1f, true), up = weight(type, {d, 512}, 62, 0.1f, true),
-           down = weight(type, {512, d}, 63, 0.1f, true);
+      // Where the GPU's decode takes int8 activations (Q4_K: the CPU's Q8_K rounding), the CPU gets
+      // the quantised weights, so that both sides round the activations alike.
+      const bool f32 = !(decode && cuda::matmul_decode_int8(type));
+      auto gate = weight(type, {d, 512}, 61, 0.1f, f32), up = weight(type, {d, 512}, 62, 0.1f, f32),
+           down = weight(type, {512, d}, 63, 0.1f, f32);
       FfnLayer fc{norm.c, gate.c, up.c, down.c}, fg{norm.g, gate.g, up.g, down.g};
       auto x = act(random_vector(n * d, 64), n, d);
       cpu->ffn_block(fc, 1e-6f, x.c);
@@ -332,8 +336,8 @@ TEST_F(GpuOps, FfnAndMoeBlocks) {
       EXPECT_LT(compare(x), 1e-2) << "ffn " << dtype_name(type) << " decode " << decode;
 
       auto router = weight(DType::F32, {d, 16}, 65, 1.0f);
-      auto ge = weight(type, {d, 256, 16}, 66, 0.1f, true), ue = weight(type, {d, 256, 16}, 67, 0.1f, true),
-           de = weight(type, {256, d, 16}, 68, 0.1f, true);
+      auto ge = weight(type, {d, 256, 16}, 66, 0.1f, f32), ue = weight(type, {d, 256, 16}, 67, 0.1f, f32),
+           de = weight(type, {256, d, 16}, 68, 0.1f, f32);
       MoeLayer mc{norm.c, router.c, ge.c, ue.c, de.c}, mg{norm.g, router.g, ge.g, ue.g, de.g};
       MoeParams mp{16, 4, true};
       auto xm = act(random_vector(n * d, 69), n, d);

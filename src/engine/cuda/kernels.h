@@ -77,6 +77,10 @@ void matmul(std::span<const MatmulOut> outs, const float* x, int64_t ldx, int64_
             MatmulWorkspace& ws, cudaStream_t stream, const MatmulPrologue& prologue = {});
 // Whether a product with this weight takes a prologue (its input goes through the converter).
 bool matmul_fuses(const Weight& w);
+// Whether decode tokens of this type multiply int8 activations (per token and 256 inputs a float
+// scale, rounded as the CPU backend's Q8_K: |x - d q| <= d / 2 with d = amax / 127) rather than
+// x rounded to f16 (relative 2^-11). The error bound of a decode product follows from it.
+bool matmul_decode_int8(DType type);
 
 // Expert products (w 3-D, n_mat experts): for t < n_tokens, j < k,
 //   y[t*k + j, r] = sum_i W_e[r, i] x[row, i],  e = ids[t*k + j],  row = x_per_slot ? t*k + j : t.

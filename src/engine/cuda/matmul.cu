@@ -96,11 +96,19 @@ ActView acts_of(const Workspace& ws) {
   a.inv_scale = ws.inv_scale;
   a.xs16 = ws.xs16;
   a.xs32 = ws.xs32;
+  a.x8 = ws.x8;
+  a.xd = ws.xd;
+  a.bs32 = ws.bs32;
   return a;
 }
 
+// What the decode rows (< n_xs) need besides x16: the f32 sums of 16 and 32 (the f16 path of the
+// formats with an offset), int8 values (a kI8 format's decode).
+struct DecodeForms {
+  bool sums = false, x8 = false;
+};
 void convert(const Workspace& ws, const WeightView& wv, const float* x, int64_t ldx, int64_t n_rows, int64_t n_xs,
-             cudaStream_t stream, const MatmulPrologue& pro = {}) {
+             DecodeForms forms, cudaStream_t stream, const MatmulPrologue& pro = {}) {
   ConvertParams c;
   c.norm_w = pro.norm_w;
   c.norm_eps = pro.norm_eps;
@@ -111,17 +119,24 @@ void convert(const Workspace& ws, const WeightView& wv, const float* x, int64_t 
   c.n_rows = static_cast<int>(n_rows);
   c.n_in = wv.n_in;
   c.k_pad = wv.rl.nc * kChunkK;
-  c.n_xs = static_cast<int>(n_xs);
+  c.n_xs = forms.sums ? static_cast<int>(n_xs) : 0;
+  c.n_x8 = forms.x8 ? static_cast<int>(n_xs) : 0;
   c.x16 = ws.x16;
   c.ldk = ws.ldk;
   c.inv_scale = ws.inv_scale;
   c.xs16 = ws.xs16;
   c.xs32 = ws.xs32;
+  c.x8 = ws.x8, c.xd = ws.xd, c.bs32 = ws.bs32;
   launch_convert(c, stream);
 }
 
 #define VELOCITY_MATMUL_MMA_TYPES(X) \
   X(Q8_0) X(Q4_0) X(Q4_1) X(Q5_0) X(Q5_1) X(MXFP4) X(Q2_K) X(Q3_K) X(Q4_K) X(Q5_K) X(Q6_K) X(F16) X(BF16)
+
+#define VELOCITY_CASE(t) \
+  static_assert(kI8<Fmt<DType::t>> == decode_q8(DType::t), "decode_q8 names the kI8 formats");
+VELOCITY_MATMUL_MMA_TYPES(VELOCITY_CASE)
+#undef VELOCITY_CASE
 
 void dispatch_decode(DType type, const DecodeParams& p, dim3 grid, int max_tokens, bool pdl, cudaStream_t stream) {
   switch (type) {
@@ -178,7 +193,7 @@ DecodeShape plain_decode_shape(const Workspace& ws, const WeightView& wv, int n_
 
 // Element counts of the workspace's buffers (make_matmul_workspace, matmul_workspace_bytes).
 struct WorkspaceSizes {
-  int64_t ldk, rows, x16, inv_scale, xs16, xs32, partial, counters, routing, pair_list;
+  int64_t ldk, rows, x16, inv_scale, xs16, xs32, x8, xd, bs32, partial, counters, routing, pair_list;
   explicit WorkspaceSizes(int64_t max_rows, int64_t max_n_in)
       : ldk(round_up(max_n_in, 256)),
         rows(round_up(max_rows, 8)),
@@ -186,13 +201,16 @@ struct WorkspaceSizes {
         inv_scale(rows),
         xs16(ldk / 16 * rows),
         xs32(ldk / 32 * rows),
+        x8(rows * ldk),
+        xd(ldk / 256 * rows),
+        bs32(ldk / 32 * rows),
         partial(kMaxDecodeParts * kPartialFloats),
         counters(kMaxDecodeParts * kCounters),
         routing(kMaxExperts + 1),
         pair_list(rows) {}
   uint64_t bytes() const {
-    return static_cast<uint64_t>(x16 * 2 + (inv_scale + xs16 + xs32 + partial) * 4 + counters * 4 + 2 * routing * 4 +
-                                 pair_list * 4);
+    return static_cast<uint64_t>(x16 * 2 + (inv_scale + xs16 + xs32 + partial) * 4 + x8 + xd * 4 + bs32 * 2 +
+                                 counters * 4 + 2 * routing * 4 + pair_list * 4);
   }
 };
 
@@ -211,6 +229,9 @@ Workspace::Workspace(int64_t rows, int64_t n_in) {
   inv_scale = device_alloc<float>(sz.inv_scale, "activation scales");
   xs16 = device_alloc<float>(sz.xs16, "activation sums");
   xs32 = device_alloc<float>(sz.xs32, "activation sums");
+  x8 = device_alloc<int8_t>(sz.x8, "int8 activations");
+  xd = device_alloc<float>(sz.xd, "int8 activation scales");
+  bs32 = device_alloc<int16_t>(sz.bs32, "int8 activation sums");
   partial = device_alloc<float>(sz.partial, "split-K partial sums");
   counters = device_alloc<int>(sz.counters, "split-K counters");
   expert_off = device_alloc<int32_t>(sz.routing, "routing tables");
@@ -225,7 +246,8 @@ Workspace::Workspace(int64_t rows, int64_t n_in) {
 
 Workspace::~Workspace() {
   for (void* p : {static_cast<void*>(x16), static_cast<void*>(inv_scale), static_cast<void*>(xs16),
-                  static_cast<void*>(xs32), static_cast<void*>(partial), static_cast<void*>(counters),
+                  static_cast<void*>(xs32), static_cast<void*>(x8), static_cast<void*>(xd), static_cast<void*>(bs32),
+                  static_cast<void*>(partial), static_cast<void*>(counters),
                   static_cast<void*>(expert_off), static_cast<void*>(tile_off), static_cast<void*>(pair_list)})
     if (p != nullptr) (void)cudaFree(p);  // never throws: the context may already be gone
 }
@@ -302,6 +324,9 @@ void run_decode(Workspace& ws, std::span<const MatmulOut> group, int64_t n_decod
     p.a.inv_scale += t0;
     p.a.xs16 += t0 * (ws.ldk / 16);
     p.a.xs32 += t0 * (ws.ldk / 32);
+    p.a.x8 += t0 * ws.ldk;
+    p.a.xd += t0 * (ws.ldk / 256);
+    p.a.bs32 += t0 * (ws.ldk / 32);
     for (int i = 0; i < p.n_parts; ++i) p.part[i].y = group[i].y + t0 * group[i].ldy;
     dispatch_decode(w0.type, p, dim3(static_cast<unsigned>(blocks), 1, 1), p.n_tok, ws.cc_major >= 9 && t0 == 0,
                     stream);
@@ -356,6 +381,8 @@ void matmul(const Weight& w, const float* x, int64_t ldx, int64_t n_tokens, int6
 
 bool matmul_fuses(const Weight& w) { return matmul_supports(w.type) && mm::mma_path(w); }
 
+bool matmul_decode_int8(DType type) { return mm::decode_q8(type); }
+
 void matmul(std::span<const MatmulOut> outs, const float* x, int64_t ldx, int64_t n_tokens, int64_t n_decode,
             MatmulWorkspace& workspace, cudaStream_t stream, const MatmulPrologue& prologue) {
   using namespace mm;
@@ -363,6 +390,7 @@ void matmul(std::span<const MatmulOut> outs, const float* x, int64_t ldx, int64_
   if (outs.empty()) return;
   const int64_t n_in = outs[0].w->n_in;
   bool convert_x = false;
+  DecodeForms forms;
   for (const MatmulOut& o : outs) {
     check_plain(ws, *o.w, o.y, o.ldy, n_tokens);
     if (o.w->n_in != n_in)
@@ -370,6 +398,7 @@ void matmul(std::span<const MatmulOut> outs, const float* x, int64_t ldx, int64_
                   static_cast<int>(o.w->name.size()), o.w->name.data(), static_cast<long long>(o.w->n_in),
                   static_cast<long long>(n_in));
     convert_x = convert_x || mma_path(*o.w);
+    if (mma_path(*o.w)) (decode_q8(o.w->type) ? forms.x8 : forms.sums) = true;
     if ((prologue.norm_w != nullptr || prologue.gate != nullptr) && !mma_path(*o.w))
       fail_matmul("matmul: '%.*s' takes the generic kernel, which reads x as it is: no prologue",
                   static_cast<int>(o.w->name.size()), o.w->name.data());
@@ -379,7 +408,7 @@ void matmul(std::span<const MatmulOut> outs, const float* x, int64_t ldx, int64_
   if (n_tokens == 0) return;
   n_decode = n_decode < 0 ? 0 : (n_decode > n_tokens ? n_tokens : n_decode);
   // The converted x depends on n_in alone (its padding, rl.nc chunks of 64, too): one for all.
-  if (convert_x) convert(ws, view_of(*outs[0].w), x, ldx, n_tokens, n_decode, stream, prologue);
+  if (convert_x) convert(ws, view_of(*outs[0].w), x, ldx, n_tokens, n_decode, forms, stream, prologue);
   // Consecutive products of one type on the mma paths share a decode launch (Q, K, V; gate, up).
   for (size_t i = 0; i < outs.size();) {
     if (outs[i].w->n_out == 0) {
@@ -427,7 +456,8 @@ void matmul_ids(const Weight& w, const int32_t* ids, int64_t k, const float* x, 
     return;
   }
 
-  convert(ws, wv, x, ldx, x_rows, x_per_slot ? n_decode * k : n_decode, stream);
+  convert(ws, wv, x, ldx, x_rows, x_per_slot ? n_decode * k : n_decode,
+          DecodeForms{.sums = !decode_q8(w.type), .x8 = decode_q8(w.type)}, stream);
   const ActView acts = acts_of(ws);
   if (n_decode > 0) {
     // One job per decode (token, slot) pair; K split over the block's warps (a fixed split: the

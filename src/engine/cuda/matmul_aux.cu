@@ -23,6 +23,12 @@ namespace {
 // strided scalar loads, every block of a long row repeating the reductions). 256 threads a row
 // made 14336-long rows 5 us slower than that (56 values a thread: measured on an H200).
 constexpr int kConvertThreads = kRmsThreads;
+
+// max |v| over the warp in one instruction (sm_80+ integer redux: the bits of non-negative floats
+// order as the floats do).
+__device__ __forceinline__ float warp_amax(float v) {
+  return __uint_as_float(__reduce_max_sync(0xffffffffu, __float_as_uint(fabsf(v))));
+}
 template <int kE>
 __global__ void __launch_bounds__(kConvertThreads) convert_kernel(const ConvertParams p) {
   pdl_launch_dependents();  // the decode kernel may start prefetching weights now
@@ -103,6 +109,59 @@ __global__ void __launch_bounds__(kConvertThreads) convert_kernel(const ConvertP
       const float other = __shfl_xor_sync(0xffffffffu, s, 16);
       if ((lane & 15) == 0) xs16[k >> 4] = s;
       if (lane == 0) xs32[k >> 5] = s + other;
+    }
+  }
+  if (row >= p.n_x8) return;
+
+  // int8 values for the kI8 decode formats: a 256-element block is 8 consecutive warps of one i,
+  // its maximum met in shared memory; a 32-element sub-block is one warp. With the row in
+  // registers (kE > 0) every i's warp maxima go to shared memory before one barrier; otherwise
+  // one barrier an i (two slots). Every thread reaches every barrier (the k_pad test only guards
+  // the stores).
+  constexpr int kSlots = kE > 0 ? kE : 2;
+  __shared__ float s_amax[kSlots][kConvertThreads / 32];
+  int8_t* x8 = p.x8 + static_cast<int64_t>(row) * p.ldk;
+  float* xd = p.xd + static_cast<int64_t>(row) * (p.ldk / 256);
+  int16_t* bs32 = p.bs32 + static_cast<int64_t>(row) * (p.ldk / 32);
+  auto scaled = [&](int i, int k) -> float {
+    if (k - lane >= k_pad) return 0.0f;  // the same for the whole warp
+    if constexpr (kE > 0)
+      return cache[i] * scale;
+    else
+      return value(i, k) * scale;
+  };
+  auto quantise = [&](int i, int k, float v) {
+    const int w0 = warp & ~7;
+    float amax = s_amax[i % kSlots][w0];
+    VELOCITY_UNROLL
+    for (int w = 1; w < 8; ++w) amax = fmaxf(amax, s_amax[i % kSlots][w0 + w]);
+    if (k - lane >= k_pad) return;
+    const float iscale = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const int q = min(127, max(-127, __float2int_rn(v * iscale)));
+    x8[(k & ~31) + 8 * ((lane >> 2) & 3) + 2 * (lane & 3) + (lane >> 4)] = static_cast<int8_t>(q);
+    const int sum = __reduce_add_sync(0xffffffffu, q);
+    if (lane == 0) {
+      bs32[k >> 5] = static_cast<int16_t>(sum);
+      if ((warp & 7) == 0) xd[k >> 8] = amax / 127.0f;
+    }
+  };
+  if constexpr (kE > 0) {
+    VELOCITY_UNROLL
+    for (int i = 0; i < kE; ++i) {
+      const float wm = warp_amax(scaled(i, t + kConvertThreads * i));
+      if (lane == 0) s_amax[i][warp] = wm;
+    }
+    __syncthreads();
+    VELOCITY_UNROLL
+    for (int i = 0; i < kE; ++i) quantise(i, t + kConvertThreads * i, scaled(i, t + kConvertThreads * i));
+  } else {
+    for (int i = 0; i < n_it; ++i) {
+      const int k = t + kConvertThreads * i;
+      const float v = scaled(i, k);
+      const float wm = warp_amax(v);
+      if (lane == 0) s_amax[i & 1][warp] = wm;
+      __syncthreads();
+      quantise(i, k, v);
     }
   }
 }

@@ -6,10 +6,12 @@
 //   convert  x (F32) -> x16 (F16) per token, scaled by a power of two 2^e so that max |x| is in
 //            [2^13, 2^14) (f16 range with room for outliers of any size; undone exactly on the
 //            output), plus per-16 and per-32 sums of the converted values for the formats with
-//            an offset (y = s q + o needs sum x per sub-block).                 (matmul.cu)
+//            an offset (y = s q + o needs sum x per sub-block); for decode rows of a Q4_K product
+//            also int8 values (x8: per token and 256 elements a float scale, the CPU backend's
+//            Q8_K rounding) and their sums per 32.                              (matmul_aux.cu)
 //   decode   tokens [0, n_decode): weight rows streamed once for all of them; a warp owns 16
-//            rows, the tensor cores multiply integer levels, scales applied per sub-block in
-//            f32.                                                               (matmul_decode.cuh)
+//            rows, the tensor cores multiply integer levels (f16 levels by x16, or Q4_K's
+//            4-bit levels by x8 in int8), scales applied per sub-block.        (matmul_decode.cuh)
 //   prompt   the other tokens: 128 x 128 tiles, weights dequantised to f16 in shared memory,
 //            activations by cp.async, ldmatrix + mma.                           (matmul_prompt.cuh)
 //   generic  F32 weights (and F16/BF16 rows whose length is not a multiple of 64): f32 on CUDA
@@ -59,6 +61,9 @@ class Workspace final : public MatmulWorkspace {
   float* inv_scale = nullptr;     // [max_rows] 2^-e of each converted row
   float* xs16 = nullptr;          // [ld_xs][ldk / 16] sums of 16 converted activations (row = x row)
   float* xs32 = nullptr;          // [ld_xs][ldk / 32] sums of 32
+  int8_t* x8 = nullptr;           // [ld_xs][ldk] int8 activations of decode rows (kI8 formats)
+  float* xd = nullptr;            // [ld_xs][ldk / 256] their scales
+  int16_t* bs32 = nullptr;        // [ld_xs][ldk / 32] sums of 32 int8 values
   float* partial = nullptr;       // [kMaxDecodeParts][kPartialFloats] split-K partial sums
   int* counters = nullptr;        // [kMaxDecodeParts][kCounters] split-K arrivals, zero between launches
   int32_t* expert_off = nullptr;  // [kMaxExperts + 1] first routed pair of each expert
@@ -82,8 +87,18 @@ struct ActView {
   int64_t ldk = 0;
   const float* inv_scale = nullptr;
   const float* xs16 = nullptr;
-  const float* xs32 = nullptr;  // rows of ldk / 16 and ldk / 32 floats
+  const float* xs32 = nullptr;    // rows of ldk / 16 and ldk / 32 floats
+  const int8_t* x8 = nullptr;     // rows of ldk bytes (decode rows of the kI8 formats) ...
+  const float* xd = nullptr;      // ... ldk / 256 scales ...
+  const int16_t* bs32 = nullptr;  // ... and ldk / 32 sums
 };
+
+// Decode products that multiply int8 activations (Fmt<T>::kI8): Q4_K, whose 4-bit levels are
+// int8 operands as they stand (matmul_decode.cuh says why it pays).
+inline constexpr bool decode_q8(DType type) { return type == DType::Q4_K; }
+// The formats' side of it (quant_device.cuh: Fmt<T>::kI8); matmul.cu checks the two agree.
+template <class F>
+inline constexpr bool kI8 = requires { requires F::kI8; };
 
 // Decode: grid (blocks, 1, jobs). A job is the whole call (plain) or one (token, slot) pair of
 // matmul_ids (ids != nullptr: one token, the expert read from ids[job]). A plain launch may
@@ -146,15 +161,21 @@ int iter_chunks(DType type);
 
 // x (n_rows, ldx) F32 -> x16 (n_rows, ldk) F16 * 2^e, inv_scale = 2^-e, and for rows < n_xs the
 // sums of 16 and 32 converted values (xs16 / xs32 [row][ldk / 16 or 32]); k in [n_in, k_pad) zero.
+// Rows < n_x8 also get int8 values: per 256 elements d = amax / 127 (of x * 2^e) into
+// xd, q = nearbyint(x * 2^e * 127 / amax) into x8 (inside each 32 in the order the Q4_K decode
+// reads them: element 16 h + 4 c + j at byte 8 c + 2 j + h), and the sum of each 32 q into bs32.
 struct ConvertParams {
   const float* x = nullptr;
   int64_t ldx = 0;
-  int n_rows = 0, n_in = 0, k_pad = 0, n_xs = 0;
+  int n_rows = 0, n_in = 0, k_pad = 0, n_xs = 0, n_x8 = 0;
   __half* x16 = nullptr;
   int64_t ldk = 0;
   float* inv_scale = nullptr;
   float* xs16 = nullptr;
   float* xs32 = nullptr;
+  int8_t* x8 = nullptr;
+  float* xd = nullptr;
+  int16_t* bs32 = nullptr;
   const float* norm_w = nullptr;  // the prologue (MatmulPrologue): rms_norm with these weights ...
   float norm_eps = 0.0f;
   const float* gate = nullptr;  // ... or silu(gate) * x
@@ -207,6 +228,13 @@ __device__ __forceinline__ void mma_16816(float d[4], const uint32_t a[4], uint3
   asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// D = A B, A 16x32 s8 (row), B 32x8 s8 (col), D 16x8 s32, a zero accumulator.
+__device__ __forceinline__ void mma_16832_s8_zero(int d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};"
+      : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "r"(0));
 }
 
 // D = A B (a zero accumulator, no registers to clear first).

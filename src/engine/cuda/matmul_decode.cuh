@@ -17,6 +17,15 @@
 // Tokens 8..63 take further n-tiles of the same A fragment, so 64 tokens cost 8 mma per step but
 // no more weight traffic.
 //
+// Q4_K (kI8) multiplies in int8 instead: its 4-bit levels are int8 operands after one mask (and
+// one shift for the high nibbles), where an f16 level costs a mask, an or and a fused multiply-add
+// per two weights; the activations are int8 (x8, the CPU backend's Q8_K rounding: per token and
+// 256 elements a float scale), stored in the order of the lane's nibbles. One mma.m16n8k32 per
+// 32-element sub-block gives integer dot products; the sub-block scale multiplies them as
+// integers (sc_j dot_j summed over the super-block in int32), the mins meet the per-32 sums of
+// x8 in four dp2a, and floats appear once per super-block: xd (d isc - dmin imn). About 2.5 times
+// fewer instructions per weight than the f16 form, which was instruction-bound (docs/NOTES.md).
+//
 // Work split: plain products use 8 tiles (128 rows) per block and split K across blocks (a fixed
 // split chosen from the weight's shape and the SM count) when the rows alone give too few
 // blocks; the partial sums go to the workspace and the last block to finish a row block adds
@@ -29,6 +38,8 @@
 // The kernel starts with programmatic dependent launch on sm_90+: its first weight loads are in
 // flight before the converter (the previous kernel) has finished writing x16.
 #pragma once
+
+#include <type_traits>
 
 #include "engine/cuda/matmul_common.cuh"
 
@@ -68,6 +79,93 @@ struct ActPtrs {
 };
 
 __device__ __forceinline__ uint2 load_b(const __half* p) { return __ldg(reinterpret_cast<const uint2*>(p)); }
+
+// Where a lane reads its int8 activations, advanced one super-block (256 elements) at a time: the
+// lane's 8 bytes of each 32 of token g of n-tile nt at x[nt], the scale and the 8 sums of 32 of
+// tokens (2c, 2c + 1) at xd[nt][h] and bs[nt][h]. Tokens past the job's last are clamped, as above.
+template <int kNT>
+struct ActPtrs8 {
+  const int8_t* x[kNT];
+  const float* xd[kNT][2];
+  const int16_t* bs[kNT][2];
+  __device__ __forceinline__ ActPtrs8(const ActView& a, int xr0, int ntok, int g, int c, int it0) {
+    VELOCITY_UNROLL
+    for (int nt = 0; nt < kNT; ++nt) {
+      x[nt] = a.x8 + (xr0 + min(8 * nt + g, ntok - 1)) * a.ldk + 8 * c + int64_t{it0} * 256;
+      VELOCITY_UNROLL
+      for (int h = 0; h < 2; ++h) {
+        const int64_t tk = xr0 + min(8 * nt + 2 * c + h, ntok - 1);
+        xd[nt][h] = a.xd + tk * (a.ldk / 256) + it0;
+        bs[nt][h] = a.bs32 + tk * (a.ldk / 32) + int64_t{it0} * 8;
+      }
+    }
+  }
+  __device__ __forceinline__ void next() {
+    VELOCITY_UNROLL
+    for (int nt = 0; nt < kNT; ++nt) {
+      x[nt] += 256;
+      xd[nt][0] += 1, xd[nt][1] += 1;
+      bs[nt][0] += 8, bs[nt][1] += 8;
+    }
+  }
+};
+
+// One super-block of a kI8 format (Q4_K): acc[nt] += W(rows g, g + 8) . x(tokens) over its 256 k.
+// Word j of a row's data holds the lane's 8 levels of sub-block j, elements 16 h + 4 c + kk of the
+// sub-block (R4, quant_device.cuh): byte b has element (h, kk) = (b & 1, b >> 1) in its low
+// nibble and (b & 1, 2 + (b >> 1)) in its high one. x8 stores element 16 h + 4 c + kk at byte
+// 8 c + 2 kk + h of the sub-block, so the lane's 8 bytes there are the low nibbles' elements, then
+// the high nibbles': the A fragment is the two masked words as they stand (a0, a1 the low
+// nibbles of rows g, g + 8; a2, a3 the high ones; mma's k order is ours to choose) and B is one
+// 8-byte load.
+template <class F, int kNT>
+__device__ __forceinline__ void decode_iteration_i8(const typename F::template Data<F::kIterChunks>& d,
+                                                    const ActPtrs8<kNT>& ap, int n_nt, float (&acc)[kNT][4]) {
+  static_assert(F::kIterChunks == 4, "one K-quant super-block an iteration");
+  const typename F::Fold f = F::fold(d);
+  int isc[kNT][4];
+  VELOCITY_UNROLL
+  for (int nt = 0; nt < kNT; ++nt) isc[nt][0] = isc[nt][1] = isc[nt][2] = isc[nt][3] = 0;
+  VELOCITY_UNROLL
+  for (int j = 0; j < 8; ++j) {
+    const uint32_t a[4] = {d.q[0][j] & 0x0F0F0F0Fu, d.q[1][j] & 0x0F0F0F0Fu, (d.q[0][j] >> 4) & 0x0F0F0F0Fu,
+                           (d.q[1][j] >> 4) & 0x0F0F0F0Fu};
+    const int s0 = static_cast<int>((f.sc[0][j >> 2] >> (8 * (j & 3))) & 0xFFu);
+    const int s1 = static_cast<int>((f.sc[1][j >> 2] >> (8 * (j & 3))) & 0xFFu);
+    VELOCITY_UNROLL
+    for (int nt = 0; nt < kNT; ++nt) {
+      if (nt >= n_nt) continue;
+      const uint2 b = __ldg(reinterpret_cast<const uint2*>(ap.x[nt] + 32 * j));
+      int dot[4];
+      mma_16832_s8_zero(dot, a, b.x, b.y);
+      isc[nt][0] += s0 * dot[0];
+      isc[nt][1] += s0 * dot[1];
+      isc[nt][2] += s1 * dot[2];
+      isc[nt][3] += s1 * dot[3];
+    }
+  }
+  // The mins: sum_j m_j bs_j, two int16 sums by two bytes of mins per dp2a.
+  VELOCITY_UNROLL
+  for (int nt = 0; nt < kNT; ++nt) {
+    if (nt >= n_nt) continue;
+    VELOCITY_UNROLL
+    for (int h = 0; h < 2; ++h) {
+      const int4 bs = __ldg(reinterpret_cast<const int4*>(ap.bs[nt][h]));
+      const float xd = __ldg(ap.xd[nt][h]);
+      VELOCITY_UNROLL
+      for (int r = 0; r < 2; ++r) {
+        const int mn0 = static_cast<int>(f.mn[r][0]), mn1 = static_cast<int>(f.mn[r][1]);
+        int m = __dp2a_lo(bs.x, mn0, 0);
+        m = __dp2a_hi(bs.y, mn0, m);
+        m = __dp2a_lo(bs.z, mn1, m);
+        m = __dp2a_hi(bs.w, mn1, m);
+        const int i = 2 * r + h;
+        const float v = __fmaf_rn(f.neg_dmin[r], static_cast<float>(m), f.d[r] * static_cast<float>(isc[nt][i]));
+        acc[nt][i] = __fmaf_rn(xd, v, acc[nt][i]);
+      }
+    }
+  }
+}
 
 // Formats whose decode folds the sub-block scales into the A fragment (quant_device.cuh, kFold).
 template <class F>
@@ -239,20 +337,40 @@ __global__ void __launch_bounds__(kThreads, kNT == 1 ? 2 : 1) decode_kernel(cons
   float acc[kNT][4];
   VELOCITY_UNROLL
   for (int nt = 0; nt < kNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
-  // Two iterations in flight: the first two are requested before waiting for the converter.
-  Data cur{}, nxt{};
+  // Two iterations in flight: the first two are requested before waiting for the converter. With
+  // one n-tile the two buffers take turns (no register copies: each, once decoded, loads the
+  // iteration two ahead); with more, the second is copied into the first (two unrolled copies of
+  // the iteration spill there).
+  Data buf[2] = {};
   LoadGlobal ld;
-  if (active && it0 < it1) F::template load<LoadGlobal, kC>(ld, rg, rg8, p.w.rl, it0 * kC, c, cur);
-  if (active && it0 + 1 < it1) F::template load<LoadGlobal, kC>(ld, rg, rg8, p.w.rl, (it0 + 1) * kC, c, nxt);
-  pdl_wait();  // x16, xs, inv_scale come from the converter
+  if (active && it0 < it1) F::template load<LoadGlobal, kC>(ld, rg, rg8, p.w.rl, it0 * kC, c, buf[0]);
+  if (active && it0 + 1 < it1) F::template load<LoadGlobal, kC>(ld, rg, rg8, p.w.rl, (it0 + 1) * kC, c, buf[1]);
+  pdl_wait();  // x16, xs, x8, inv_scale come from the converter
   if (active) {
-    ActPtrs<F, kNT> ap(p.a, xr0, ntok, g, c, it0);
-    for (int it = it0; it < it1; ++it) {
-      decode_iteration<F, kNT>(cur, it, p.w.rl.nc - it * kC, ap, n_nt, acc);
+    std::conditional_t<kI8<F>, ActPtrs8<kNT>, ActPtrs<F, kNT>> ap(p.a, xr0, ntok, g, c, it0);
+    auto step = [&](const Data& d, int it) {
+      if constexpr (kI8<F>)
+        decode_iteration_i8<F, kNT>(d, ap, n_nt, acc);
+      else
+        decode_iteration<F, kNT>(d, it, p.w.rl.nc - it * kC, ap, n_nt, acc);
       ap.next();
-      if (it + 1 < it1) {
-        cur = nxt;
-        if (it + 2 < it1) F::template load<LoadGlobal, kC>(ld, rg, rg8, p.w.rl, (it + 2) * kC, c, nxt);
+    };
+    if constexpr (kNT == 1) {
+      for (int it = it0; it < it1; it += 2) {
+        VELOCITY_UNROLL
+        for (int b = 0; b < 2; ++b) {
+          if (b == 1 && it + 1 >= it1) break;
+          step(buf[b], it + b);
+          if (it + b + 2 < it1) F::template load<LoadGlobal, kC>(ld, rg, rg8, p.w.rl, (it + b + 2) * kC, c, buf[b]);
+        }
+      }
+    } else {
+      for (int it = it0; it < it1; ++it) {
+        step(buf[0], it);
+        if (it + 1 < it1) {
+          buf[0] = buf[1];
+          if (it + 2 < it1) F::template load<LoadGlobal, kC>(ld, rg, rg8, p.w.rl, (it + 2) * kC, c, buf[1]);
+        }
       }
     }
   }

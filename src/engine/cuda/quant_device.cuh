@@ -547,6 +547,7 @@ template <bool kHigh>
 struct KQuant45 : TiledK {
   static constexpr int kIterChunks = 4, kScaleSteps = 2;
   static constexpr bool kOffset = true;
+  static constexpr bool kI8 = !kHigh;  // Q4_K decodes on int8 activations (matmul_decode.cuh)
   template <int kC>
   struct Data {
     uint32_t q[2][2 * kC];
