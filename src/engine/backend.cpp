@@ -2,11 +2,49 @@
 // backend that fuses a block is tested against this composition on its own primitives.
 #include "engine/backend.h"
 
+#include <algorithm>
 #include <cmath>
+#include <numbers>
 
 #include "core/error.h"
 
 namespace velocity::engine {
+
+const char* feature_name(Feature f) {
+  switch (f) {
+    case Feature::AttentionSinks: return "attention sinks";
+    case Feature::SlidingWindow: return "sliding-window attention";
+    case Feature::YarnRope: return "YaRN RoPE";
+    case Feature::AttentionOutputBias: return "an attention output bias";
+    case Feature::ExpertBiases: return "router and expert biases";
+    case Feature::ClampedSwiglu: return "the clamped SwiGLU";
+  }
+  return "?";
+}
+
+// YaRN as Hugging Face computes it (modeling_rope_utils._compute_yarn_parameters): the
+// correction dim of b rotations at the original context is n_rot ln(ctx / (2 pi b)) / (2 ln base);
+// pairs below the fast one keep their frequency, pairs above the slow one are divided by the
+// factor, and the ramp between them is linear in the pair index.
+double rope_inv_freq(const RopeParams& rope, int64_t i) {
+  const double n_rot = rope.n_rot, base = rope.freq_base;
+  const double extrapolated = std::pow(base, -2.0 * static_cast<double>(i) / n_rot);
+  if (rope.yarn_factor == 0) return extrapolated * rope.freq_scale;
+  auto correction_dim = [&](double rotations) {
+    return n_rot * std::log(static_cast<double>(rope.yarn_orig_ctx) / (rotations * 2 * std::numbers::pi)) /
+           (2 * std::log(base));
+  };
+  double low = correction_dim(rope.yarn_beta_fast), high = correction_dim(rope.yarn_beta_slow);
+  if (rope.yarn_truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, n_rot - 1);
+  if (low == high) high += 0.001;
+  const double ramp = std::clamp((static_cast<double>(i) - low) / (high - low), 0.0, 1.0);
+  return extrapolated / rope.yarn_factor * ramp + extrapolated * (1 - ramp);
+}
 
 namespace {
 // Views an allocated activation buffer as [n_rows, its columns].
@@ -101,6 +139,10 @@ void Backend::matmuls(const Act& x, std::span<const Weight* const> ws, std::span
   for (size_t i = 0; i < ws.size(); ++i) matmul(*ws[i], x, *ys[i]);
 }
 
+void Backend::swiglu_clamped(const Act&, const Act&, const ExpertGlu&, Act&) {
+  fail("{}: {} is not implemented on this backend", name(), feature_name(Feature::ClampedSwiglu));
+}
+
 void Backend::attention_block(const AttentionLayer& layer, const AttentionParams& p, Act& x) {
   const int64_t n = x.n_rows;
   BlockScratch& s = scratch_;
@@ -119,6 +161,7 @@ void Backend::attention_block(const AttentionLayer& layer, const AttentionParams
   }
   attention(p, s.q, s.k, s.v, rows(s.attn, n));
   matmul(layer.wo, s.attn, rows(s.proj, n));
+  if (layer.bo.present()) add_bias(s.proj, layer.bo);
   add(x, s.proj);
 }
 
@@ -142,6 +185,7 @@ void Backend::moe_block(const MoeLayer& layer, const MoeParams& p, float eps, Ac
   BlockScratch& s = scratch_;
   rms_norm(x, layer.norm, eps, rows(s.norm, n));
   matmul(layer.router, s.norm, rows(s.router, n));
+  if (layer.router_b.present()) add_bias(s.router, layer.router_b);
   s.route.n_tokens = n;
   moe_route(s.router, p, s.route);
   moe_experts(s.route, layer, s.norm, rows(s.proj, n));

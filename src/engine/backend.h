@@ -56,7 +56,20 @@ struct RopeParams {
   float freq_scale = 1.0f;        // linear position scaling (1 / factor)
   Weight freq_factors;            // F32 [n_rot / 2] divisors of the frequencies (llama 3
                                   // "rope_freqs") on the layer's device, or absent
+  // YaRN (gpt-oss): pair i's inverse frequency blends the interpolated one (/ yarn_factor) and
+  // the extrapolated one by a ramp over i between the correction dims of yarn_beta_fast and
+  // yarn_beta_slow rotations at yarn_orig_ctx (rope_inv_freq); cos and sin are multiplied by
+  // attn_factor. yarn_factor 0: off (freq_scale applies instead).
+  float yarn_factor = 0;
+  int64_t yarn_orig_ctx = 0;
+  float yarn_beta_fast = 32.0f, yarn_beta_slow = 1.0f;
+  bool yarn_truncate = true;      // correction dims floored/ceiled (HF's default; gpt-oss: false)
+  float attn_factor = 1.0f;       // magnitude of cos/sin (YaRN: 0.1 ln(factor) + 1)
 };
+
+// Inverse frequency of rotated pair i (theta = position * rope_inv_freq) from base, scale and
+// YaRN; the frequency factors are applied by the backend on top. In double: positions reach 10^5.
+double rope_inv_freq(const RopeParams& rope, int64_t i);
 
 // Everything reserve() sizes. Zero means "not used by this model".
 struct StepShape {
@@ -89,8 +102,9 @@ struct StepShape {
 struct AttentionLayer {
   Weight norm;                 // [D] RMSNorm weight
   Weight wq, wk, wv, wo;       // [D -> H*Dh], [D -> Hkv*Dh], [D -> Hkv*Dhv], [H*Dhv -> D]
-  Weight bq, bk, bv;           // optional biases (qwen2)
+  Weight bq, bk, bv;           // optional biases (qwen2, gpt-oss)
   Weight q_norm, k_norm;       // optional per-head RMSNorm weights [Dh] (qwen3)
+  Weight bo;                   // optional output bias [D] (gpt-oss)
 };
 
 struct AttentionParams {
@@ -102,6 +116,12 @@ struct AttentionParams {
   float norm_eps = 1e-5f;      // for the input norm and the Q/K norms
   float scale = 0;             // softmax scale; 0 means 1/sqrt(head_dim_k)
   RopeParams rope;
+  // Sliding window (gpt-oss's even layers): a token at position p attends to positions
+  // (p - window, p] of its sequence; 0: to all of [0, p].
+  int64_t window = 0;
+  // F32 [H] learned per-head sink logits (gpt-oss) on the layer's device, or absent: each head's
+  // softmax gets one more logit, which takes probability mass and contributes no value.
+  Weight sinks;
 };
 
 struct FfnLayer {
@@ -109,11 +129,26 @@ struct FfnLayer {
   Weight gate, up, down;       // [D -> F], [D -> F], [F -> D]; SwiGLU: down(silu(gate x) * up x)
 };
 
+// How an expert combines its gate and up products into the down product's input.
+struct ExpertGlu {
+  enum class Kind {
+    Silu,     // silu(gate) * up
+    Clamped,  // gpt-oss: g = min(gate, limit), u = clamp(up, -limit, limit): (u + 1) * g * sigmoid(alpha g)
+  };
+  Kind kind = Kind::Silu;
+  float alpha = 1.702f;
+  float limit = 7.0f;
+};
+
 struct MoeLayer {
   Weight norm;                 // [D]
   Weight router;               // [D -> E]
   Weight gate_exps, up_exps;   // E matrices [D -> Fe]
   Weight down_exps;            // E matrices [Fe -> D]
+  // Optional biases (gpt-oss), F32: router [E]; per expert e, row e of gate/up [Fe, E] and of
+  // down [D, E].
+  Weight router_b, gate_exps_b, up_exps_b, down_exps_b;
+  ExpertGlu glu;
 };
 
 struct MoeParams {
@@ -131,6 +166,19 @@ struct MoeRoute {
   int64_t k = 0;
 };
 
+// Options of the ops and blocks beyond the llama family's, which a backend may not compute yet.
+// An architecture lists the ones it needs (model::Config::features); Model::load refuses, before
+// any weight is read, a model that needs one a backend of its placement lacks.
+enum class Feature {
+  AttentionSinks,       // AttentionParams::sinks
+  SlidingWindow,        // AttentionParams::window
+  YarnRope,             // RopeParams::yarn_*, attn_factor
+  AttentionOutputBias,  // AttentionLayer::bo
+  ExpertBiases,         // MoeLayer::router_b, gate/up/down_exps_b
+  ClampedSwiglu,        // ExpertGlu::Kind::Clamped
+};
+const char* feature_name(Feature f);  // "attention sinks", ...
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -138,6 +186,8 @@ class Backend {
   virtual Device device() const = 0;
   // Whether attention can use a KV cache of this type (K and V are asked separately).
   virtual bool supports_cache_type(DType type) const = 0;
+  // Whether the ops and blocks compute `feature` (the default: no).
+  virtual bool supports(Feature /*feature*/) const { return false; }
 
   // --- Memory (at load) ---------------------------------------------------------------------
   // A weight from bytes in host memory (the mmap'd file). The backend may keep the pointer (CPU:
@@ -212,22 +262,26 @@ class Backend {
   virtual void attention(const AttentionParams& p, const Act& q, const Act& k, const Act& v, Act& out) = 0;
   // out = silu(gate) * up, elementwise; out may alias gate
   virtual void swiglu(const Act& gate, const Act& up, Act& out) = 0;
+  // The clamped variant (ExpertGlu::Kind::Clamped), elementwise; out may alias gate. The
+  // default throws: a backend without Feature::ClampedSwiglu never gets such a model.
+  virtual void swiglu_clamped(const Act& gate, const Act& up, const ExpertGlu& glu, Act& out);
   // x += y
   virtual void add(Act& x, const Act& y) = 0;
   // router logits [T, E] -> top-k experts per token and their weights (softmax over all E,
   // then the k largest, renormalised if asked); ties to the lower expert id
   virtual void moe_route(const Act& router_logits, const MoeParams& p, MoeRoute& route) = 0;
-  // out[t] = sum_j route.weights[t, j] * down_e(silu(gate_e x[t]) * up_e x[t]), e = route.ids[t, j]
+  // out[t] = sum_j route.weights[t, j] * (down_e(glu(gate_e x[t] + bg_e, up_e x[t] + bu_e)) + bd_e),
+  // e = route.ids[t, j]; glu = layer.glu, biases b*_e as present in the layer
   virtual void moe_experts(const MoeRoute& route, const MoeLayer& layer, const Act& x, Act& out) = 0;
   // out = the rows of x whose token has an output, in batch order
   virtual void select_output_rows(const Act& x, Act& out) = 0;
 
   // --- Blocks (reference composition in backend.cpp; override to fuse) --------------------------
-  // x += attention(rms_norm(x))
+  // x += attention(rms_norm(x)) (+ bo)
   virtual void attention_block(const AttentionLayer& layer, const AttentionParams& p, Act& x);
   // x += down(silu(gate(rms_norm(x))) * up(rms_norm(x)))
   virtual void ffn_block(const FfnLayer& layer, float eps, Act& x);
-  // x += moe(rms_norm(x))
+  // x += moe(rms_norm(x)), the router logits with router_b when present
   virtual void moe_block(const MoeLayer& layer, const MoeParams& p, float eps, Act& x);
   // logits = head(rms_norm(x)) for the output rows; kept for read_output()
   virtual void output_block(const Weight& norm, const Weight& head, float eps, const Act& x);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/backend.h"
 #include "gguf/file.h"
@@ -11,7 +12,7 @@
 namespace velocity::model {
 
 struct Config {
-  std::string arch;            // general.architecture: llama, qwen2, qwen3, qwen3moe
+  std::string arch;            // general.architecture: llama, qwen2, qwen3, qwen3moe, gpt-oss
   std::string name;            // general.name (may be empty)
   int64_t n_vocab = 0;         // rows of token_embd
   int64_t n_ctx_train = 0;     // <arch>.context_length
@@ -29,6 +30,13 @@ struct Config {
   float rope_freq_base = 10000.0f;   // <arch>.rope.freq_base
   float rope_freq_scale = 1.0f;      // 1 / <arch>.rope.scaling.factor for scaling.type linear
   bool has_rope_freqs = false;       // rope_freqs.weight present (llama 3 frequency factors)
+  // YaRN (<arch>.rope.scaling.type yarn; gpt-oss): engine::RopeParams' yarn_* and attn_factor
+  float rope_yarn_factor = 0;        // rope.scaling.factor; 0: no YaRN
+  int64_t rope_yarn_orig_ctx = 0;    // rope.scaling.original_context_length
+  float rope_yarn_beta_fast = 32.0f; // rope.scaling.yarn_beta_fast
+  float rope_yarn_beta_slow = 1.0f;  // rope.scaling.yarn_beta_slow
+  bool rope_yarn_truncate = true;    // correction dims floored/ceiled (gpt-oss: no, as HF's config says)
+  float rope_attn_factor = 1.0f;     // cos/sin magnitude: rope.scaling.attn_factor * (0.1 ln factor + 1)
   // Options of the attention block
   bool qkv_bias = false;       // qwen2
   bool qk_norm = false;        // qwen3, qwen3moe
@@ -38,6 +46,11 @@ struct Config {
   int64_t n_ff_expert = 0;     // <arch>.expert_feed_forward_length (or n_ff for Mixtral)
   bool moe_norm_weights = true;  // renormalise the top-k weights (Mixtral, Qwen3-MoE: yes)
   bool tied_output = false;    // no output.weight: the head is token_embd
+  // gpt-oss
+  int64_t sliding_window = 0;  // <arch>.attention.sliding_window: the window of the sliding layers
+  // What the architecture needs of a backend beyond the llama family's ops (engine::Feature);
+  // Model::load checks every backend of the placement for them before reading any weight.
+  std::vector<engine::Feature> features;
 };
 
 }  // namespace velocity::model

@@ -1,5 +1,7 @@
 // The llama-family decoder layer shared by llama, qwen2, qwen3, qwen3moe and Mixtral: pre-norm
 // attention (GQA, RoPE, optional QKV bias / Q-K norm) then a pre-norm SwiGLU FFN or MoE.
+#include <cmath>
+
 #include "core/error.h"
 #include "model/architecture.h"
 
@@ -57,6 +59,24 @@ DecoderLayer load_decoder_layer(Weights& w, const Config& c, int64_t il, const D
 void refuse_rope_scaling(const Hparams& h) {
   if (auto type = h.string("rope.scaling.type"); type && *type != "none")
     fail("{}: {}.rope.scaling.type \"{}\" is not supported yet", h.file().shards().at(0).path, h.arch(), *type);
+}
+
+void read_yarn_rope(const Hparams& h, Config& c) {
+  const std::string& path = h.file().shards().at(0).path;
+  const auto type = h.string("rope.scaling.type");
+  if (!type || *type == "none") return;
+  if (*type != "yarn") fail("{}: {}.rope.scaling.type \"{}\" is not supported (yarn or none)", path, h.arch(), *type);
+  c.rope_yarn_factor = h.real("rope.scaling.factor", 0.0f);
+  if (!(c.rope_yarn_factor > 0)) fail("{}: {}.rope.scaling.factor must be positive for YaRN", path, h.arch());
+  c.rope_yarn_orig_ctx = h.count("rope.scaling.original_context_length");
+  c.rope_yarn_beta_fast = h.real("rope.scaling.yarn_beta_fast", 32.0f);
+  c.rope_yarn_beta_slow = h.real("rope.scaling.yarn_beta_slow", 1.0f);
+  if (!(c.rope_yarn_beta_fast > 0 && c.rope_yarn_beta_slow > 0))
+    fail("{}: {}.rope.scaling.yarn_beta_fast/slow must be positive", path, h.arch());
+  // llama.cpp's magnitude: attn_factor (1 unless written) times YaRN's 0.1 ln(factor) + 1 (for a
+  // factor above 1; HF's get_mscale).
+  const double mscale = c.rope_yarn_factor > 1 ? 0.1 * std::log(c.rope_yarn_factor) + 1.0 : 1.0;
+  c.rope_attn_factor = static_cast<float>(h.real("rope.scaling.attn_factor", 1.0f) * mscale);
 }
 
 engine::AttentionParams attention_params(const Config& c, const DecoderLayer& l, int64_t il) {

@@ -8,6 +8,7 @@
 #include <fmt/ranges.h>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "model/architecture.h"
 #include "model/memory_check.h"
 
@@ -17,14 +18,16 @@ std::unique_ptr<Architecture> make_llama();
 std::unique_ptr<Architecture> make_qwen2();
 std::unique_ptr<Architecture> make_qwen3();
 std::unique_ptr<Architecture> make_qwen3moe();
+std::unique_ptr<Architecture> make_gptoss();
 
-std::vector<std::string> supported_architectures() { return {"llama", "qwen2", "qwen3", "qwen3moe"}; }
+std::vector<std::string> supported_architectures() { return {"llama", "qwen2", "qwen3", "qwen3moe", "gpt-oss"}; }
 
 std::unique_ptr<Architecture> make_architecture(const std::string& arch, const std::string& file) {
   if (arch == "llama") return make_llama();
   if (arch == "qwen2") return make_qwen2();
   if (arch == "qwen3") return make_qwen3();
   if (arch == "qwen3moe") return make_qwen3moe();
+  if (arch == "gpt-oss") return make_gptoss();
   fail("{}: architecture \"{}\" is not supported (supported: {})", file, arch, fmt::join(supported_architectures(), ", "));
 }
 
@@ -114,6 +117,28 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   };
   m->embed_backend_ = backend_of(first);
   m->output_backend_ = backend_of(last);
+  // A feature the architecture needs and a backend lacks (gpt-oss's sinks on the CUDA backend)
+  // stops the load here; a device the caller did not name gives way to the CPU instead.
+  auto missing_features = [&c](const engine::Backend& b) {
+    std::vector<std::string> missing;
+    for (engine::Feature f : c.features)
+      if (!b.supports(f)) missing.push_back(engine::feature_name(f));
+    return missing;
+  };
+  for (engine::Backend* b : backends) {
+    const std::vector<std::string> missing = missing_features(*b);
+    if (missing.empty()) continue;
+    if (options.device_is_default && options.placement.layers.empty() && options.placement.overrides.empty()) {
+      log_line(fmt::format("{}: {} needs {}, which the {} backend does not compute yet: running it on the CPU", path,
+                           arch, fmt::join(missing, ", "), b->name()));
+      LoadOptions cpu = options;
+      cpu.placement = Placement{};
+      cpu.device_is_default = false;
+      return load(path, cpu);
+    }
+    fail("{}: {} needs {}, which the {} backend does not compute yet; run this model on the CPU (--device cpu)",
+         path, arch, fmt::join(missing, ", "), b->name());
+  }
   for (engine::Backend* b : backends) {
     if (!b->supports_cache_type(options.cache_type_k) || !b->supports_cache_type(options.cache_type_v))
       fail("KV cache types k={} v={}: the {} backend does not support them", dtype_name(options.cache_type_k),

@@ -36,6 +36,10 @@ struct LoadOptions {
   DType cache_type_v = DType::F16;
   int n_threads = 0;          // CPU threads; 0: one per online core
   Placement placement;        // which device holds each tensor (default: all on the CPU)
+  // placement.device came from engine::default_device(), not from the user: a model that needs
+  // a feature the GPU backend lacks (engine::Feature; gpt-oss on CUDA) then loads on the CPU with
+  // a warning instead of failing. Ignored when the placement names layers or tensor overrides.
+  bool device_is_default = false;
   bool mmap = true;           // false: the file read into memory first (--no-mmap)
   // Called once the file, the architecture, the devices, the cache types and the memory needed
   // have passed their checks, before any weight is read (velocity serve opens its port then), with

@@ -132,6 +132,7 @@ void EngineService::load() {
     o.placement.device = entry_.device.kind == DeviceSpec::Kind::Cuda  ? engine::Device::cuda(entry_.device.index)
                          : entry_.device.kind == DeviceSpec::Kind::Cpu ? engine::Device::cpu()
                                                                        : engine::default_device();
+    o.device_is_default = entry_.device.kind != DeviceSpec::Kind::Cuda && entry_.device.kind != DeviceSpec::Kind::Cpu;
     o.placement.gpu_layers = entry_.gpu_layers;
     o.mmap = entry_.mmap;
     o.n_ctx = entry_.ctx;

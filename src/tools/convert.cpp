@@ -101,6 +101,23 @@ void read_row(const SafeTensor& t, int64_t row, int64_t n, float* out) {
   }
 }
 
+// Output row o of a gathered tensor (PlannedTensor::gather): its n elements, strided in the source.
+void gather_row(const SafeTensor& t, const Gather& g, int64_t o, int64_t n, float* out) {
+  const int64_t base = (o / g.rows_per_slab) * g.slab + (o % g.rows_per_slab) * g.row_step + g.offset;
+  VELOCITY_CHECK(base >= 0 && base + (n - 1) * g.stride < t.n_elements, "{}: gather outside the tensor", t.name);
+  const size_t size = static_cast<size_t>(safe_dtype_size(t.dtype));
+  for (int64_t k = 0; k < n; ++k) {
+    const uint8_t* p = t.data.data() + static_cast<size_t>(base + k * g.stride) * size;
+    if (t.dtype == SafeDType::F32) {
+      std::memcpy(&out[k], p, 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, p, 2);
+      out[k] = t.dtype == SafeDType::F16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
+    }
+  }
+}
+
 void encode_row(DType type, const float* x, int64_t n, uint8_t* out) {
   switch (type) {
     case DType::F32: std::memcpy(out, x, static_cast<size_t>(n) * 4); return;
@@ -238,6 +255,14 @@ ConvertResult convert_hf(const ConvertOptions& options) {
     };
     if (!p.values.empty()) {
       emit(p.values.data());
+      continue;
+    }
+    if (p.gather.rows_per_slab > 0) {
+      const int64_t n_rows = element_count(p.shape) / n;
+      for (int64_t o = 0; o < n_rows; ++o) {
+        gather_row(*r.sources[0], p.gather, o, n, row.data());
+        emit(row.data());
+      }
       continue;
     }
     for (const SafeTensor* src : r.sources) {  // experts in order: expert e is the e-th slab

@@ -16,6 +16,18 @@
 //   model.norm.weight                      output_norm.weight
 //   lm_head.weight                         output.weight              absent when tied
 //
+// gpt-oss (GptOssModel), where they differ:
+//   self_attn.o_proj.bias                  attn_output.bias
+//   self_attn.sinks                        attn_sinks.weight          [n_head]
+//   post_attention_layernorm.weight        post_attention_norm.weight
+//   mlp.router.{weight,bias}               ffn_gate_inp.{weight,bias}
+//   mlp.experts.gate_up_proj [E, H, 2I]    ffn_{gate,up}_exps.weight  {H, I, E}: gate = even columns,
+//                                                                     up = odd ones (interleaved)
+//   mlp.experts.gate_up_proj_bias [E, 2I]  ffn_{gate,up}_exps.bias    {I, E}, the same split
+//   mlp.experts.down_proj [E, I, H]        ffn_down_exps.weight       {I, H, E} (transposed: HF
+//                                                                     keeps [in, out] per expert)
+//   mlp.experts.down_proj_bias [E, H]      ffn_down_exps.bias         {H, E}
+//
 // Why the llama permutation: HF's Llama applies RoPE with rotate_half, pairing dimension i with
 // i + head_dim/2; ggml's "normal" RoPE (llama) pairs 2i with 2i+1. LlamaModel.permute reorders the
 // rows of each head's Q and K projections, (2, head_dim/2) -> (head_dim/2, 2), so that the
@@ -26,6 +38,7 @@
 #include <cmath>
 #include <numbers>
 #include <string_view>
+#include <tuple>
 
 #include "core/error.h"
 #include "tools/convert_arch.h"
@@ -66,7 +79,49 @@ class Planner {
     out_.push_back(std::move(t));
   }
 
+  // One HF tensor of `hf_shape` -> GGUF `shape`, its elements gathered with strides.
+  void gathered(std::string gguf_name, std::vector<int64_t> shape, std::string hf_name, std::vector<int64_t> hf_shape,
+                Gather gather) {
+    PlannedTensor t;
+    t.name = std::move(gguf_name);
+    t.shape = std::move(shape);
+    t.sources.push_back({std::move(hf_name), std::move(hf_shape)});
+    t.gather = gather;
+    out_.push_back(std::move(t));
+  }
+
+  void gptoss_block(int64_t il) {
+    const std::string hf = fmt::format("model.layers.{}.", il);
+    const std::string blk = fmt::format("blk.{}.", il);
+    const int64_t d = c_.n_embd, n_q = c_.n_head * c_.head_dim, n_kv = c_.n_head_kv * c_.head_dim;
+    const int64_t e = c_.n_expert, f = c_.n_ff_exp;
+    one(blk + "attn_norm.weight", hf + "input_layernorm.weight", {d});
+    for (auto [part, proj, n_out, n_in] : {std::tuple{"attn_q", "q_proj", n_q, d}, std::tuple{"attn_k", "k_proj", n_kv, d},
+                                           std::tuple{"attn_v", "v_proj", n_kv, d},
+                                           std::tuple{"attn_output", "o_proj", d, n_q}}) {
+      one(blk + part + ".weight", hf + "self_attn." + proj + ".weight", {n_out, n_in});
+      one(blk + part + ".bias", hf + "self_attn." + proj + ".bias", {n_out});
+    }
+    one(blk + "attn_sinks.weight", hf + "self_attn.sinks", {c_.n_head});
+    one(blk + "post_attention_norm.weight", hf + "post_attention_layernorm.weight", {d});
+    one(blk + "ffn_gate_inp.weight", hf + "mlp.router.weight", {e, d});
+    one(blk + "ffn_gate_inp.bias", hf + "mlp.router.bias", {e});
+    const std::string x = hf + "mlp.experts.";
+    // Row (expert, r) of gate (up) is column 2r (2r + 1) of the expert's [H, 2I] slab.
+    for (auto [part, parity] : {std::pair{"ffn_gate_exps", 0}, std::pair{"ffn_up_exps", 1}}) {
+      gathered(blk + part + ".weight", {d, f, e}, x + "gate_up_proj", {e, d, 2 * f},
+               {.rows_per_slab = f, .slab = d * 2 * f, .row_step = 2, .offset = parity, .stride = 2 * f});
+      gathered(blk + part + ".bias", {f, e}, x + "gate_up_proj_bias", {e, 2 * f},
+               {.rows_per_slab = 1, .slab = 2 * f, .row_step = 0, .offset = parity, .stride = 2});
+    }
+    // Row (expert, r) of down is column r of the expert's [I, H] slab.
+    gathered(blk + "ffn_down_exps.weight", {f, d, e}, x + "down_proj", {e, f, d},
+             {.rows_per_slab = d, .slab = f * d, .row_step = 1, .offset = 0, .stride = d});
+    one(blk + "ffn_down_exps.bias", x + "down_proj_bias", {e, d});
+  }
+
   void block(int64_t il) {
+    if (c_.arch == "gpt-oss") return gptoss_block(il);
     const std::string hf = fmt::format("model.layers.{}.", il);
     const std::string blk = fmt::format("blk.{}.", il);
     const int64_t n_q = c_.n_head * c_.head_dim;
@@ -194,6 +249,9 @@ std::vector<std::pair<std::string, gguf::Value>> arch_metadata(const HfConfig& c
     add("vocab_size", u32(c.n_vocab));
     add("rope.dimension_count", u32(c.head_dim));
   } else if (c.arch == "qwen3moe") {
+    add("expert_feed_forward_length", u32(c.n_ff_exp));
+  } else if (c.arch == "gpt-oss") {
+    add("attention.sliding_window", u32(c.sliding_window));
     add("expert_feed_forward_length", u32(c.n_ff_exp));
   }
   return m;

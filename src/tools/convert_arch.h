@@ -52,7 +52,9 @@ struct HfConfig {
   // Mixture of experts (n_expert 0: dense).
   int64_t n_expert = 0;           // num_local_experts (Mixtral) / num_experts (Qwen3-MoE)
   int64_t n_expert_used = 0;      // num_experts_per_tok
-  int64_t n_ff_exp = 0;           // moe_intermediate_size (Qwen3-MoE)
+  int64_t n_ff_exp = 0;           // moe_intermediate_size (Qwen3-MoE), intermediate_size (gpt-oss)
+
+  int64_t sliding_window = 0;     // gpt-oss sliding_window
 };
 
 // Reads and checks config.json. Throws velocity::Error naming the file and the field.
@@ -67,12 +69,21 @@ struct Source {
   std::vector<int64_t> shape;     // expected PyTorch shape
 };
 
+// Output rows gathered from a source with strides instead of read in order (gpt-oss's fused
+// experts): element k of output row o is source element
+//   (o / rows_per_slab) * slab + (o % rows_per_slab) * row_step + offset + k * stride.
+struct Gather {
+  int64_t rows_per_slab = 0;      // 0: no gather (rows in order)
+  int64_t slab = 0, row_step = 0, offset = 0, stride = 1;
+};
+
 struct PlannedTensor {
   std::string name;               // GGUF name, e.g. "blk.0.attn_q.weight"
   std::vector<int64_t> shape;     // GGUF order
   std::vector<Source> sources;    // one, or one per expert (stacked along the last GGUF dim)
   int64_t permute_heads = 0;      // > 0: llama Q/K row permutation over this many heads
   std::vector<float> values;      // generated F32 contents (rope_freqs) instead of sources
+  Gather gather;                  // one source read with strides (gpt-oss experts)
 };
 
 // The GGUF tensors of the model in writing order: rope_freqs (when generated), token_embd, each

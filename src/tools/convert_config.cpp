@@ -40,6 +40,7 @@ constexpr ArchDefaults kArchs[] = {
     {"Qwen2ForCausalLM", "qwen2", 32768, 10000.0, 1e-6, 32, 0},
     {"Qwen3ForCausalLM", "qwen3", 32768, 10000.0, 1e-6, 32, 128},
     {"Qwen3MoeForCausalLM", "qwen3moe", 32768, 10000.0, 1e-6, 4, 128},
+    {"GptOssForCausalLM", "gpt-oss", 131072, 150000.0, 1e-5, 8, 64},
 };
 
 // Reads config fields with messages naming the file and the field. A JSON null counts as absent.
@@ -148,6 +149,17 @@ void read_rope(const Fields& f, const ArchDefaults& d, HfConfig& c) {
     if (!c.yarn_attn_factor) c.yarn_attn_factor = f.optional_number(*params, "attn_factor", where);
     c.yarn_beta_fast = f.optional_number(*params, "beta_fast", where);
     c.yarn_beta_slow = f.optional_number(*params, "beta_slow", where);
+    if (c.arch == "gpt-oss") {
+      // transformers truncates the correction dims unless told not to; gpt-oss's GGUF has no key
+      // for it and its loaders (velocity's, OpenAI's reference) do not truncate.
+      const json* truncate = f.find(*params, "truncate");
+      if (!truncate || !truncate->is_boolean() || truncate->get<bool>())
+        fail("{}: field '{}truncate' is {}: gpt-oss GGUFs mean YaRN without truncated correction dims "
+             "(truncate: false, as openai/gpt-oss-* configs say)",
+             f.path(), where, truncate ? truncate->dump() : "absent (transformers then truncates)");
+      if (c.yarn_attn_factor || c.yarn_ext_factor)
+        fail("{}: {}attention_factor / extrapolation_factor are not supported for gpt-oss", f.path(), where);
+    }
   } else if (name == "llama3") {
     // llama.cpp turns these into the rope_freqs tensor for its llama architecture only.
     if (c.arch != "llama")
@@ -171,6 +183,29 @@ void read_rope(const Fields& f, const ArchDefaults& d, HfConfig& c) {
          "scaling",
          f.path(), where, name);
   }
+}
+
+// GptOssConfig: what llama.cpp's gpt-oss fixes (the layer pattern, the biases, the SwiGLU
+// constants) must be what the config says, or the converted model would be another one.
+void read_gptoss(const Fields& f, HfConfig& c) {
+  const json& root = f.root();
+  c.n_expert = f.integer("num_local_experts");
+  c.n_expert_used = f.integer_or("num_experts_per_tok", 4);
+  c.n_ff_exp = c.n_ff;
+  c.sliding_window = f.integer_or("sliding_window", 128);
+  if (!f.boolean_or("attention_bias", true))
+    fail("{}: field 'attention_bias' is false: gpt-oss GGUFs have Q/K/V/O biases", f.path());
+  if (const json* types = f.find(root, "layer_types")) {
+    bool ok = types->is_array() && static_cast<int64_t>(types->size()) == c.n_layer;
+    for (size_t i = 0; ok && i < types->size(); ++i)
+      ok = (*types)[i] == (i % 2 == 0 ? "sliding_attention" : "full_attention");
+    if (!ok)
+      fail("{}: field 'layer_types' is {}: gpt-oss GGUFs slide on even layers and attend fully on odd ones",
+           f.path(), types->dump());
+  }
+  for (auto [key, value] : {std::pair{"swiglu_limit", 7.0}, std::pair{"swiglu_alpha", 1.702}})
+    if (f.find(root, key) && std::abs(f.number(root, key) - value) > 1e-6)
+      fail("{}: field '{}' is {}: gpt-oss GGUFs use {}", f.path(), key, f.number(root, key), value);
 }
 
 }  // namespace
@@ -251,6 +286,8 @@ HfConfig read_hf_config(const std::string& config_path) {
            config_path, f.integer("decoder_sparse_step"));
     if (const json* mlp_only = f.find(root, "mlp_only_layers"); mlp_only && !(mlp_only->is_array() && mlp_only->empty()))
       fail("{}: field 'mlp_only_layers' is {}: llama.cpp's qwen3moe has no dense blocks", config_path, mlp_only->dump());
+  } else if (c.arch == "gpt-oss") {
+    read_gptoss(f, c);
   }
   if (c.n_expert > 0 && c.n_expert_used > c.n_expert)
     fail("{}: num_experts_per_tok {} exceeds the {} experts", config_path, c.n_expert_used, c.n_expert);

@@ -191,6 +191,7 @@ PerplexityReport run_perplexity(const PerplexityOptions& options, std::ostream* 
   load.max_logits = load.max_batch;
   load.n_threads = options.n_threads;
   load.placement.device = options.device.empty() ? engine::default_device() : engine::Device::parse(options.device);
+  load.device_is_default = options.device.empty();
   load.placement.gpu_layers = options.gpu_layers;
   load.mmap = !options.no_mmap;
   const std::unique_ptr<model::Model> model = model::Model::load(options.model_path, load);

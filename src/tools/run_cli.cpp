@@ -98,6 +98,7 @@ RunReport run_prompt(const RunOptions& options, std::ostream& out) {
   load.cache_type_v = options.cache_type_v;
   load.n_threads = options.n_threads;
   load.placement.device = options.device.empty() ? engine::default_device() : engine::Device::parse(options.device);
+  load.device_is_default = options.device.empty();
   load.placement.gpu_layers = options.gpu_layers;
   load.mmap = !options.no_mmap;
   const std::unique_ptr<model::Model> model = model::Model::load(options.model_path, load);

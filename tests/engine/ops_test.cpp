@@ -27,6 +27,13 @@ std::vector<float> random_vector(size_t n, uint32_t seed, float scale = 1.0f) {
   return v;
 }
 
+std::vector<CpuIsa> available_isas() {
+  std::vector<CpuIsa> isas;
+  for (CpuIsa isa : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512})
+    if (cpu_supports(cpu_features(), isa)) isas.push_back(isa);
+  return isas;
+}
+
 struct Fixture {
   std::unique_ptr<Backend> backend = make_cpu_backend(2);
   std::vector<std::vector<float>> keep;  // weight storage (the backend keeps pointers)
@@ -103,6 +110,86 @@ TEST(CpuOps, SwigluMatchesFormula) {
   }
 }
 
+// gpt-oss's clamped SwiGLU, every ISA's backend, values on both sides of the limit.
+TEST(CpuOps, SwigluClampedMatchesFormula) {
+  for (CpuIsa isa : available_isas()) {
+    SCOPED_TRACE(std::string(cpu_isa_name(isa)));
+    set_cpu_isa_for_testing(isa);
+    Fixture f;
+    f.backend->reserve(small_shape());
+    const int64_t cols = 47;
+    const auto g = random_vector(2 * cols, 3, 6), u = random_vector(2 * cols, 4, 6);
+    int clamped = 0;
+    for (bool in_place : {false, true}) {
+      Act ga = f.act(g, 2, cols), ua = f.act(u, 2, cols), out = in_place ? ga : f.backend->alloc(2, cols);
+      f.backend->swiglu_clamped(ga, ua, ExpertGlu{ExpertGlu::Kind::Clamped, 1.702f, 7.0f}, out);
+      for (size_t i = 0; i < g.size(); ++i) {
+        const double gc = std::min(double(g[i]), 7.0), uc = std::clamp(double(u[i]), -7.0, 7.0);
+        clamped += gc != g[i] || uc != u[i];
+        const double ref = (uc + 1) * gc / (1 + std::exp(-1.702 * gc));
+        EXPECT_NEAR(out.data[i], ref, 1e-5 * std::max(1.0, std::abs(ref))) << "g " << g[i] << " u " << u[i];
+      }
+    }
+    EXPECT_GT(clamped, 10);  // the clamp is exercised
+    set_cpu_isa_for_testing(std::nullopt);
+  }
+}
+
+// YaRN as Hugging Face computes it (transformers modeling_rope_utils, yarn with truncate False,
+// written out here): inv_freq = interp * (1 - extrapolation_factor) + extrap * extrapolation_factor,
+// extrapolation_factor = 1 - clamp((i - low) / (high - low), 0, 1), cos and sin scaled by
+// 0.1 ln(factor) + 1. With n_rot 32, base 1.5e5, original context 64: low = 0, high = 3.116, so
+// pair 0 keeps its frequency, pairs 1..3 blend, pairs 4.. are divided by the factor.
+TEST(CpuOps, RopeYarnMatchesHuggingFace) {
+  for (bool truncate : {false, true}) {
+    Fixture f;
+    f.backend->reserve(small_shape());
+    Batch batch;
+    const std::vector<int32_t> positions = {0, 3, 19};
+    for (int32_t p : positions) batch.add(1, p, 0, false);
+    f.backend->begin_step(batch);
+    const int64_t hd = 32, n_heads = 2;
+    const auto x = random_vector(3 * n_heads * hd, 5);
+    Act a = f.act(x, 3, n_heads * hd);
+    RopeParams rp;
+    rp.type = RopeType::Neox;
+    rp.n_rot = 32;
+    rp.freq_base = 150000.0f;
+    rp.yarn_factor = 4.0f;
+    rp.yarn_orig_ctx = 64;
+    rp.yarn_beta_fast = 32.0f;
+    rp.yarn_beta_slow = 1.0f;
+    rp.yarn_truncate = truncate;
+    rp.attn_factor = static_cast<float>(0.1 * std::log(4.0) + 1.0);
+    f.backend->rope(a, hd, rp);
+    auto corr = [](double rot) { return 32 * std::log(64 / (rot * 2 * M_PI)) / (2 * std::log(150000.0)); };
+    double low = corr(32), high = corr(1);
+    if (truncate) low = std::floor(low), high = std::ceil(high);
+    low = std::max(low, 0.0), high = std::min(high, 31.0);
+    ASSERT_NEAR(high, truncate ? 4.0 : 3.1158, 1e-3);
+    for (int t = 0; t < 3; ++t)
+      for (int h = 0; h < n_heads; ++h) {
+        const float* in = x.data() + (t * n_heads + h) * hd;
+        const float* out = a.row(t) + h * hd;
+        for (int i = 0; i < 16; ++i) {
+          const double pos_freq = std::pow(150000.0, 2.0 * i / 32);
+          const double extrap = 1 / pos_freq, interp = 1 / (4 * pos_freq);
+          const double extrapolation_factor = 1 - std::clamp((i - low) / (high - low), 0.0, 1.0);
+          const double inv = interp * (1 - extrapolation_factor) + extrap * extrapolation_factor;
+          if (i == 0) {
+            EXPECT_EQ(inv, extrap);
+          }
+          if (i >= 4) {
+            EXPECT_DOUBLE_EQ(inv, interp);
+          }
+          const double theta = positions[t] * inv, m = 0.1 * std::log(4.0) + 1;
+          EXPECT_NEAR(out[i], (in[i] * std::cos(theta) - in[i + 16] * std::sin(theta)) * m, 1e-5);
+          EXPECT_NEAR(out[i + 16], (in[i + 16] * std::cos(theta) + in[i] * std::sin(theta)) * m, 1e-5);
+        }
+      }
+  }
+}
+
 // RoPE as complex rotation: pair (a, b) of dim i -> (a + ib) * e^{i p theta_i}.
 void check_rope(RopeType type, const float* factors) {
   Fixture f;
@@ -153,6 +240,8 @@ struct AttentionCase {
   CpuIsa isa;
   DType cache_k, cache_v;
   int64_t hd, nh, nkv;
+  int64_t window = 0;  // sliding window (0: none)
+  bool sinks = false;  // random per-head sink logits
 };
 
 void check_attention(const AttentionCase& c) {
@@ -173,6 +262,9 @@ void check_attention(const AttentionCase& c) {
   p.n_head = nh;
   p.n_head_kv = nkv;
   p.head_dim_k = p.head_dim_v = hd;
+  p.window = c.window;
+  const auto sinks = random_vector(nh, 99, 2.0f);
+  if (c.sinks) p.sinks = f.weight(sinks, {nh});
   // History per sequence: k/v rows [pos][kv head][hd].
   std::vector<std::vector<float>> hist_k(3), hist_v(3);
   std::vector<int32_t> next_pos(3, 0);
@@ -200,14 +292,17 @@ void check_attention(const AttentionCase& c) {
       const int32_t sq = b.seq_ids[t], pos = b.positions[t];
       for (int64_t h = 0; h < nh; ++h) {
         const int64_t hk = h / (nh / nkv);
-        std::vector<double> sc(pos + 1);
+        // Positions in the window (all of [0, pos] without one); -inf for the others, as a mask.
+        std::vector<double> sc(pos + 1, -INFINITY);
         for (int j = 0; j <= pos; ++j) {
+          if (c.window > 0 && pos - j >= c.window) continue;
           double d = 0;
           for (int i = 0; i < hd; ++i) d += double(q[(t * nh + h) * hd + i]) * hist_k[sq][(j * nkv + hk) * hd + i];
           sc[j] = d / std::sqrt(double(hd));
         }
-        const double mx = *std::max_element(sc.begin(), sc.end());
-        double sum = 0;
+        double mx = *std::max_element(sc.begin(), sc.end());
+        if (c.sinks) mx = std::max(mx, double(sinks[h]));
+        double sum = c.sinks ? std::exp(sinks[h] - mx) : 0.0;  // the sink takes mass, adds no value
         for (double& x : sc) sum += x = std::exp(x - mx);
         for (int i = 0; i < hd; ++i) {
           double o = 0;
@@ -232,13 +327,6 @@ void check_attention(const AttentionCase& c) {
   EXPECT_LT(max_err / max_ref, bound) << "max_err " << max_err << " max_ref " << max_ref;
 }
 
-std::vector<CpuIsa> available_isas() {
-  std::vector<CpuIsa> isas;
-  for (CpuIsa isa : {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512})
-    if (cpu_supports(cpu_features(), isa)) isas.push_back(isa);
-  return isas;
-}
-
 TEST(CpuOps, AttentionMatchesNaiveAcrossSequencesAndSteps) {
   for (CpuIsa isa : available_isas()) {
     for (DType cache : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_1}) {
@@ -257,6 +345,51 @@ TEST(CpuOps, AttentionMatchesNaiveAcrossSequencesAndSteps) {
     SCOPED_TRACE(fmt::format("{} k=q4_1 v=q5_1", cpu_isa_name(isa)));
     check_attention({isa, DType::Q4_1, DType::Q5_1, 64, 4, 2});
   }
+}
+
+// gpt-oss attention: a sliding window shorter than the histories (3, 8: a window inside one 32-
+// position kernel block and one that is not) and per-head sinks, alone and together, with the
+// 33-token chunk crossing the window's edge many times.
+TEST(CpuOps, AttentionWindowAndSinksMatchNaive) {
+  for (CpuIsa isa : available_isas()) {
+    for (DType cache : {DType::F32, DType::F16}) {
+      for (auto [window, sinks] : {std::tuple{int64_t{3}, false}, std::tuple{int64_t{8}, false},
+                                   std::tuple{int64_t{0}, true}, std::tuple{int64_t{8}, true}}) {
+        for (auto [hd, nh, nkv] : {std::tuple{64, 8, 2}, std::tuple{36, 4, 2}}) {
+          SCOPED_TRACE(fmt::format("{} {} hd={} window={} sinks={}", cpu_isa_name(isa), dtype_name(cache), hd, window,
+                                   sinks));
+          check_attention({isa, cache, cache, hd, nh, nkv, window, sinks});
+        }
+      }
+    }
+  }
+}
+
+// The window and the sinks change the result (the naive reference above could otherwise agree
+// with an engine that ignores them only because both ignore them).
+TEST(CpuOps, AttentionWindowAndSinksMatter) {
+  auto run = [](int64_t window, bool with_sinks) {
+    Fixture f;
+    StepShape s = small_shape();
+    f.backend->reserve(s);
+    Batch b;
+    for (int32_t i = 0; i < 12; ++i) b.add(0, i, 0, false);
+    f.backend->begin_step(b);
+    AttentionParams p;
+    p.n_head = 4;
+    p.n_head_kv = 2;
+    p.head_dim_k = p.head_dim_v = 32;
+    p.window = window;
+    if (with_sinks) p.sinks = f.weight(std::vector<float>{1.0f, -1.0f, 2.0f, 0.5f}, {4});
+    Act q = f.act(random_vector(12 * 128, 1), 12, 128), k = f.act(random_vector(12 * 64, 2), 12, 64),
+        v = f.act(random_vector(12 * 64, 3), 12, 64), out = f.backend->alloc(12, 128);
+    f.backend->attention(p, q, k, v, out);
+    return std::vector<float>(out.row(11), out.row(11) + 128);
+  };
+  const auto plain = run(0, false);
+  EXPECT_NE(plain, run(4, false));
+  EXPECT_NE(plain, run(0, true));
+  EXPECT_EQ(plain, run(12, false));  // a window as long as the history is no window
 }
 
 TEST(CpuOps, MoeRouteTopKMatchesSort) {
@@ -319,6 +452,77 @@ TEST(CpuOps, FfnBlockMatchesFormula) {
       EXPECT_NEAR(xa.row(t)[r], o, 1e-4);
     }
   }
+}
+
+// gpt-oss's MoE block: router bias, top-2 then softmax over the two, per-expert gate/up/down
+// biases and the clamped SwiGLU, against the formula (HF's GptOssMLP) in double.
+TEST(CpuOps, MoeBlockWithBiasesAndClampedGlu) {
+  Fixture f;
+  StepShape s = small_shape();
+  const int64_t d = 32, ff = 16, ne = 4, k = 2, n = 3;
+  s.n_expert = ne;
+  s.n_expert_used = k;
+  s.n_ff_expert = ff;
+  f.backend->reserve(s);
+  Batch b;
+  for (int32_t i = 0; i < n; ++i) b.add(0, i, 0, false);
+  f.backend->begin_step(b);
+  const auto x = random_vector(n * d, 41), nw = random_vector(d, 42), router = random_vector(ne * d, 43, 0.5f),
+             rb = random_vector(ne, 44), g = random_vector(ne * ff * d, 45, 1.5f), u = random_vector(ne * ff * d, 46, 1.5f),
+             dn = random_vector(ne * d * ff, 47, 0.3f), bg = random_vector(ne * ff, 48), bu = random_vector(ne * ff, 49),
+             bd = random_vector(ne * d, 50);
+  auto bias = [&](const std::vector<float>& v, std::vector<int64_t> shape) {
+    f.keep.push_back(v);
+    return f.backend->upload("blk.0.ffn_x.bias", DType::F32, shape, reinterpret_cast<const uint8_t*>(f.keep.back().data()));
+  };
+  MoeLayer layer;
+  layer.norm = f.weight(nw, {d});
+  layer.router = f.weight(router, {d, ne});
+  layer.gate_exps = f.weight(g, {d, ff, ne});
+  layer.up_exps = f.weight(u, {d, ff, ne});
+  layer.down_exps = f.weight(dn, {ff, d, ne});
+  layer.router_b = bias(rb, {ne});
+  layer.gate_exps_b = bias(bg, {ff, ne});
+  layer.up_exps_b = bias(bu, {ff, ne});
+  layer.down_exps_b = bias(bd, {d, ne});
+  layer.glu = {ExpertGlu::Kind::Clamped, 1.702f, 7.0f};
+  Act xa = f.act(x, n, d);
+  f.backend->moe_block(layer, MoeParams{ne, k, true}, 1e-5f, xa);
+  int clamped = 0;
+  for (int t = 0; t < n; ++t) {
+    double ss = 0;
+    for (int i = 0; i < d; ++i) ss += double(x[t * d + i]) * x[t * d + i];
+    std::vector<double> h(d), logit(ne);
+    for (int i = 0; i < d; ++i) h[i] = x[t * d + i] / std::sqrt(ss / d + 1e-5) * nw[i];
+    for (int e = 0; e < ne; ++e) {
+      logit[e] = rb[e];
+      for (int i = 0; i < d; ++i) logit[e] += router[e * d + i] * h[i];
+    }
+    std::vector<int> order(ne);
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int a, int c) { return logit[a] > logit[c]; });
+    const double z = std::exp(logit[order[0]]) + std::exp(logit[order[1]]);
+    std::vector<double> o(x.begin() + t * d, x.begin() + (t + 1) * d);
+    for (int j = 0; j < k; ++j) {
+      const int e = order[j];
+      const double w = std::exp(logit[e]) / z;
+      std::vector<double> a(ff);
+      for (int r = 0; r < ff; ++r) {
+        double gr = bg[e * ff + r], ur = bu[e * ff + r];
+        for (int i = 0; i < d; ++i) gr += g[(e * ff + r) * d + i] * h[i], ur += u[(e * ff + r) * d + i] * h[i];
+        clamped += gr > 7 || std::abs(ur) > 7;
+        gr = std::min(gr, 7.0), ur = std::clamp(ur, -7.0, 7.0);
+        a[r] = (ur + 1) * gr / (1 + std::exp(-1.702 * gr));
+      }
+      for (int r = 0; r < d; ++r) {
+        double y = bd[e * d + r];
+        for (int i = 0; i < ff; ++i) y += dn[(e * d + r) * ff + i] * a[i];
+        o[r] += w * y;
+      }
+    }
+    for (int r = 0; r < d; ++r) EXPECT_NEAR(xa.row(t)[r], o[r], 1e-4 * std::max(1.0, std::abs(o[r])));
+  }
+  EXPECT_GT(clamped, 0);
 }
 
 TEST(CpuOps, BeginStepRejectsBadBatches) {

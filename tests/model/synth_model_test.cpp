@@ -102,7 +102,8 @@ INSTANTIATE_TEST_SUITE_P(Archs, SynthModelTest,
                          ::testing::Values(std::tuple{"llama", "F32"}, std::tuple{"llama", "Q4_K_M"},
                                            std::tuple{"llama", "Q8_0"}, std::tuple{"qwen2", "Q4_0"},
                                            std::tuple{"qwen3", "Q6_K"}, std::tuple{"qwen3moe", "Q4_K_M"},
-                                           std::tuple{"qwen3moe", "Q5_K"}, std::tuple{"llama", "BF16"}),
+                                           std::tuple{"qwen3moe", "Q5_K"}, std::tuple{"llama", "BF16"},
+                                           std::tuple{"gpt-oss", "MXFP4_MOE"}, std::tuple{"gpt-oss", "F16"}),
                          [](const auto& param_info) {
                            std::string n = std::get<0>(param_info.param) + "_" + std::get<1>(param_info.param);
                            for (char& c : n)

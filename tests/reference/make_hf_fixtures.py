@@ -205,6 +205,17 @@ CASES = {
                      num_local_experts=4, num_experts_per_tok=2, sliding_window=None,
                      output_router_logits=False),
                 "4 experts, top-2 (always renormalised), expert width 96, GQA 4/2"),
+    "gptoss": ("GptOssForCausalLM", "gpt-oss", "GptOssConfig", 150000.0,
+               {"rope_type": "yarn", "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                "truncate": False, "original_max_position_embeddings": 64},
+               dict(num_hidden_layers=3, head_dim=32, intermediate_size=32, num_local_experts=4,
+                    num_experts_per_tok=2, sliding_window=8, tie_word_embeddings=False,
+                    rms_norm_eps=1e-5, attention_bias=True, output_router_logits=False),
+               "3 layers sliding (window 8) / full / sliding, learned per-head sinks, Q/K/V/O "
+               "biases, YaRN (factor 4, original context 64, theta 1.5e5, not truncated: the "
+               "ramp ends between frequencies 3 and 4 of 16), head_dim 32, GQA 4/2, 4 experts "
+               "top-2 with router bias, fused interleaved gate_up with biases, clamped SwiGLU "
+               "(gate_up weights scaled so that several percent of gate/up values pass the limit 7)"),
 }
 
 
@@ -227,12 +238,23 @@ def set_eager(model):
 
 def randomize(model, generator):
     """Draws every parameter (see the module docstring for the scales)."""
+    gpt_oss = getattr(model.config, "model_type", "") == "gpt_oss"
     with torch.no_grad():
         for name, p in model.named_parameters():
             def normal(std):
                 p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float64) * std)
             if name.endswith("embed_tokens.weight"):
                 normal(0.25)
+            elif name.endswith(".sinks"):
+                normal(1.0)  # gpt-oss attention sinks: one logit per head, order of the scores
+            elif name.endswith("_bias"):
+                normal(0.2)  # gpt-oss fused expert biases [E, 2I], [E, H]
+            elif gpt_oss and re.search(r"experts\.gate_up_proj$", name):
+                # gpt-oss [E, H, 2I] (hub layout) or [E, 2I, H]: fan-in is the hidden size.
+                # std 4/sqrt(H) puts several percent of gate/up values past the clamp limit 7.
+                normal(4.0 / math.sqrt(model.config.hidden_size))
+            elif gpt_oss and re.search(r"experts\.down_proj$", name):
+                normal(1.0 / math.sqrt(model.config.intermediate_size))
             elif "norm" in name and p.dim() == 1:
                 p.copy_(0.5 + torch.rand(p.shape, generator=generator, dtype=torch.float64))
             elif name.endswith(".bias"):
@@ -244,6 +266,33 @@ def randomize(model, generator):
                 normal(1.0 / math.sqrt(p.shape[-1]))
             else:
                 raise RuntimeError(f"no init rule for parameter {name} {tuple(p.shape)}")
+
+
+def gptoss_hub_tensor(key, value, config, layout):
+    """gpt-oss fused experts in the hub layout (openai/gpt-oss-* safetensors, which llama.cpp's
+    converter reads): gate_up_proj [E, H, 2I] with gate and up interleaved on the last dim
+    (gate = [..., ::2], up = [..., 1::2]), gate_up_proj_bias [E, 2I] interleaved the same way,
+    down_proj [E, I, H], down_proj_bias [E, H]. `layout` says how this transformers version keeps
+    them in memory: "as-is" (the hub layout, transformers 4.55+), "concat" ([E, 2I, H], gate rows
+    first) or "interleaved" ([E, 2I, H], rows interleaved); the load-back check picks the one
+    that reloads to the same logits."""
+    hidden, n_ff = config.hidden_size, config.intermediate_size
+    if layout == "as-is":
+        return value
+
+    def interleave(gate, up, dim):
+        return torch.stack((gate, up), dim=dim + 1).flatten(dim, dim + 1)
+
+    if key.endswith("gate_up_proj"):
+        assert tuple(value.shape[1:]) == (2 * n_ff, hidden), tuple(value.shape)
+        if layout == "concat":
+            value = interleave(value[:, :n_ff], value[:, n_ff:], 1)
+        return value.transpose(1, 2).contiguous()
+    if key.endswith("gate_up_proj_bias"):
+        return interleave(value[:, :n_ff], value[:, n_ff:], 1) if layout == "concat" else value
+    if key.endswith("down_proj") and value.shape[1] == hidden:  # [E, H, I] -> [E, I, H]
+        return value.transpose(1, 2).contiguous()
+    return value
 
 
 def hub_state_dict(model, case, arch_gguf, gate_first=True):
@@ -263,6 +312,9 @@ def hub_state_dict(model, case, arch_gguf, gate_first=True):
     for key, value in model.state_dict().items():
         value = value.detach().to(torch.float32)
         if tied and key == "lm_head.weight":
+            continue
+        if arch_gguf == "gpt-oss":  # fused experts stay fused on the hub
+            out[key] = gptoss_hub_tensor(key, value, config, gate_first).contiguous()
             continue
         m = re.fullmatch(r"(model\.layers\.\d+)\.mlp\.experts\.(gate_up_proj|down_proj)", key)
         if m:
@@ -427,7 +479,9 @@ def make_case(transformers, name, index, out_dir, tok, tok_info):
 
     scale = float(logits.abs().max())
     results = []
-    for gate_first, classic in [(True, True), (False, True), (True, False), (False, False)]:
+    # gpt-oss: the first element is the in-memory expert layout (gptoss_hub_tensor).
+    layouts = ["as-is", "concat", "interleaved"] if arch_gguf == "gpt-oss" else [True, False]
+    for gate_first, classic in [(g, c) for c in (True, False) for g in layouts]:
         write(gate_first, classic)
         try:
             back, problems = load_back(transformers, case_dir)
@@ -449,6 +503,10 @@ def make_case(transformers, name, index, out_dir, tok, tok_info):
     if not classic:
         notes.append("config.json is transformers' own (rope_parameters): the hub-style form "
                      "did not reload identically")
+    if arch_gguf == "gpt-oss":
+        notes.append(f"gpt-oss experts: this transformers version keeps them in memory as "
+                     f"{gate_first!r} (gptoss_hub_tensor); written in the hub layout "
+                     "(gate_up_proj [E, H, 2I] interleaved, down_proj [E, I, H])")
     if problems:
         notes.append(f"from_pretrained reported {problems} for the written files")
     notes.append(f"reload check: max|logits(from_pretrained(written files)) - reference| = "

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -20,6 +21,7 @@
 #include "core/error.h"
 #include "core/quant.h"
 #include "gguf/file.h"
+#include "tools/safetensors.h"
 
 namespace velocity::tools {
 namespace {
@@ -639,6 +641,99 @@ TEST_F(Convert, CliConvertsAndReportsErrors) {
   EXPECT_TRUE(err.starts_with("velocity: error: ")) << err;
   EXPECT_TRUE(contains(err, "BertModel")) << err;
   EXPECT_FALSE(fs::exists(dir_ / "bad.gguf"));
+}
+
+}  // namespace
+}  // namespace velocity::tools
+
+namespace velocity::tools {
+namespace {
+
+// gpt-oss from the HF-reference fixture's directory (hub layout): the fused experts split and
+// transposed as llama.cpp's GptOssModel does (gate = even columns of gate_up_proj [E, H, 2I],
+// up = odd ones, down_proj [E, I, H] transposed), checked element by element; the keys; and
+// the config fields whose other values would make another model.
+TEST(ConvertGptOss, ExpertsSplitTransposedAndConfigChecked) {
+  const fs::path fixture = fs::path(VELOCITY_SOURCE_DIR) / "tests" / "fixtures" / "hf" / "gptoss";
+  if (!fs::exists(fixture / "config.json")) GTEST_SKIP() << fixture << " is missing";
+  const fs::path dir = fs::temp_directory_path() / ("velocity-convert-gptoss-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "in");
+  fs::copy(fixture, dir / "in", fs::copy_options::recursive);
+  ConvertOptions o{.input_dir = (dir / "in").string(), .output = (dir / "out.gguf").string(), .type = DType::F32,
+                   .quiet = true};
+  convert_hf(o);
+  const gguf::File f = gguf::File::open(o.output);
+  const SafetensorsFile st = SafetensorsFile::open((fixture / "model.safetensors").string());
+  auto hf = [&](const std::string& name, int64_t i) {
+    const SafeTensor* t = st.find(name);
+    EXPECT_NE(t, nullptr) << name;
+    float v;
+    std::memcpy(&v, t->data.data() + 4 * i, 4);
+    return v;
+  };
+  const int64_t e_n = 4, h_n = 64, i_n = 32;
+  const std::string x = "model.layers.2.mlp.experts.";
+  const Matrix gate = values(f, "blk.2.ffn_gate_exps.weight"), up = values(f, "blk.2.ffn_up_exps.weight"),
+               down = values(f, "blk.2.ffn_down_exps.weight"), gate_b = values(f, "blk.2.ffn_gate_exps.bias"),
+               up_b = values(f, "blk.2.ffn_up_exps.bias");
+  for (int64_t e = 0; e < e_n; ++e)
+    for (int64_t r = 0; r < i_n; ++r) {
+      for (int64_t k = 0; k < h_n; ++k) {
+        ASSERT_EQ(gate[(e * i_n + r) * h_n + k], hf(x + "gate_up_proj", (e * h_n + k) * 2 * i_n + 2 * r));
+        ASSERT_EQ(up[(e * i_n + r) * h_n + k], hf(x + "gate_up_proj", (e * h_n + k) * 2 * i_n + 2 * r + 1));
+        ASSERT_EQ(down[(e * h_n + k) * i_n + r], hf(x + "down_proj", (e * i_n + r) * h_n + k));
+      }
+      ASSERT_EQ(gate_b[e * i_n + r], hf(x + "gate_up_proj_bias", e * 2 * i_n + 2 * r));
+      ASSERT_EQ(up_b[e * i_n + r], hf(x + "gate_up_proj_bias", e * 2 * i_n + 2 * r + 1));
+    }
+  EXPECT_EQ(f.find_tensor("blk.0.ffn_gate_exps.weight")->shape, (std::vector<int64_t>{64, 32, 4}));
+  EXPECT_EQ(f.find_tensor("blk.0.ffn_down_exps.weight")->shape, (std::vector<int64_t>{32, 64, 4}));
+  EXPECT_EQ(f.find_tensor("blk.0.ffn_down_exps.bias")->shape, (std::vector<int64_t>{64, 4}));
+  EXPECT_EQ(f.find_tensor("blk.0.attn_sinks.weight")->shape, (std::vector<int64_t>{4}));
+  EXPECT_NE(f.find_tensor("blk.0.post_attention_norm.weight"), nullptr);
+  EXPECT_EQ(f.find_tensor("blk.0.ffn_norm.weight"), nullptr);
+  EXPECT_EQ(f.at("general.architecture").as_string(), "gpt-oss");
+  EXPECT_EQ(u(f, "gpt-oss.attention.sliding_window"), 8u);
+  EXPECT_EQ(u(f, "gpt-oss.expert_feed_forward_length"), 32u);
+  EXPECT_EQ(u(f, "gpt-oss.attention.key_length"), 32u);
+  EXPECT_EQ(u(f, "gpt-oss.rope.scaling.original_context_length"), 64u);
+  EXPECT_EQ(f.at("gpt-oss.rope.scaling.type").as_string(), "yarn");
+  // Q8_0: experts quantised, router, biases and sinks F32.
+  o.type = DType::Q8_0;
+  convert_hf(o);
+  const gguf::File q = gguf::File::open(o.output);
+  EXPECT_EQ(q.find_tensor("blk.1.ffn_up_exps.weight")->type, DType::Q8_0);
+  for (const char* name : {"blk.1.ffn_gate_inp.weight", "blk.1.ffn_up_exps.bias", "blk.1.attn_sinks.weight",
+                           "blk.1.attn_output.bias"})
+    EXPECT_EQ(q.find_tensor(name)->type, DType::F32) << name;
+
+  // Config fields llama.cpp's gpt-oss fixes.
+  const std::string text = [&] {
+    std::ifstream in(fixture / "config.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }();
+  auto error_with = [&](const std::string& from, const std::string& to) {
+    std::string edited = text;
+    const size_t at = edited.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    edited.replace(at, from.size(), to);
+    std::ofstream(dir / "in" / "config.json") << edited;
+    try {
+      convert_hf(o);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_TRUE(contains(error_with("\"truncate\": false", "\"truncate\": true"), "truncate"));
+  EXPECT_TRUE(contains(error_with("\"attention_bias\": true", "\"attention_bias\": false"), "attention_bias"));
+  EXPECT_TRUE(contains(error_with("\"sliding_attention\",\n    \"full_attention\"", "\"full_attention\",\n    \"sliding_attention\""),
+                       "layer_types"));
+  EXPECT_TRUE(contains(error_with("\"swiglu_limit\": 7.0", "\"swiglu_limit\": 5.0"), "swiglu_limit"));
+  fs::remove_all(dir);
 }
 
 }  // namespace

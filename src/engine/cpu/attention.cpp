@@ -100,7 +100,10 @@ void KvCache::attend(ThreadPool& pool, const AttentionParams& p, const int32_t* 
   const DType tk = shape_.cache_type_k, tv = shape_.cache_type_v;
 
   const AttentionKernels& kernels = kernels_;
-  VELOCITY_CHECK(n_head == shape_.n_head && n_kv == shape_.n_head_kv);
+  VELOCITY_CHECK(n_head == shape_.n_head && n_kv == shape_.n_head_kv && p.window >= 0);
+  VELOCITY_CHECK(!p.sinks.present() || (p.sinks.type == DType::F32 && p.sinks.n_in == n_head && p.sinks.n_out == 1),
+                 "attention sinks {}: expected F32 [{}]", p.sinks.name, n_head);
+  const auto* sinks = reinterpret_cast<const float*>(p.sinks.data);
 
   // 1. Store this step's K and V rows (every token's before any token reads).
   pool.parallel_for(n_tokens * n_kv, [&](int64_t begin, int64_t end) {
@@ -111,8 +114,9 @@ void KvCache::attend(ThreadPool& pool, const AttentionParams& p, const int32_t* 
     }
   });
 
-  // 2. out[t, h] = sum_j softmax_j(scale * q . k_j) v_j over j in [0, position], a KV head's
-  // query group at a time.
+  // 2. out[t, h] = sum_j softmax_j(scale * q . k_j) v_j over j in [first, position], a KV head's
+  // query group at a time; first = 0, or position - window + 1 with a sliding window. The
+  // kernel walks positions [0, n_pos) of the rows it is given, so a window is a later start.
   const float scale = p.scale != 0 ? p.scale : 1.0f / std::sqrt(static_cast<float>(dk));
   const int64_t group = n_head / n_kv;
   pool.run([&](int ith, int nth) {
@@ -131,9 +135,11 @@ void KvCache::attend(ThreadPool& pool, const AttentionParams& p, const int32_t* 
     a.sums = a.row + kAttendBlock * std::max(dk, dv);
     for (int64_t i = ith; i < n_tokens * n_kv; i += nth) {
       const int64_t t = i / n_kv, hk = i % n_kv;
-      a.n_pos = positions[t] + 1;
-      a.k = k_row(layer, seq_ids[t], 0, hk);
-      a.v = v_row(layer, seq_ids[t], 0, hk);
+      const int64_t first = p.window > 0 ? std::max<int64_t>(0, positions[t] - p.window + 1) : 0;
+      a.n_pos = positions[t] + 1 - first;
+      a.k = k_row(layer, seq_ids[t], first, hk);
+      a.v = v_row(layer, seq_ids[t], first, hk);
+      a.sinks = sinks ? sinks + hk * group : nullptr;
       a.q = q.row(t) + hk * group * dk;
       a.out = out.row(t) + hk * group * dv;
       kernels.attend(a);

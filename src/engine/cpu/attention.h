@@ -7,7 +7,8 @@
 // so the rows one head attends to are one contiguous run, read front to back (with positions
 // outermost, a head's rows sat a kv-head stride apart and every page boundary stalled the
 // prefetcher: attention read the cache at a fifth of the bandwidth).
-// A token at position p of slot s attends to positions [0, p] of s; the cache does not track
+// A token at position p of slot s attends to positions [0, p] of s (with a sliding window W:
+// (p - W, p]); the cache does not track
 // which positions are filled — the batch contract (engine/batch.h) guarantees they were written.
 #pragma once
 

@@ -9,10 +9,20 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 
 #include "engine/cpu/attention_kernels.h"
 
 namespace velocity::engine::cpu {
+
+// s[j] = exp(s[j] - m) for the n scores of query g, m their max (and the sink's); returns the
+// softmax denominator, the sink's exp(sink - m) included.
+template <class Ops>
+float softmax_sum(const AttendArgs& a, int64_t g, float* s, int64_t n) {
+  if (!a.sinks) return Ops::exp_sum(s, n, Ops::max(s, n));
+  const float sink = a.sinks[g], m = std::max(Ops::max(s, n), sink);
+  return Ops::exp_sum(s, n, m) + std::exp(sink - m);
+}
 
 template <class Ops>
 void attend_group(const AttendArgs& a) {
@@ -23,7 +33,7 @@ void attend_group(const AttendArgs& a) {
   }
   for (int64_t g = 0; g < group; ++g) {
     float* s = a.scores + g * n;
-    a.sums[g] = Ops::exp_sum(s, n, Ops::max(s, n));
+    a.sums[g] = softmax_sum<Ops>(a, g, s, n);
     std::fill(a.out + g * dv, a.out + (g + 1) * dv, 0.0f);
   }
   for (int64_t j = 0; j < n; ++j) {

@@ -32,6 +32,9 @@ struct AttendArgs {
   const float* q = nullptr;  // group rows of dk, adjacent
   float* out = nullptr;      // group rows of dv, adjacent
   float scale = 1;
+  // Per-head sink logits of the group (gpt-oss), or nullptr: each query's softmax gets one more
+  // logit, which takes probability mass and adds no value.
+  const float* sinks = nullptr;
   // Scratch: scores [group * n_pos], row [kAttendBlock * max(dk, dv)], sums [group].
   float* scores = nullptr;
   float* row = nullptr;

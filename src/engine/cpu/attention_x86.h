@@ -424,7 +424,7 @@ void attend_group_blocked(const AttendArgs& a) {
   }
   for (int64_t g = 0; g < group; ++g) {
     float* s = a.scores + g * n;
-    a.sums[g] = VT::Ops::exp_sum(s, n, VT::Ops::max(s, n));
+    a.sums[g] = softmax_sum<typename VT::Ops>(a, g, s, n);
     std::fill(a.out + g * dv, a.out + (g + 1) * dv, 0.0f);
   }
   for (int64_t j0 = 0; j0 < n; j0 += kAttendBlock) {

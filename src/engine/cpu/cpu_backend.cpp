@@ -58,13 +58,18 @@ Weight CpuBackend::upload(std::string_view name, DType type, std::span<const int
     fail("{}: weight type {} is not supported by the CPU backend", w.name, dtype_name(type));
   w.row_bytes = w.stride = dtype_row_bytes(type, w.n_in);
   w.data = bytes;
-  if (shape.size() == 1 && type != DType::F32) {
-    // Norm weights and biases are used as F32 vectors.
-    auto* f = static_cast<float*>(alloc_bytes(static_cast<size_t>(w.n_in) * sizeof(float)));
-    dequantize_row(type, bytes, f, w.n_in);
+  // Norm weights and biases (also the per-expert bias rows [Fe, E] of gpt-oss) are read as F32
+  // rows, never packed for the matmul kernels.
+  const bool vector_rows = shape.size() == 1 || name.ends_with(".bias");
+  if (vector_rows && type != DType::F32) {
+    const int64_t n_rows = w.n_out * w.n_mat;
+    auto* f = static_cast<float*>(alloc_bytes(static_cast<size_t>(w.n_in * n_rows) * sizeof(float)));
+    for (int64_t r = 0; r < n_rows; ++r) dequantize_row(type, bytes + r * w.row_bytes, f + r * w.n_in, w.n_in);
     w.type = DType::F32;
     w.row_bytes = w.stride = w.n_in * 4;
     w.data = reinterpret_cast<const uint8_t*>(f);
+  } else if (vector_rows) {
+    // F32 already: zero copy.
   } else if (shape.size() > 1 && !matmul_supports(type)) {
     fail("{}: weight type {} has no CPU matmul kernel", w.name, dtype_name(type));
   } else if (const int64_t packed = shape.size() > 1 ? packed_size(w) : 0; packed > 0) {
@@ -120,6 +125,7 @@ void CpuBackend::reserve(const StepShape& shape) {
   output_rows_.reserve(shape.max_tokens);
   outputs_.reserve(shape.max_tokens);
   output_tokens_.assign(shape.max_logits, -1);
+  rope_inv_freq_.reserve(static_cast<size_t>(std::max(shape.head_dim_k, int64_t{2}) / 2));
   if (shape.n_expert > 0) {
     route_probs_.resize(shape.n_expert);
     expert_tokens_.resize(shape.max_tokens);
@@ -226,14 +232,16 @@ void CpuBackend::rope(Act& x, int64_t head_dim, const RopeParams& rope) {
   VELOCITY_CHECK(!rope.freq_factors.present() ||
                  (rope.freq_factors.type == DType::F32 && rope.freq_factors.n_in == half && rope.freq_factors.device == device()));
   const auto* factors = reinterpret_cast<const float*>(rope.freq_factors.data);
+  // theta_i = pos * inv_freq_i / factor_i, in double: positions reach 10^5.
+  rope_inv_freq_.resize(static_cast<size_t>(half));
+  for (int64_t i = 0; i < half; ++i) rope_inv_freq_[i] = rope_inv_freq(rope, i) / (factors ? factors[i] : 1.0);
+  const double magnitude = rope.attn_factor;
   for_rows(pool_, x.n_rows, x.n_cols, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      const double pos = static_cast<double>(positions_[t]) * rope.freq_scale;
+      const double pos = static_cast<double>(positions_[t]);
       for (int64_t i = 0; i < half; ++i) {
-        // theta_i = pos * base^(-2i / n_rot) / factor_i, in double: positions reach 10^5.
-        double theta = pos * std::pow(static_cast<double>(rope.freq_base), -2.0 * i / rope.n_rot);
-        if (factors) theta /= factors[i];
-        const float c = static_cast<float>(std::cos(theta)), s = static_cast<float>(std::sin(theta));
+        const double theta = pos * rope_inv_freq_[i];
+        const float c = static_cast<float>(std::cos(theta) * magnitude), s = static_cast<float>(std::sin(theta) * magnitude);
         for (int64_t h = 0; h < n_heads; ++h) {
           float* xh = x.row(t) + h * head_dim;
           const int64_t a = rope.type == RopeType::Neox ? i : 2 * i;
@@ -260,6 +268,22 @@ void CpuBackend::swiglu(const Act& gate, const Act& up, Act& out) {
   out.n_rows = gate.n_rows;
   for_rows(pool_, gate.n_rows, gate.n_cols, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) silu_mul_(gate.row(t), up.row(t), out.row(t), gate.n_cols);
+  });
+}
+
+void CpuBackend::swiglu_clamped(const Act& gate, const Act& up, const ExpertGlu& glu, Act& out) {
+  VELOCITY_CHECK(gate.n_cols == up.n_cols && gate.n_rows == up.n_rows && out.n_cols == gate.n_cols);
+  out.n_rows = gate.n_rows;
+  const float alpha = glu.alpha, limit = glu.limit;
+  for_rows(pool_, gate.n_rows, gate.n_cols, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const float *g = gate.row(t), *u = up.row(t);
+      float* o = out.row(t);
+      for (int64_t i = 0; i < gate.n_cols; ++i) {
+        const float gc = std::min(g[i], limit), uc = std::clamp(u[i], -limit, limit);
+        o[i] = (uc + 1.0f) * (gc / (1.0f + std::exp(-alpha * gc)));
+      }
+    }
   });
 }
 
@@ -296,6 +320,21 @@ void CpuBackend::moe_route(const Act& logits, const MoeParams& p, MoeRoute& rout
   }
 }
 
+namespace {
+// Row e of a per-expert bias [n, E] (F32 rows, upload()).
+const float* bias_row(const Weight& b, int64_t e, int64_t n) {
+  VELOCITY_CHECK(b.type == DType::F32 && b.n_in == n && b.n_out * b.n_mat > e, "{}: bias row {} of {} values", b.name,
+                 e, n);
+  return reinterpret_cast<const float*>(b.data + e * b.row_bytes);
+}
+void add_row(Act& y, const float* b) {
+  for (int64_t t = 0; t < y.n_rows; ++t) {
+    float* r = y.row(t);
+    for (int64_t i = 0; i < y.n_cols; ++i) r[i] += b[i];
+  }
+}
+}  // namespace
+
 void CpuBackend::moe_experts(const MoeRoute& route, const MoeLayer& layer, const Act& x, Act& out) {
   VELOCITY_CHECK(x.n_rows == route.n_tokens && out.n_cols == x.n_cols);
   const int64_t n_expert = layer.gate_exps.n_mat;
@@ -315,13 +354,22 @@ void CpuBackend::moe_experts(const MoeRoute& route, const MoeLayer& layer, const
     expert_x_.n_rows = n;
     matmul(layer.gate_exps.matrix(e), expert_x_, expert_gate_);
     matmul(layer.up_exps.matrix(e), expert_x_, expert_up_);
-    swiglu(expert_gate_, expert_up_, expert_gate_);
+    if (layer.gate_exps_b.present()) add_row(expert_gate_, bias_row(layer.gate_exps_b, e, expert_gate_.n_cols));
+    if (layer.up_exps_b.present()) add_row(expert_up_, bias_row(layer.up_exps_b, e, expert_up_.n_cols));
+    if (layer.glu.kind == ExpertGlu::Kind::Clamped)
+      swiglu_clamped(expert_gate_, expert_up_, layer.glu, expert_gate_);
+    else
+      swiglu(expert_gate_, expert_up_, expert_gate_);
     matmul(layer.down_exps.matrix(e), expert_gate_, expert_out_);
+    const float* bd = layer.down_exps_b.present() ? bias_row(layer.down_exps_b, e, out.n_cols) : nullptr;
     for (int64_t i = 0; i < n; ++i) {
       float* o = out.row(expert_tokens_[i]);
       const float* d = expert_out_.row(i);
       const float w = expert_weights_[i];
-      for (int64_t c = 0; c < out.n_cols; ++c) o[c] += w * d[c];
+      if (bd)
+        for (int64_t c = 0; c < out.n_cols; ++c) o[c] += w * (d[c] + bd[c]);
+      else
+        for (int64_t c = 0; c < out.n_cols; ++c) o[c] += w * d[c];
     }
   }
 }

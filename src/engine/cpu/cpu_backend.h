@@ -25,6 +25,7 @@ class CpuBackend final : public Backend {
   std::string name() const override { return device().to_string(); }
   Device device() const override { return Device{Device::Kind::Cpu, index_}; }
   bool supports_cache_type(DType type) const override;
+  bool supports(Feature) const override { return true; }
   ThreadPool& pool() { return pool_; }
 
   Weight upload(std::string_view name, DType type, std::span<const int64_t> shape, const uint8_t* bytes) override;
@@ -47,6 +48,7 @@ class CpuBackend final : public Backend {
   void rope(Act& x, int64_t head_dim, const RopeParams& rope) override;
   void attention(const AttentionParams& p, const Act& q, const Act& k, const Act& v, Act& out) override;
   void swiglu(const Act& gate, const Act& up, Act& out) override;
+  void swiglu_clamped(const Act& gate, const Act& up, const ExpertGlu& glu, Act& out) override;
   void add(Act& x, const Act& y) override;
   void moe_route(const Act& router_logits, const MoeParams& p, MoeRoute& route) override;
   void moe_experts(const MoeRoute& route, const MoeLayer& layer, const Act& x, Act& out) override;
@@ -70,6 +72,7 @@ class CpuBackend final : public Backend {
   // The current step (begin_step).
   std::vector<int32_t> tokens_, positions_, seq_ids_, output_rows_;
   std::vector<Output> outputs_;          // [output row] what the row wants
+  std::vector<double> rope_inv_freq_;    // rope() scratch: [n_rot / 2] inverse frequencies
   std::vector<int32_t> output_tokens_;   // [output row] argmax of Token rows
   // MoE scratch: tokens routed to one expert and their rows.
   std::vector<double> route_probs_;  // [E]
