@@ -292,18 +292,19 @@ VELOCITY_LAB_SECTION(matmul_sweep, "decode launch sizes (rows per block x K spli
         double best = 1e30;
         std::string best_name;
         for (int wr : {8, 4, 2})
-          for (int splits : {0, 1, 2, 4, 8, 16}) {
+          for (int splits : {0, 1, 2, 3, 4, 6, 8, 16}) {
+            const std::string name = type_str(t) + " " + shape_str(s) + " n=" + std::to_string(n) +
+                                     " wr=" + std::to_string(wr) +
+                                     " splits=" + (splits ? std::to_string(splits) : "auto");
+            if (!lab::wanted(name)) continue;
             cu::set_matmul_decode_tuning(*ws, cu::mm::DecodeTuning{wr, splits});
             const double us = time_decode(*lw, *ws, b, n);
             const double gbps =
                 (static_cast<double>(lw->bytes()) + static_cast<double>(n * (s.n_in + s.n_out) * 4)) / (us * 1e3);
-            const std::string name = type_str(t) + " " + shape_str(s) + " n=" + std::to_string(n) +
-                                     " wr=" + std::to_string(wr) +
-                                     " splits=" + (splits ? std::to_string(splits) : "auto");
             lab::report("matmul_sweep", name, us, gbps, "GB/s", 100.0 * gbps / ceiling, "copy");
             if (us < best) best = us, best_name = name;
           }
-        std::printf("  best: %s (%.2f us)\n", best_name.c_str(), best);
+        if (!best_name.empty()) std::printf("  best: %s (%.2f us)\n", best_name.c_str(), best);
       }
       cu::set_matmul_decode_tuning(*ws, cu::mm::DecodeTuning{});
     }
