@@ -304,6 +304,141 @@ TEST_F(GpuOps, AttentionBlockOverStepsAndSequences) {
   }
 }
 
+// gpt-oss's attention (Q/K/V/O biases, a learned sink per head, a sliding window, YaRN RoPE)
+// and MoE (router and expert biases, the clamped SwiGLU) against the CPU. The window (100) is
+// shorter than the second prompt (600 positions): its prompt rows mask and skip tiles, and its
+// decode tokens start in chunk 1 of the split-KV kernel and combine chunks 1 and 2.
+TEST_F(GpuOps, GptOssAttentionAndMoeBlocks) {
+  auto upload_bias = [&](std::vector<int64_t> shape, uint32_t seed, float scale) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    const auto values = random_vector(static_cast<size_t>(n), seed, scale);
+    auto* bytes = keep.emplace_back(static_cast<size_t>(n) * sizeof(float)).data();
+    std::memcpy(bytes, values.data(), static_cast<size_t>(n) * sizeof(float));
+    names.push_back(fmt::format("blk.{}.bias", names.size()));  // ".bias": F32 rows on both backends
+    return Pair{cpu->upload(names.back(), DType::F32, shape, bytes), gpu->upload(names.back(), DType::F32, shape, bytes)};
+  };
+  for (DType cache : {DType::F16, DType::Q8_0}) {
+    StepShape s = shape();
+    s.n_ctx = 700;
+    s.cache_type_k = s.cache_type_v = cache;
+    cpu = make_cpu_backend(2);
+    gpu = make_cuda_backend(0);
+    ASSERT_TRUE(gpu->supports(Feature::AttentionSinks) && gpu->supports(Feature::SlidingWindow) &&
+                gpu->supports(Feature::YarnRope) && gpu->supports(Feature::AttentionOutputBias));
+    reserve(s);
+    const int64_t d = 256;
+    auto norm = weight(DType::F32, {d}, 70, 1.0f);
+    auto wq = weight(DType::F16, {d, 8 * 64}, 71), wk = weight(DType::F16, {d, 2 * 64}, 72),
+         wv = weight(DType::F16, {d, 2 * 64}, 73), wo = weight(DType::F16, {8 * 64, d}, 74);
+    auto bq = upload_bias({8 * 64}, 75, 0.2f), bk = upload_bias({2 * 64}, 76, 0.2f), bv = upload_bias({2 * 64}, 77, 0.2f),
+         bo = upload_bias({d}, 78, 0.2f), sinks = upload_bias({8}, 79, 2.0f);
+    AttentionLayer lc{norm.c, wq.c, wk.c, wv.c, wo.c, bq.c, bk.c, bv.c, {}, {}, bo.c};
+    AttentionLayer lg{norm.g, wq.g, wk.g, wv.g, wo.g, bq.g, bk.g, bv.g, {}, {}, bo.g};
+    AttentionParams pc;
+    pc.layer = 1;
+    pc.n_head = 8;
+    pc.n_head_kv = 2;
+    pc.head_dim_k = pc.head_dim_v = 64;
+    pc.rope.type = RopeType::Neox;
+    pc.rope.n_rot = 64;
+    pc.rope.freq_base = 150000.0f;
+    pc.rope.yarn_factor = 32.0f;
+    pc.rope.yarn_orig_ctx = 64;
+    pc.rope.yarn_truncate = false;
+    pc.rope.attn_factor = 0.1f * std::log(32.0f) + 1.0f;
+    pc.window = 100;
+    AttentionParams pg = pc;
+    pc.sinks = sinks.c;
+    pg.sinks = sinks.g;
+    std::vector<int32_t> pos(4, 0);
+    double worst = 0;
+    uint32_t seed = 80;
+    auto step = [&](Batch b) {
+      begin(b);
+      auto x = act(random_vector(b.size() * d, seed++), b.size(), d);
+      cpu->attention_block(lc, pc, x.c);
+      gpu->attention_block(lg, pg, x.g);
+      worst = std::max(worst, compare(x));
+    };
+    for (int32_t seq : {0, 2}) {
+      const int32_t len = seq == 0 ? 37 : 600;
+      for (int32_t c0 = 0; c0 < len; c0 += 40) {
+        Batch b;
+        for (int32_t i = c0; i < std::min(len, c0 + 40); ++i) b.add(1, i, seq, false);
+        step(b);
+      }
+      pos[seq] = len;
+    }
+    for (int t = 0; t < 5; ++t) {
+      Batch b;
+      b.add(1, pos[0]++, 0, true);
+      b.add(1, pos[2]++, 2, true);
+      b.n_decode = 2;
+      step(b);
+    }
+    EXPECT_LT(worst, cache == DType::F16 ? 2e-2 : 3e-2) << "gpt-oss attention block, cache " << dtype_name(cache);
+  }
+
+  // MoE: 8 experts, top 2, every bias present, the clamped SwiGLU; experts in MXFP4 and Q8_0
+  // (the CPU gets them as F32: the GPU's activation rounding is then the only difference).
+  StepShape s = shape();
+  s.n_expert = 8;
+  s.n_expert_used = 2;
+  s.n_ff_expert = 256;
+  cpu = make_cpu_backend(2);
+  gpu = make_cuda_backend(0);
+  ASSERT_TRUE(gpu->supports(Feature::ExpertBiases) && gpu->supports(Feature::ClampedSwiglu));
+  reserve(s);
+  const int64_t d = 256;
+  for (DType type : {DType::MXFP4, DType::Q8_0}) {
+    for (bool decode : {false, true}) {
+      Batch b;
+      if (decode) {
+        for (int32_t q = 0; q < 4; ++q) b.add(1, 3, q, true);
+        b.n_decode = 4;
+      } else {
+        b = prompt_batch(23);
+      }
+      begin(b);
+      const int64_t n = b.size();
+      auto norm = weight(DType::F32, {d}, 90, 1.0f);
+      auto router = weight(DType::F32, {d, 8}, 91, 1.0f);
+      auto ge = weight(type, {d, 256, 8}, 92, 0.3f, true), ue = weight(type, {d, 256, 8}, 93, 0.3f, true),
+           de = weight(type, {256, d, 8}, 94, 0.1f, true);
+      auto rb = upload_bias({8}, 95, 0.5f), gb = upload_bias({256, 8}, 96, 0.5f), ub = upload_bias({256, 8}, 97, 0.5f),
+           db = upload_bias({d, 8}, 98, 0.5f);
+      MoeLayer mc{norm.c, router.c, ge.c, ue.c, de.c, rb.c, gb.c, ub.c, db.c, {}};
+      MoeLayer mg{norm.g, router.g, ge.g, ue.g, de.g, rb.g, gb.g, ub.g, db.g, {}};
+      mc.glu.kind = mg.glu.kind = ExpertGlu::Kind::Clamped;
+      MoeParams mp{8, 2, true};
+      auto x = act(random_vector(n * d, 99, 2.0f), n, d);
+      cpu->moe_block(mc, mp, 1e-6f, x.c);
+      gpu->moe_block(mg, mp, 1e-6f, x.g);
+      // Near-tied experts can swap between the backends: bound by most rows, not the worst.
+      const auto hg = host(*gpu, x.g), hc = host(*cpu, x.c);
+      int bad_rows = 0;
+      for (int64_t t = 0; t < n; ++t) {
+        std::vector<float> rg(hg.begin() + t * d, hg.begin() + (t + 1) * d), rc(hc.begin() + t * d, hc.begin() + (t + 1) * d);
+        bad_rows += rel_err(rg, rc) > 1e-2;
+      }
+      EXPECT_LE(bad_rows, n / 8) << "gpt-oss moe " << dtype_name(type) << " decode " << decode;
+    }
+  }
+
+  // The clamped SwiGLU alone, with values past the limit on both sides.
+  reserve(shape());
+  Batch b = prompt_batch(7);
+  begin(b);
+  auto g = act(random_vector(7 * 256, 100, 12.0f), 7, 256), u = act(random_vector(7 * 256, 101, 12.0f), 7, 256);
+  auto o = empty(7, 256);
+  ExpertGlu glu;
+  glu.kind = ExpertGlu::Kind::Clamped;
+  cpu->swiglu_clamped(g.c, u.c, glu, o.c);
+  gpu->swiglu_clamped(g.g, u.g, glu, o.g);
+  EXPECT_LT(compare(o), 1e-6) << "swiglu_clamped";
+}
+
 TEST_F(GpuOps, FfnAndMoeBlocks) {
   StepShape s = shape();
   s.n_expert = 16;

@@ -5,6 +5,7 @@
 // decode step allocates nothing on the host.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -203,9 +204,12 @@ TEST(GpuMemory, TooBigIsAClearErrorBeforeLoading) {
 INSTANTIATE_TEST_SUITE_P(Synth, GpuModel,
                          ::testing::Values(std::tuple{"llama", "Q4_K_M"}, std::tuple{"llama", "Q8_0"},
                                            std::tuple{"qwen2", "F16"}, std::tuple{"qwen3", "Q6_K"},
-                                           std::tuple{"qwen3moe", "Q4_K_M"}, std::tuple{"qwen3moe", "MXFP4_MOE"}),
+                                           std::tuple{"qwen3moe", "Q4_K_M"}, std::tuple{"qwen3moe", "MXFP4_MOE"},
+                                           std::tuple{"gpt-oss", "MXFP4_MOE"}),
                          [](const ::testing::TestParamInfo<GpuModel::ParamType>& p) {
-                           return std::get<0>(p.param) + "_" + std::get<1>(p.param);
+                           std::string name = std::string(std::get<0>(p.param)) + "_" + std::get<1>(p.param);
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
                          });
 
 }  // namespace

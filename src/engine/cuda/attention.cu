@@ -27,7 +27,6 @@ constexpr int kGenericMaxDv = 512;
 // Partial outputs held by one decode launch; more decode tokens than fit take several launches
 // (Llama-3-8B: 126 tokens at n_ctx 8192, 31 at 32768).
 constexpr int64_t kPartialBudgetBytes = 64ll << 20;
-constexpr float kLog2e = 1.4426950408889634f;
 
 int kind_of(DType t) {
   switch (t) {
@@ -98,7 +97,7 @@ __global__ void __launch_bounds__(kGenericThreads) generic_kernel(const Launch a
   float o[kPerThread] = {};
   float m = -INFINITY, l = 0.0f;
   __syncthreads();
-  for (int j0 = 0; j0 <= pos; j0 += kGenericThreads) {
+  for (int j0 = first_position(a, pos); j0 <= pos; j0 += kGenericThreads) {
     const int j = j0 + tid;
     float s = -INFINITY;
     if (j <= pos) {
@@ -136,10 +135,11 @@ __global__ void __launch_bounds__(kGenericThreads) generic_kernel(const Launch a
     }
     __syncthreads();  // s_p and s_red are rewritten by the next group
   }
+  const float denom = l + sink_weight(a, h, m);
 #pragma unroll
   for (int i = 0; i < kPerThread; ++i) {
     const int d = tid + kGenericThreads * i;
-    if (d < dv) out[d] = o[i] / l;
+    if (d < dv) out[d] = o[i] / denom;
   }
 }
 
@@ -273,7 +273,7 @@ uint64_t attention_workspace_bytes(int64_t max_tokens, int64_t n_head, int64_t n
 
 void attention(const KvLayer& cache, const float* q, int64_t ldq, int64_t n_head, float scale, const int32_t* positions,
                const int32_t* seq_ids, int64_t n_tokens, int64_t n_decode, float* out, int64_t ldo,
-               AttentionWorkspace& ws, cudaStream_t stream) {
+               AttentionWorkspace& ws, cudaStream_t stream, const AttentionOptions& options) {
   using namespace attn;
   VELOCITY_CUDA_CHECK(n_tokens >= 0 && n_decode >= 0 && n_decode <= n_tokens && n_tokens < (1ll << 31),
                       "attention: token counts");
@@ -308,6 +308,9 @@ void attention(const KvLayer& cache, const float* q, int64_t ldq, int64_t n_head
   a.out = out;
   a.ldo = ldo;
   a.q_scale = scale * kLog2e;
+  VELOCITY_CUDA_CHECK(options.window >= 0, "attention: negative window");
+  a.window = static_cast<int>(std::min<int64_t>(options.window, cache.n_ctx));
+  a.sinks = options.sinks;
   a.positions = positions;
   a.seq_ids = seq_ids;
   a.n_tokens = static_cast<int>(n_tokens);

@@ -70,6 +70,8 @@ struct Launch {
   float* out = nullptr;
   int64_t ldo = 0;
   float q_scale = 1;  // scale * log2(e): scores come out in log2 units
+  int window = 0;     // > 0: a token at pos sees positions [pos - window + 1, pos] only
+  const float* sinks = nullptr;  // [n_head] sink logits (natural log units), or null
   const int32_t* positions = nullptr;
   const int32_t* seq_ids = nullptr;
   int token0 = 0;    // first token of this launch
@@ -284,6 +286,19 @@ __device__ __forceinline__ void q_fragment(const float* q0, const float* q1, flo
   a[1] = q1 ? pack_half2(q1[k] * f1, q1[k + 1] * f1) : 0u;
   a[2] = q0 ? pack_half2(q0[k + 8] * f0, q0[k + 9] * f0) : 0u;
   a[3] = q1 ? pack_half2(q1[k + 8] * f1, q1[k + 9] * f1) : 0u;
+}
+
+inline constexpr float kLog2e = 1.4426950408889634f;
+
+// The first position a token at `pos` attends to (the sliding window's start, else 0).
+__device__ __forceinline__ int first_position(const Launch& a, int pos) {
+  return a.window > 0 ? max(0, pos - a.window + 1) : 0;
+}
+
+// What head h's sink adds to the softmax denominator of a row whose scores (log2 units) have the
+// maximum mx and sum to l relative to it: out = o / (l + sink_weight). 0 without sinks.
+__device__ __forceinline__ float sink_weight(const Launch& a, int h, float mx) {
+  return a.sinks != nullptr ? exp2f(a.sinks[h] * kLog2e - mx) : 0.0f;
 }
 
 // The factor that takes a Q row to f16: q_scale, times 2^-e when max |q| * q_scale would pass

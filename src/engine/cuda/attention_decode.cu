@@ -56,14 +56,16 @@ __global__ void __launch_bounds__(decode_threads(D), D == 64 ? 4 : 3) decode_ker
       for (int i = threadIdx.x; i < rows * D; i += S::THREADS) out_t[i] = 0.0f;
     return;
   }
-  const int n_active = pos / kChunk + 1;
-  if (chunk >= n_active) return;
+  // Chunks [first, last] hold the positions this token sees (the window's start onwards).
+  const int lo = first_position(a, pos), first = lo / kChunk, last = pos / kChunk, n_active = last - first + 1;
+  if (chunk < first || chunk > last) return;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c4 = lane % 4;
   const int lm = lane >> 3, lr = lane & 7;  // ldmatrix: matrix and row this lane addresses
 
   const int p_begin = chunk * kChunk, p_end = min(p_begin + kChunk, pos + 1);
   const int n_tiles = (p_end - p_begin + S::NT - 1) / S::NT;
+  const int i_first = chunk == first ? (lo - p_begin) / S::NT : 0;  // tiles before the window: skipped
   const int64_t run_row = (static_cast<int64_t>(seq) * a.n_head_kv + hk) * a.n_ctx;
   const uint8_t* run_k = a.k.base + run_row * a.k.row_bytes;
   const uint8_t* run_v = a.v.base + run_row * a.v.row_bytes;
@@ -82,7 +84,7 @@ __global__ void __launch_bounds__(decode_threads(D), D == 64 ? 4 : 3) decode_ker
     copy_tile<D, S::NT, S::THREADS>(a.v, run_v, p0, nv, smem + stage_offset(a, st, 1));
     cp_async_commit();
   };
-  issue(0);  // the first copy is in flight while Q loads
+  issue(i_first);  // the first copy is in flight while Q loads
 
   // Q: rows g and g + 8 of the 16-row block, scaled into f16 range.
   const float* q_t = a.q + static_cast<int64_t>(t) * a.ldq + static_cast<int64_t>(h0) * D;
@@ -111,7 +113,7 @@ __global__ void __launch_bounds__(decode_threads(D), D == 64 ? 4 : 3) decode_ker
     for (int ks = 0; ks < S::KSTEPS; ++ks) q_fragment(q0, q1, f0, f1, 16 * ks, qa[ks]);
   }
 
-  for (int i = 0; i < n_tiles; ++i) {
+  for (int i = i_first; i < n_tiles; ++i) {
     const int st = a.stages == 2 ? (i & 1) : 0;
     if (a.stages == 2 && i + 1 < n_tiles) {
       issue(i + 1);  // into the stage the previous iteration finished with (barrier at its end)
@@ -132,6 +134,7 @@ __global__ void __launch_bounds__(decode_threads(D), D == 64 ? 4 : 3) decode_ker
     const __half* kt = a.k.direct ? reinterpret_cast<const __half*>(stage_k) : k16;
     const __half* vt = a.v.direct ? reinterpret_cast<const __half*>(stage_v) : v16;
     const int nv = min(S::NT, p_end - (p_begin + i * S::NT));
+    const int lo_col = lo - (p_begin + i * S::NT);  // columns below it are outside the window
 
     if (warp * 16 < nv) {
       // S (16 heads x 16 positions) = Q K^T, in log2 units.
@@ -158,7 +161,7 @@ __global__ void __launch_bounds__(decode_threads(D), D == 64 ? 4 : 3) decode_ker
         for (int e = 0; e < 4; ++e) {
           const int col = warp * 16 + n * 8 + 2 * c4 + (e & 1);
           const float v = s[n][e] * (e < 2 ? u0 : u1);
-          s[n][e] = col < nv ? v : -INFINITY;
+          s[n][e] = col < nv && col >= lo_col ? v : -INFINITY;
         }
       // Online softmax: the row maxima over the four lanes of a quad.
       float mx0 = fmaxf(fmaxf(s[0][0], s[0][1]), fmaxf(s[1][0], s[1][1]));
@@ -248,7 +251,7 @@ __global__ void __launch_bounds__(decode_threads(D), D == 64 ? 4 : 3) decode_ker
       sum += wt * s_sum[w * 16 + r];
     }
     if (n_active == 1) {
-      out_t[r * D + d] = acc / sum;
+      out_t[r * D + d] = acc / (sum + sink_weight(a, h0 + r, mx));
     } else {
       const int64_t idx = (static_cast<int64_t>(tt) * a.n_head + h0 + r) * a.ws_chunks + chunk;
       a.ws_o[idx * D + d] = acc;
@@ -273,17 +276,17 @@ __global__ void __launch_bounds__(decode_threads(D), D == 64 ? 4 : 3) decode_ker
   for (int r = warp; r < rows; r += S::WARPS) {
     const int64_t base = (static_cast<int64_t>(tt) * a.n_head + h0 + r) * a.ws_chunks;
     float mx = -INFINITY;
-    for (int c = lane; c < n_active; c += 32) mx = fmaxf(mx, __ldcg(&a.ws_ml[base + c].x));
+    for (int c = first + lane; c <= last; c += 32) mx = fmaxf(mx, __ldcg(&a.ws_ml[base + c].x));
     mx = warp_max(mx);
     float sum = 0.0f;
-    for (int c = lane; c < n_active; c += 32) {
+    for (int c = first + lane; c <= last; c += 32) {
       const float2 ml = __ldcg(&a.ws_ml[base + c]);
       sum += exp2f(ml.x - mx) * ml.y;
     }
     sum = warp_sum(sum);
     if (lane == 0) {
       s_row_max[r] = mx;
-      s_row_sum[r] = sum;
+      s_row_sum[r] = sum + sink_weight(a, h0 + r, mx);
     }
   }
   __syncthreads();
@@ -293,7 +296,7 @@ __global__ void __launch_bounds__(decode_threads(D), D == 64 ? 4 : 3) decode_ker
     const float mx = s_row_max[r];
     float acc = 0.0f;
 #pragma unroll 4
-    for (int c = 0; c < n_active; ++c)
+    for (int c = first; c <= last; ++c)
       acc += exp2f(__ldcg(&a.ws_ml[base + c].x) - mx) * __ldcg(&a.ws_o[(base + c) * D + d]);
     out_t[r * D + d] = acc / s_row_sum[r];
   }

@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kPromptThreads) prompt_kernel(const Launch a, 
   int* s_seq = reinterpret_cast<int*>(smem);               // [64] per row
   int* s_pos = s_seq + kPromptRows;                        // [64]
   int* s_pending = s_pos + kPromptRows;                    // [64] 1 until the row's output is written
-  int* s_ctl = s_pending + kPromptRows;                    // [2] this round's sequence, its largest position
+  int* s_ctl = s_pending + kPromptRows;                    // [3] this round's sequence, its largest and smallest position
   __half* sq = reinterpret_cast<__half*>(smem + a.off_q);  // [64][ROWH] when Q_SMEM
   __half* k16 = reinterpret_cast<__half*>(smem + a.off_k16);
   __half* v16 = reinterpret_cast<__half*>(smem + a.off_v16);
@@ -85,24 +85,30 @@ __global__ void __launch_bounds__(kPromptThreads) prompt_kernel(const Launch a, 
       const unsigned b0 = __ballot_sync(0xffffffffu, p0), b1 = __ballot_sync(0xffffffffu, p1);
       const int leader = b0 ? __ffs(b0) - 1 : (b1 ? 31 + __ffs(b1) : -1);
       const int seg = leader >= 0 ? s_seq[leader] : -1;
-      int mp = -1;
-      if (p0 && s_seq[lane] == seg) mp = s_pos[lane];
-      if (p1 && s_seq[lane + 32] == seg) mp = max(mp, s_pos[lane + 32]);
+      int mp = -1, lp = INT_MAX;
+      if (p0 && s_seq[lane] == seg) mp = s_pos[lane], lp = s_pos[lane];
+      if (p1 && s_seq[lane + 32] == seg) mp = max(mp, s_pos[lane + 32]), lp = min(lp, s_pos[lane + 32]);
       mp = __reduce_max_sync(0xffffffffu, mp);
+      lp = __reduce_min_sync(0xffffffffu, lp);
       if (lane == 0) {
         s_ctl[0] = seg;
         s_ctl[1] = mp;
+        s_ctl[2] = lp;
       }
     }
     __syncthreads();
     const int seg = s_ctl[0];
     if (seg < 0) break;
     const int kv_max = s_ctl[1];
+    // With a sliding window the tiles before every row's window are skipped (walking them would
+    // leave each row's state unchanged: all its scores there are -inf).
+    const int i_first = first_position(a, s_ctl[2]) / S::NT;
 
     // This lane's rows, r0 and r0 + 8 of the warp's 16; pos -1 for rows not in this round.
     const int r0 = warp * 16 + g, r1 = r0 + 8;
     const bool in0 = s_pending[r0] != 0 && s_seq[r0] == seg, in1 = s_pending[r1] != 0 && s_seq[r1] == seg;
     const int pos0 = in0 ? s_pos[r0] : -1, pos1 = in1 ? s_pos[r1] : -1;
+    const int lo0 = in0 ? first_position(a, pos0) : 0, lo1 = in1 ? first_position(a, pos1) : 0;
     const int warp_max = __reduce_max_sync(0xffffffffu, max(pos0, pos1));
     const int warp_min = __reduce_min_sync(0xffffffffu, min(in0 ? pos0 : INT_MAX, in1 ? pos1 : INT_MAX));
 
@@ -117,7 +123,7 @@ __global__ void __launch_bounds__(kPromptThreads) prompt_kernel(const Launch a, 
       copy_tile<D, S::NT, S::THREADS>(a.v, run_v, p0, nv, smem + stage_offset(a, st, 1));
       cp_async_commit();
     };
-    issue(0);  // the first copy is in flight while Q loads
+    issue(i_first);  // the first copy is in flight while Q loads
 
     const float* q0 = in0 ? a.q + static_cast<int64_t>(t_first + r0) * a.ldq + static_cast<int64_t>(h) * D : nullptr;
     const float* q1 = in1 ? a.q + static_cast<int64_t>(t_first + r1) * a.ldq + static_cast<int64_t>(h) * D : nullptr;
@@ -148,7 +154,7 @@ __global__ void __launch_bounds__(kPromptThreads) prompt_kernel(const Launch a, 
     for (int j = 0; j < S::OTILES; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
 
-    for (int i = 0; i < n_tiles; ++i) {
+    for (int i = i_first; i < n_tiles; ++i) {
       const int st = a.stages == 2 ? (i & 1) : 0;
       if (a.stages == 2 && i + 1 < n_tiles) {
         issue(i + 1);
@@ -192,15 +198,15 @@ __global__ void __launch_bounds__(kPromptThreads) prompt_kernel(const Launch a, 
           }
         }
         // Unscale (exact powers of two) and mask positions past each row's own (and past the
-        // tile's loaded rows, which are past every row's position).
-        const bool need_mask = p0 + S::NT - 1 > warp_min;
+        // tile's loaded rows, which are past every row's position) and before its window.
+        const bool need_mask = p0 + S::NT - 1 > warp_min || a.window > 0;
 #pragma unroll
         for (int n = 0; n < S::STILES; ++n)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const float v = s[n][e] * (e < 2 ? u0 : u1);
             const int col = p0 + n * 8 + 2 * c4 + (e & 1);
-            s[n][e] = need_mask && col > (e < 2 ? pos0 : pos1) ? -INFINITY : v;
+            s[n][e] = need_mask && (col > (e < 2 ? pos0 : pos1) || col < (e < 2 ? lo0 : lo1)) ? -INFINITY : v;
           }
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
@@ -261,7 +267,7 @@ __global__ void __launch_bounds__(kPromptThreads) prompt_kernel(const Launch a, 
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
     if (in0) {
       float* out0 = a.out + static_cast<int64_t>(t_first + r0) * a.ldo + static_cast<int64_t>(h) * D + 2 * c4;
-      const float inv = 1.0f / l0;
+      const float inv = 1.0f / (l0 + sink_weight(a, h, m0));
 #pragma unroll
       for (int j = 0; j < S::OTILES; ++j) {
         out0[8 * j] = o[j][0] * inv;
@@ -270,7 +276,7 @@ __global__ void __launch_bounds__(kPromptThreads) prompt_kernel(const Launch a, 
     }
     if (in1) {
       float* out1 = a.out + static_cast<int64_t>(t_first + r1) * a.ldo + static_cast<int64_t>(h) * D + 2 * c4;
-      const float inv = 1.0f / l1;
+      const float inv = 1.0f / (l1 + sink_weight(a, h, m1));
 #pragma unroll
       for (int j = 0; j < S::OTILES; ++j) {
         out1[8 * j] = o[j][2] * inv;

@@ -144,11 +144,13 @@ Weight CudaBackend::upload(std::string_view name, DType type, std::span<const in
   w.device = device();
   if (!dtype_info(type).has_reference) fail("{}: weight type {} is not supported by the CUDA backend", name, dtype_name(type));
   w.row_bytes = dtype_row_bytes(type, w.n_in);
-  if (shape.size() == 1) {
-    // Norm weights, biases, rope factors: F32 vectors.
-    std::vector<float> f(static_cast<size_t>(w.n_in));
-    dequantize_row(type, bytes, f.data(), w.n_in);
-    auto* d = static_cast<uint8_t*>(device_alloc(static_cast<uint64_t>(w.n_in) * 4, name));
+  if (shape.size() == 1 || name.ends_with(".bias")) {
+    // Norm weights, biases, rope factors: F32 vectors (per-expert biases [Fe, E] of gpt-oss: a
+    // row per expert), as the CPU backend reads them.
+    const int64_t n_rows = w.n_out * w.n_mat;
+    std::vector<float> f(static_cast<size_t>(w.n_in * n_rows));
+    for (int64_t r = 0; r < n_rows; ++r) dequantize_row(type, bytes + r * w.row_bytes, f.data() + r * w.n_in, w.n_in);
+    auto* d = static_cast<uint8_t*>(device_alloc(static_cast<uint64_t>(f.size()) * 4, name));
     VELOCITY_CUDA(cudaMemcpyAsync(d, f.data(), f.size() * 4, cudaMemcpyHostToDevice, stream_));
     VELOCITY_CUDA(cudaStreamSynchronize(stream_));
     w.type = DType::F32;
@@ -492,6 +494,7 @@ void CudaBackend::attention_block(const AttentionLayer& layer, const AttentionPa
   const Weight* const wo[] = {&layer.wo};
   Act* const out[] = {&x};
   products(s.attn, wo, out, {}, true);  // x += attn wo
+  if (layer.bo.present()) add_bias(x, layer.bo);
 }
 
 void CudaBackend::ffn_block(const FfnLayer& layer, float eps, Act& x) {
@@ -521,6 +524,20 @@ void CudaBackend::add_bias(Act& y, const Weight& b) {
   cuda::add_bias(y.data, y.n_cols, reinterpret_cast<const float*>(b.data), y.n_rows, y.n_cols, stream_);
 }
 
+namespace {
+// The rope kernel's YaRN parameters (RopeParams' yarn fields).
+RopeYarn yarn_of(const RopeParams& rope) {
+  RopeYarn y;
+  y.factor = rope.yarn_factor;
+  y.orig_ctx = rope.yarn_orig_ctx;
+  y.beta_fast = rope.yarn_beta_fast;
+  y.beta_slow = rope.yarn_beta_slow;
+  y.truncate = rope.yarn_truncate;
+  y.attn_factor = rope.attn_factor;
+  return y;
+}
+}  // namespace
+
 void CudaBackend::rope(Act& x, int64_t head_dim, const RopeParams& rope) {
   VELOCITY_CHECK(x.n_cols % head_dim == 0 && rope.n_rot % 2 == 0 && rope.n_rot <= head_dim);
   VELOCITY_CHECK(x.n_rows == step_tokens_, "rope over {} rows in a step of {} tokens", x.n_rows, step_tokens_);
@@ -530,7 +547,7 @@ void CudaBackend::rope(Act& x, int64_t head_dim, const RopeParams& rope) {
   if (rope.type == RopeType::None) return;
   cuda::rope(x.data, x.n_cols, x.n_rows, x.n_cols / head_dim, head_dim, rope.n_rot,
              rope.type == RopeType::Neox ? RopeKind::Neox : RopeKind::Normal, rope.freq_base, rope.freq_scale,
-             reinterpret_cast<const float*>(rope.freq_factors.data), d_positions_, stream_);
+             reinterpret_cast<const float*>(rope.freq_factors.data), d_positions_, stream_, yarn_of(rope));
 }
 
 // rope(q) and rope(k) in one launch (the same bits as the two calls).
@@ -544,7 +561,8 @@ void CudaBackend::rope_qk(Act& q, Act& k, int64_t head_dim, const RopeParams& ro
   if (rope.type == RopeType::None) return;
   cuda::rope2(q.data, q.n_cols, q.n_cols / head_dim, k.data, k.n_cols, k.n_cols / head_dim, q.n_rows, head_dim,
               rope.n_rot, rope.type == RopeType::Neox ? RopeKind::Neox : RopeKind::Normal, rope.freq_base,
-              rope.freq_scale, reinterpret_cast<const float*>(rope.freq_factors.data), d_positions_, stream_);
+              rope.freq_scale, reinterpret_cast<const float*>(rope.freq_factors.data), d_positions_, stream_,
+              yarn_of(rope));
 }
 
 void CudaBackend::attention(const AttentionParams& p, const Act& q, const Act& k, const Act& v, Act& out) {
@@ -558,14 +576,28 @@ void CudaBackend::attention(const AttentionParams& p, const Act& q, const Act& k
   const KvLayer& cache = kv_[p.layer];
   kv_store(cache, k.data, k.n_cols, v.data, v.n_cols, d_positions_, d_seq_ids_, step_tokens_, stream_);
   const float scale = p.scale != 0 ? p.scale : 1.0f / std::sqrt(static_cast<float>(p.head_dim_k));
+  cuda::AttentionOptions options;
+  options.window = p.window;
+  if (p.sinks.present()) {
+    VELOCITY_CHECK(p.sinks.type == DType::F32 && p.sinks.n_in == p.n_head && p.sinks.device == device(),
+                   "{}: sinks must be F32 [{}] on {}", p.sinks.name, p.n_head, name_);
+    options.sinks = reinterpret_cast<const float*>(p.sinks.data);
+  }
   cuda::attention(cache, q.data, q.n_cols, p.n_head, scale, d_positions_, d_seq_ids_, step_tokens_, n_decode_, out.data,
-                  out.n_cols, *attention_ws_, stream_);
+                  out.n_cols, *attention_ws_, stream_, options);
 }
 
 void CudaBackend::swiglu(const Act& gate, const Act& up, Act& out) {
   VELOCITY_CHECK(gate.n_cols == up.n_cols && gate.n_rows == up.n_rows && out.n_cols == gate.n_cols);
   out.n_rows = gate.n_rows;
   cuda::swiglu(gate.data, gate.n_cols, up.data, up.n_cols, gate.n_rows, gate.n_cols, out.data, out.n_cols, stream_);
+}
+
+void CudaBackend::swiglu_clamped(const Act& gate, const Act& up, const ExpertGlu& glu, Act& out) {
+  VELOCITY_CHECK(gate.n_cols == up.n_cols && gate.n_rows == up.n_rows && out.n_cols == gate.n_cols);
+  out.n_rows = gate.n_rows;
+  cuda::swiglu_clamped(gate.data, gate.n_cols, up.data, up.n_cols, gate.n_rows, gate.n_cols, glu.alpha, glu.limit,
+                       out.data, out.n_cols, stream_);
 }
 
 void CudaBackend::add(Act& x, const Act& y) {
@@ -588,9 +620,24 @@ void CudaBackend::moe_experts(const MoeRoute& route, const MoeLayer& layer, cons
   // gate, up: one product per (token, slot) with the token's row; down: per (token, slot) row.
   matmul_ids(layer.gate_exps, route.ids, k, x.data, x.n_cols, false, n, n_decode, moe_gate_.data, fe, *matmul_ws_, stream_);
   matmul_ids(layer.up_exps, route.ids, k, x.data, x.n_cols, false, n, n_decode, moe_up_.data, fe, *matmul_ws_, stream_);
-  cuda::swiglu(moe_gate_.data, fe, moe_up_.data, fe, n * k, fe, moe_gate_.data, fe, stream_);
+  // Per-expert biases (gpt-oss): row ids[p] of a [n, E] table onto each (token, slot) row.
+  auto add_expert_bias = [&](const Weight& b, float* y, int64_t ldy, int64_t width) {
+    if (!b.present()) return;
+    VELOCITY_CHECK(b.type == DType::F32 && b.n_in == width && b.n_out * b.n_mat == layer.gate_exps.n_mat &&
+                       b.device == device(),
+                   "{}: a per-expert bias must be F32 [{}, {}]", b.name, width, layer.gate_exps.n_mat);
+    cuda::add_bias_ids(y, ldy, reinterpret_cast<const float*>(b.data), b.n_in, route.ids, n * k, width, stream_);
+  };
+  add_expert_bias(layer.gate_exps_b, moe_gate_.data, fe, fe);
+  add_expert_bias(layer.up_exps_b, moe_up_.data, fe, fe);
+  if (layer.glu.kind == ExpertGlu::Kind::Clamped)
+    cuda::swiglu_clamped(moe_gate_.data, fe, moe_up_.data, fe, n * k, fe, layer.glu.alpha, layer.glu.limit,
+                         moe_gate_.data, fe, stream_);
+  else
+    cuda::swiglu(moe_gate_.data, fe, moe_up_.data, fe, n * k, fe, moe_gate_.data, fe, stream_);
   matmul_ids(layer.down_exps, route.ids, k, moe_gate_.data, fe, true, n, n_decode, moe_out_.data, moe_out_.n_cols,
              *matmul_ws_, stream_);
+  add_expert_bias(layer.down_exps_b, moe_out_.data, moe_out_.n_cols, out.n_cols);
   out.n_rows = n;
   moe_combine(moe_out_.data, moe_out_.n_cols, route.weights, n, k, out.n_cols, out.data, out.n_cols, stream_);
 }

@@ -41,6 +41,9 @@ class CudaBackend final : public Backend {
   std::string name() const override { return name_; }
   Device device() const override { return Device::cuda(index_); }
   bool supports_cache_type(DType type) const override { return kv_cache_supports(type); }
+  // Every Feature: sinks and the sliding window in both attention kernels, YaRN in the rope
+  // kernel, the output and expert biases, the clamped SwiGLU (gpt-oss).
+  bool supports(Feature) const override { return true; }
 
   Weight upload(std::string_view name, DType type, std::span<const int64_t> shape, const uint8_t* bytes) override;
   void reserve(const StepShape& shape) override;
@@ -64,6 +67,7 @@ class CudaBackend final : public Backend {
   void rope(Act& x, int64_t head_dim, const RopeParams& rope) override;
   void attention(const AttentionParams& p, const Act& q, const Act& k, const Act& v, Act& out) override;
   void swiglu(const Act& gate, const Act& up, Act& out) override;
+  void swiglu_clamped(const Act& gate, const Act& up, const ExpertGlu& glu, Act& out) override;
   void add(Act& x, const Act& y) override;
   void moe_route(const Act& router_logits, const MoeParams& p, MoeRoute& route) override;
   void moe_experts(const MoeRoute& route, const MoeLayer& layer, const Act& x, Act& out) override;

@@ -46,17 +46,32 @@ constexpr int kRopeThreads = 256;
 __global__ void __launch_bounds__(kRopeThreads)
     rope_kernel(float* x, int64_t ldx, int64_t n_heads, float* x2, int64_t ldx2, int64_t n_heads2, int64_t head_dim,
                 int64_t n_rot, bool neox, float freq_base, float freq_scale, const float* factors,
-                const int32_t* positions) {
+                const int32_t* positions, const RopeYarn yarn) {
   extern __shared__ float cs[];  // [half][2]: cos, sin
   const int64_t half = n_rot / 2, t = blockIdx.x;
   for (int64_t i = threadIdx.x; i < half; i += kRopeThreads) {
-    double theta = static_cast<double>(positions[t]) * static_cast<double>(freq_scale) *
-                   pow(static_cast<double>(freq_base), -2.0 * static_cast<double>(i) / static_cast<double>(n_rot));
-    if (factors) theta /= static_cast<double>(factors[i]);
+    // engine::rope_inv_freq, step for step
+    const double nr = static_cast<double>(n_rot), base = static_cast<double>(freq_base);
+    const double extrapolated = pow(base, -2.0 * static_cast<double>(i) / nr);
+    double inv_freq = extrapolated * static_cast<double>(freq_scale);
+    if (yarn.factor != 0) {
+      constexpr double kPi = 3.14159265358979323846;
+      const double ln_base = log(base), ctx = static_cast<double>(yarn.orig_ctx);
+      double low = nr * log(ctx / (yarn.beta_fast * 2 * kPi)) / (2 * ln_base);
+      double high = nr * log(ctx / (yarn.beta_slow * 2 * kPi)) / (2 * ln_base);
+      if (yarn.truncate) low = floor(low), high = ceil(high);
+      low = fmax(low, 0.0);
+      high = fmin(high, nr - 1);
+      if (low == high) high += 0.001;
+      const double ramp = fmin(fmax((static_cast<double>(i) - low) / (high - low), 0.0), 1.0);
+      inv_freq = extrapolated / yarn.factor * ramp + extrapolated * (1 - ramp);
+    }
+    if (factors) inv_freq /= static_cast<double>(factors[i]);
+    const double theta = static_cast<double>(positions[t]) * inv_freq;
     double sd, cd;
     sincos(theta, &sd, &cd);
-    cs[2 * i] = static_cast<float>(cd);
-    cs[2 * i + 1] = static_cast<float>(sd);
+    cs[2 * i] = static_cast<float>(cd * yarn.attn_factor);
+    cs[2 * i + 1] = static_cast<float>(sd * yarn.attn_factor);
   }
   __syncthreads();
   for (int64_t j = threadIdx.x; j < (n_heads + n_heads2) * half; j += kRopeThreads) {
@@ -77,6 +92,23 @@ __global__ void swiglu_kernel(const float* gate, int64_t ldg, const float* up, i
   const int64_t t = idx / n, i = idx % n;
   const float g = gate[t * ldg + i];
   out[t * ldo + i] = swiglu_value(g, up[t * ldu + i]);
+}
+
+__global__ void swiglu_clamped_kernel(const float* gate, int64_t ldg, const float* up, int64_t ldu, int64_t n_rows,
+                                      int64_t n, float alpha, float limit, float* out, int64_t ldo) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n_rows * n) return;
+  const int64_t t = idx / n, i = idx % n;
+  const float g = fminf(gate[t * ldg + i], limit), u = fminf(fmaxf(up[t * ldu + i], -limit), limit);
+  out[t * ldo + i] = (u + 1.0f) * (g / (1.0f + expf(-alpha * g)));
+}
+
+__global__ void add_bias_ids_kernel(float* y, int64_t ldy, const float* table, int64_t ldt, const int32_t* ids,
+                                    int64_t n_rows, int64_t n) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n_rows * n) return;
+  const int64_t r = idx / n, i = idx % n;
+  y[r * ldy + i] += table[static_cast<int64_t>(ids[r]) * ldt + i];
 }
 
 __global__ void add_kernel(float* x, int64_t ldx, const float* y, int64_t ldy, int64_t n_rows, int64_t n) {
@@ -231,18 +263,19 @@ void rms_norm_heads(float* x, int64_t ldx, int64_t n_rows, int64_t n_heads, int6
 }
 
 void rope(float* x, int64_t ldx, int64_t n_rows, int64_t n_heads, int64_t head_dim, int64_t n_rot, RopeKind kind,
-          float freq_base, float freq_scale, const float* factors, const int32_t* positions, cudaStream_t stream) {
+          float freq_base, float freq_scale, const float* factors, const int32_t* positions, cudaStream_t stream,
+          const RopeYarn& yarn) {
   rope2(x, ldx, n_heads, nullptr, 0, 0, n_rows, head_dim, n_rot, kind, freq_base, freq_scale, factors, positions,
-        stream);
+        stream, yarn);
 }
 
 void rope2(float* x, int64_t ldx, int64_t n_heads, float* x2, int64_t ldx2, int64_t n_heads2, int64_t n_rows,
            int64_t head_dim, int64_t n_rot, RopeKind kind, float freq_base, float freq_scale, const float* factors,
-           const int32_t* positions, cudaStream_t stream) {
+           const int32_t* positions, cudaStream_t stream, const RopeYarn& yarn) {
   if (n_rows == 0 || n_rot < 2) return;
   rope_kernel<<<static_cast<unsigned>(n_rows), kRopeThreads, sizeof(float) * static_cast<size_t>(n_rot), stream>>>(
       x, ldx, n_heads, x2, ldx2, x2 != nullptr ? n_heads2 : 0, head_dim, n_rot, kind == RopeKind::Neox, freq_base,
-      freq_scale, factors, positions);
+      freq_scale, factors, positions, yarn);
   VELOCITY_CUDA_LAUNCHED();
 }
 
@@ -250,6 +283,21 @@ void swiglu(const float* gate, int64_t ldg, const float* up, int64_t ldu, int64_
             int64_t ldo, cudaStream_t stream) {
   if (n_rows * n == 0) return;
   swiglu_kernel<<<blocks_for(n_rows * n, 256), 256, 0, stream>>>(gate, ldg, up, ldu, n_rows, n, out, ldo);
+  VELOCITY_CUDA_LAUNCHED();
+}
+
+void swiglu_clamped(const float* gate, int64_t ldg, const float* up, int64_t ldu, int64_t n_rows, int64_t n,
+                    float alpha, float limit, float* out, int64_t ldo, cudaStream_t stream) {
+  if (n_rows * n == 0) return;
+  swiglu_clamped_kernel<<<blocks_for(n_rows * n, 256), 256, 0, stream>>>(gate, ldg, up, ldu, n_rows, n, alpha, limit,
+                                                                          out, ldo);
+  VELOCITY_CUDA_LAUNCHED();
+}
+
+void add_bias_ids(float* y, int64_t ldy, const float* table, int64_t ldt, const int32_t* ids, int64_t n_rows,
+                  int64_t n, cudaStream_t stream) {
+  if (n_rows * n == 0) return;
+  add_bias_ids_kernel<<<blocks_for(n_rows * n, 256), 256, 0, stream>>>(y, ldy, table, ldt, ids, n_rows, n);
   VELOCITY_CUDA_LAUNCHED();
 }
 

@@ -123,13 +123,20 @@ uint64_t attention_workspace_bytes(int64_t max_tokens, int64_t n_head, int64_t n
 void kv_store(const KvLayer& cache, const float* k, int64_t ldk, const float* v, int64_t ldv,
               const int32_t* positions, const int32_t* seq_ids, int64_t n_tokens, cudaStream_t stream);
 
-// out[t, h] = softmax_j(scale * q[t, h] . K_j) V_j over j in [0, positions[t]] of seq_ids[t]'s
+// out[t, h] = softmax_j(scale * q[t, h] . K_j) V_j over j in [lo, positions[t]] of seq_ids[t]'s
 // cache, for the n_head query heads (GQA: head h reads KV head h / (n_head / n_head_kv)).
 // q [T, H*Dk], out [T, H*Dv]. Head dims 64, 80, 96, 128, 256 (and any multiple of 32 that the
-// cache type's block divides, more slowly).
+// cache type's block divides, more slowly). Options (gpt-oss): window > 0 keeps the last
+// `window` positions (lo = max(0, pos - window + 1), else lo = 0); sinks (device, F32 [n_head],
+// or null) adds one logit per head to the softmax's denominator (a sink that takes probability
+// mass and contributes no value).
+struct AttentionOptions {
+  int64_t window = 0;
+  const float* sinks = nullptr;
+};
 void attention(const KvLayer& cache, const float* q, int64_t ldq, int64_t n_head, float scale,
                const int32_t* positions, const int32_t* seq_ids, int64_t n_tokens, int64_t n_decode, float* out,
-               int64_t ldo, AttentionWorkspace& ws, cudaStream_t stream);
+               int64_t ldo, AttentionWorkspace& ws, cudaStream_t stream, const AttentionOptions& options = {});
 
 // Positions [0, n) of slot src copied to slot dst (prefix sharing).
 void kv_copy_sequence(const KvLayer& cache, int32_t src, int32_t dst, int64_t n, cudaStream_t stream);
@@ -142,21 +149,41 @@ void rms_norm(const float* x, int64_t ldx, const float* w, float eps, int64_t n_
 void rms_norm_heads(float* x, int64_t ldx, int64_t n_rows, int64_t n_heads, int64_t head_dim, const float* w,
                     float eps, cudaStream_t stream);
 enum class RopeKind { Normal, Neox };
+// YaRN (engine::RopeParams' yarn fields; factor 0: off): pair i's frequency blends the
+// interpolated and the extrapolated one (engine::rope_inv_freq, computed the same way in double),
+// and cos and sin are multiplied by attn_factor.
+struct RopeYarn {
+  double factor = 0;
+  int64_t orig_ctx = 0;
+  double beta_fast = 32, beta_slow = 1;
+  bool truncate = true;
+  double attn_factor = 1;
+};
 // Rotary embedding in place on every head of x [T, n_heads * head_dim] at positions[t]:
-// theta_i = pos * freq_scale * base^(-2i/n_rot) / factors[i] (factors may be null).
+// theta_i = pos * freq_scale * base^(-2i/n_rot) / factors[i] (factors may be null); with YaRN
+// (yarn.factor > 0) the frequency of rope_inv_freq instead of freq_scale * base^(-2i/n_rot).
 void rope(float* x, int64_t ldx, int64_t n_rows, int64_t n_heads, int64_t head_dim, int64_t n_rot, RopeKind kind,
-          float freq_base, float freq_scale, const float* factors, const int32_t* positions, cudaStream_t stream);
+          float freq_base, float freq_scale, const float* factors, const int32_t* positions, cudaStream_t stream,
+          const RopeYarn& yarn = {});
 // rope on the heads of x and of x2 (same rows and positions) in one launch: Q and K.
 void rope2(float* x, int64_t ldx, int64_t n_heads, float* x2, int64_t ldx2, int64_t n_heads2, int64_t n_rows,
            int64_t head_dim, int64_t n_rot, RopeKind kind, float freq_base, float freq_scale, const float* factors,
-           const int32_t* positions, cudaStream_t stream);
+           const int32_t* positions, cudaStream_t stream, const RopeYarn& yarn = {});
 // out = silu(gate) * up; out may alias gate
 void swiglu(const float* gate, int64_t ldg, const float* up, int64_t ldu, int64_t n_rows, int64_t n, float* out,
             int64_t ldo, cudaStream_t stream);
+// gpt-oss's clamped variant: g = min(gate, limit), u = clamp(up, -limit, limit),
+// out = (u + 1) * g / (1 + exp(-alpha g)); out may alias gate
+void swiglu_clamped(const float* gate, int64_t ldg, const float* up, int64_t ldu, int64_t n_rows, int64_t n,
+                    float alpha, float limit, float* out, int64_t ldo, cudaStream_t stream);
 // x += y
 void add(float* x, int64_t ldx, const float* y, int64_t ldy, int64_t n_rows, int64_t n, cudaStream_t stream);
 // y[t] += b
 void add_bias(float* y, int64_t ldy, const float* b, int64_t n_rows, int64_t n, cudaStream_t stream);
+// y[i] += table[ids[i]] for i < n_rows (a per-expert bias: table [n_expert][n] F32 rows of ldt;
+// ids of the (token, slot) pairs, valid expert ids)
+void add_bias_ids(float* y, int64_t ldy, const float* table, int64_t ldt, const int32_t* ids, int64_t n_rows,
+                  int64_t n, cudaStream_t stream);
 // out[i] = x[rows[i]] for i < n_rows
 void gather_rows(const float* x, int64_t ldx, const int32_t* rows, int64_t n_rows, int64_t n, float* out,
                  int64_t ldo, cudaStream_t stream);
