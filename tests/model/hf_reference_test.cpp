@@ -310,20 +310,20 @@ TEST_P(HfReference, F32Chunks) {
 constexpr double kFlip = 2.0;  // row error bound where routing flips are allowed
 // gpt-oss has its own column: its gate/up products are large (the fixture puts several percent
 // of them past the SwiGLU clamp) and its router is top-2 of 4, so a perturbation flips routing
-// more often (measured against the interim NumPy reference, tests/reference/README.md).
+// more often, F16 weights included (measured against transformers, tests/reference/README.md).
 struct WeightCase {
   DType type;
   Tolerance dense, moe, gptoss;
 };
 const WeightCase kWeightCases[] = {
     // measured max / p90 / median, dense: F16 2.1e-3 / 1.3e-3 / 8.4e-4; moe 1.4e-3 / 1.1e-3 / 7.5e-4;
-    // gptoss 3.4e-3 / 2.0e-3 / 1.2e-3
-    {DType::F16, {4e-3, 3e-3, 2e-3, 0.01, 1.0}, {4e-3, 3e-3, 2e-3, 0.01, 1.0}, {7e-3, 4e-3, 2.5e-3, 0.01, 1.0}},
-    // dense 1.6e-2 / 1.2e-2 / 6.2e-3; moe 1.3e-2 / 8.4e-3 / 5.6e-3; gptoss 1.17 (a routing flip) /
-    // 2.4e-2 / 1.0e-2, argmax 61/62
+    // gptoss 6.2e-2 (a routing flip) / 3.1e-3 / 1.3e-3, argmax 77/77
+    {DType::F16, {4e-3, 3e-3, 2e-3, 0.01, 1.0}, {4e-3, 3e-3, 2e-3, 0.01, 1.0}, {kFlip, 6e-3, 3e-3, 0.01, 1.0}},
+    // dense 1.6e-2 / 1.2e-2 / 6.2e-3; moe 1.3e-2 / 8.4e-3 / 5.6e-3; gptoss 0.56 (a routing flip) /
+    // 1.9e-2 / 1.1e-2, argmax 60/60
     {DType::BF16, {3e-2, 2.5e-2, 1.2e-2, 0.2, 1.0}, {3e-2, 2.5e-2, 1.2e-2, 0.2, 1.0}, {kFlip, 5e-2, 2.5e-2, 0.2, 0.95}},
     // dense 6.6e-2 / 4.9e-2 / 2.9e-2; moe 0.96 / 0.12 / 4.2e-2, argmax 51/56 at margin > 0.2;
-    // gptoss 0.71 / 0.11 / 4.4e-2, argmax 57/62
+    // gptoss 1.03 / 0.12 / 4.8e-2, argmax 56/60
     {DType::Q8_0, {0.12, 0.1, 6e-2, 0.2, 1.0}, {kFlip, 0.25, 8e-2, 0.2, 0.8}, {kFlip, 0.25, 8e-2, 0.2, 0.8}},
 };
 
@@ -405,16 +405,16 @@ struct CacheCase {
   Tolerance dense, moe, gptoss;
 };
 const CacheCase kCacheCases[] = {
-    // measured max / p90 / median: 9.2e-4 / 5.4e-4 / 3.7e-4 (the first six); gptoss 1.5e-3 / 1.1e-3 / 5.1e-4
+    // measured max / p90 / median: 9.2e-4 / 5.4e-4 / 3.7e-4 (the first six); gptoss 3.7e-3 / 1.3e-3 / 5.8e-4
     {DType::F16, DType::F16, {2e-3, 1.2e-3, 8e-4, 0.1, 1.0}, {2e-3, 1.2e-3, 8e-4, 0.1, 1.0},
-     {3e-3, 2.2e-3, 1e-3, 0.1, 1.0}},
-    // qwen3 2.8e-2 / 1.5e-2 / 8.6e-3; qwen3moe 0.45 / 4.3e-2 / 1.4e-2, argmax 68/70; gptoss 1.16 /
-    // 4.9e-2 / 1.5e-2, argmax 70/71
+     {8e-3, 2.6e-3, 1.2e-3, 0.1, 1.0}},
+    // qwen3 2.8e-2 / 1.5e-2 / 8.6e-3; qwen3moe 0.45 / 4.3e-2 / 1.4e-2, argmax 68/70; gptoss 0.54 /
+    // 3.3e-2 / 1.6e-2, argmax 68/69
     {DType::Q8_0, DType::Q8_0, {6e-2, 3e-2, 2e-2, 0.1, 1.0}, {kFlip, 0.1, 3e-2, 0.1, 0.9}, {kFlip, 0.1, 3e-2, 0.1, 0.9}},
-    // qwen3 0.34 / 0.23 / 0.14, argmax 63/76; qwen3moe 0.74 / 0.44 / 0.14, argmax 45/70; gptoss 1.36 /
-    // 0.93 / 0.27, argmax 38/71
+    // qwen3 0.34 / 0.23 / 0.14, argmax 63/76; qwen3moe 0.74 / 0.44 / 0.14, argmax 45/70; gptoss 1.24 /
+    // 0.75 / 0.30, argmax 41/69
     {DType::Q4_0, DType::Q4_0, {0.6, 0.45, 0.25, 0.1, 0.7}, {kFlip, 0.8, 0.3, 0.1, 0.5}, {kFlip, 1.5, 0.55, 0.1, 0.4}},
-    // qwen3 2.0e-2 / 1.0e-2 / 5.8e-3; qwen3moe 0.69 / 7.3e-3 / 4.3e-3; gptoss 0.36 / 1.9e-2 / 8.0e-3
+    // qwen3 2.0e-2 / 1.0e-2 / 5.8e-3; qwen3moe 0.69 / 7.3e-3 / 4.3e-3; gptoss 6.7e-2 / 1.9e-2 / 8.6e-3
     {DType::Q8_0, DType::F16, {4e-2, 2e-2, 1.2e-2, 0.1, 1.0}, {kFlip, 2e-2, 1.2e-2, 0.1, 0.9},
      {kFlip, 4e-2, 1.6e-2, 0.1, 0.9}},
 };
