@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "engine/cuda/matmul_common.cuh"
@@ -176,19 +177,65 @@ int floor_log2(int v) {
 struct DecodeShape {
   int wr = 8, wk_log2 = 0, splits = 1, row_blocks = 1;
 };
-DecodeShape plain_decode_shape(const Workspace& ws, const WeightView& wv, int n_iters) {
+// The shape with wr tiles a block along the rows and `splits` (0: the rule above) blocks along K,
+// within the caps.
+DecodeShape decode_shape(const Workspace& ws, const WeightView& wv, int n_iters, int wr, int64_t splits) {
   DecodeShape d;
-  const int n_tiles = static_cast<int>(ceil_div(wv.n_out, kTileRows));
-  const int rw = ws.tuning.rows_warps;
-  d.wr = rw == 1 || rw == 2 || rw == 4 ? rw : 8;
+  d.wr = wr;
   d.wk_log2 = floor_log2(8 / d.wr);
-  d.row_blocks = static_cast<int>(ceil_div(n_tiles, d.wr));
-  int64_t s = ws.tuning.splits > 0 ? ws.tuning.splits : ceil_div(2 * int64_t{ws.n_sm}, d.row_blocks);
+  d.row_blocks = static_cast<int>(ceil_div(ceil_div(wv.n_out, kTileRows), d.wr));
+  int64_t s = splits > 0 ? splits : ceil_div(2 * int64_t{ws.n_sm}, d.row_blocks);
   s = std::min<int64_t>(s, std::max(1, n_iters >> d.wk_log2));
   s = std::min<int64_t>(s, kPartialFloats / (int64_t{kDecodeTokens} * d.row_blocks * d.wr * kTileRows));
   if (d.row_blocks > kCounters) s = 1;
   d.splits = static_cast<int>(std::max<int64_t>(1, s));
   return d;
+}
+DecodeShape plain_decode_shape(const Workspace& ws, const WeightView& wv, int n_iters) {
+  const int rw = ws.tuning.rows_warps;
+  return decode_shape(ws, wv, n_iters, rw == 1 || rw == 2 || rw == 4 ? rw : 8, ws.tuning.splits);
+}
+
+// The int8 decode (kI8 formats, about 2.5 times fewer instructions a weight) is bound by how
+// full the one wave of blocks is, not by instructions: the rule above gives 4096 -> 14336 three
+// K splits of 112 row blocks, 336 blocks for 264 slots (two per SM on an H100), and the last 72
+// run alone. Here a weight fills at most one wave: splits floor(slots / row_blocks), and the rows
+// per block (wr 8, 4 or 2; the rest of the 8 warps split K inside the block, which costs no
+// partial sums) chosen for the most blocks within the wave, ties to the fewest K splits across
+// blocks; more row blocks than slots: wr 8, no split. Kernel lab on an H100 (session 8, graph
+// replay, one token): 4096 -> 14336 21.5 -> 19.0 us (wr 4, 224 blocks), 4096 -> 1024 8.0 -> 7.6
+// (wr 2, 32 x 4), 14336 -> 4096 within 1% (wr 2, 128 x 2).
+// `slots`: blocks in one wave. Each weight takes the shape it would have alone (so its results do
+// not depend on the weights beside it): weights share a launch only if their wr agree.
+int wave_rows_warps(const Workspace& ws, const WeightView& wv, int n_iters, int64_t slots) {
+  int best_wr = 8;
+  int64_t best_blocks = -1, best_splits = 0;
+  for (int wr : {8, 4, 2}) {
+    const DecodeShape d = decode_shape(ws, wv, n_iters, wr, std::max<int64_t>(1, slots / ceil_div(wv.n_out, kTileRows * wr)));
+    const int64_t blocks = int64_t{d.row_blocks} * d.splits;
+    if (blocks > slots) continue;
+    if (blocks > best_blocks || (blocks == best_blocks && d.splits < best_splits))
+      best_wr = wr, best_blocks = blocks, best_splits = d.splits;
+  }
+  return best_wr;
+}
+DecodeShape wave_decode_shape(const Workspace& ws, const WeightView& wv, int n_iters, int wr, int64_t slots) {
+  const int64_t rb = ceil_div(ceil_div(wv.n_out, kTileRows), wr);
+  return decode_shape(ws, wv, n_iters, wr, std::max<int64_t>(1, slots / rb));
+}
+
+// Whether a weight of this type takes the one-wave shapes (kI8 formats, VELOCITY_DECODE_WAVES=1,
+// no lab override). Off by default until a model-level benchmark shows the gain: only the
+// single products were measured (session 8; the device time ran out before the model run).
+bool wave_shapes(const Workspace& ws, DType type) {
+  return ws.waves && decode_q8(type) && ws.tuning.rows_warps == 0 && ws.tuning.splits == 0;
+}
+// The rows per decode block of a weight alone (a launch's parts must agree on it).
+int decode_rows_warps(const Workspace& ws, const Weight& w) {
+  const WeightView wv = view_of(w);
+  if (wave_shapes(ws, w.type))
+    return wave_rows_warps(ws, wv, static_cast<int>(ceil_div(wv.rl.nc, iter_chunks(w.type))), 2 * int64_t{ws.n_sm});
+  return plain_decode_shape(ws, wv, 1).wr;
 }
 
 // Element counts of the workspace's buffers (make_matmul_workspace, matmul_workspace_bytes).
@@ -221,6 +268,8 @@ Workspace::Workspace(int64_t rows, int64_t n_in) {
   VELOCITY_CUDA(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, device));
   VELOCITY_CUDA(cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, device));
   const WorkspaceSizes sz(rows, n_in);
+  const char* waves_env = std::getenv("VELOCITY_DECODE_WAVES");
+  waves = waves_env != nullptr && std::strcmp(waves_env, "1") == 0;
   max_rows = rows;
   max_n_in = n_in;
   ldk = sz.ldk;
@@ -301,8 +350,15 @@ void run_decode(Workspace& ws, std::span<const MatmulOut> group, int64_t n_decod
   p.n_iters = static_cast<int>(ceil_div(p.w.rl.nc, iter_chunks(w0.type)));
   p.n_parts = static_cast<int>(group.size());
   int blocks = 0;
+  // kI8 formats: one wave a weight, the rows per block chosen by the group's first weight (a
+  // launch has one wr); the lab's tuning overrides either rule.
+  const bool wave = wave_shapes(ws, w0.type);
+  const int64_t slots = 2 * int64_t{ws.n_sm};
+  const int wave_wr = decode_rows_warps(ws, w0);
   for (int i = 0; i < p.n_parts; ++i) {
-    const DecodeShape shape = plain_decode_shape(ws, view_of(*group[i].w), p.n_iters);
+    VELOCITY_CUDA_CHECK(decode_rows_warps(ws, *group[i].w) == wave_wr, "run_decode: one wr a launch");
+    const DecodeShape shape = wave ? wave_decode_shape(ws, view_of(*group[i].w), p.n_iters, wave_wr, slots)
+                                   : plain_decode_shape(ws, view_of(*group[i].w), p.n_iters);
     p.wr = shape.wr;  // the same for every part (the tuning's)
     p.wk_log2 = shape.wk_log2;
     DecodePart& part = p.part[i];
@@ -417,7 +473,8 @@ void matmul(std::span<const MatmulOut> outs, const float* x, int64_t ldx, int64_
     }
     size_t j = i + 1;
     if (mma_path(*outs[i].w))
-      while (j < outs.size() && j - i < kMaxDecodeParts && outs[j].w->type == outs[i].w->type && outs[j].w->n_out > 0)
+      while (j < outs.size() && j - i < kMaxDecodeParts && outs[j].w->type == outs[i].w->type && outs[j].w->n_out > 0 &&
+             decode_rows_warps(ws, *outs[j].w) == decode_rows_warps(ws, *outs[i].w))
         ++j;
     run_plain(ws, outs.subspan(i, j - i), x, ldx, n_tokens, n_decode, stream);
     i = j;

@@ -70,6 +70,7 @@ class Workspace final : public MatmulWorkspace {
   int32_t* tile_off = nullptr;    // [kMaxExperts + 1] first prompt tile of each expert
   int32_t* pair_list = nullptr;   // [max_rows] routed (token, slot) pairs grouped by expert
   DecodeTuning tuning;            // launch-size overrides (kernel lab)
+  bool waves = false;             // one-wave decode shapes for the kI8 formats (matmul.cu)
 };
 
 // ---- Launch descriptions ------------------------------------------------------------------------
