@@ -732,7 +732,9 @@ TEST(ConvertGptOss, ExpertsSplitTransposedAndConfigChecked) {
   EXPECT_TRUE(contains(error_with("\"attention_bias\": true", "\"attention_bias\": false"), "attention_bias"));
   EXPECT_TRUE(contains(error_with("\"sliding_attention\",\n    \"full_attention\"", "\"full_attention\",\n    \"sliding_attention\""),
                        "layer_types"));
-  EXPECT_TRUE(contains(error_with("\"swiglu_limit\": 7.0", "\"swiglu_limit\": 5.0"), "swiglu_limit"));
+  // transformers 5.17's save_pretrained leaves swiglu_limit out (the hub configs say 7.0): a
+  // different limit, added, is refused.
+  EXPECT_TRUE(contains(error_with("{", "{\n  \"swiglu_limit\": 5.0,"), "swiglu_limit"));
   fs::remove_all(dir);
 }
 
