@@ -28,13 +28,6 @@ DType cache_type(const std::string& name, const char* which) {
   return *t;
 }
 
-// The reasoning format a chat template implies.
-tok::ReasoningFormat reasoning_format(const std::string& source) {
-  if (source.find("<|channel|>") != std::string::npos) return tok::ReasoningFormat::Harmony;
-  if (source.find("<think>") != std::string::npos) return tok::ReasoningFormat::Think;
-  return tok::ReasoningFormat::None;
-}
-
 // The rendered prompt already opened the reasoning block (the model starts inside it).
 bool prompt_opens_think(const std::string& prompt) {
   size_t end = prompt.find_last_not_of(" \n\r\t");
@@ -179,7 +172,7 @@ void EngineService::load() {
     }
     if (!source.empty()) {
       template_.emplace(source);
-      reasoning_ = reasoning_format(source);
+      reasoning_ = tok::reasoning_format_of_template(source);
     }
     template_source_ = source;
     // A text of more bytes than n_ctx tokens can hold is refused before it is tokenised.
