@@ -218,6 +218,7 @@ std::string EngineService::memory_summary() const {
   s.head_dim_v = c.head_dim_v;
   s.cache_type_k = cache_type(entry_.cache_type_k, "cache_type_k");
   s.cache_type_v = cache_type(entry_.cache_type_v, "cache_type_v");
+  model::fill_latent_shape(c, s);
   auto gib = [](uint64_t b) {
     return b >= (uint64_t{1} << 30) ? fmt::format("{:.2f} GiB", static_cast<double>(b) / (1 << 30))
                                     : fmt::format("{:.1f} MiB", static_cast<double>(b) / (1 << 20));
