@@ -128,10 +128,6 @@ void CpuBackend::reserve(const StepShape& shape) {
   outputs_.reserve(shape.max_tokens);
   output_tokens_.assign(shape.max_logits, -1);
   rope_inv_freq_.reserve(static_cast<size_t>(std::max(shape.head_dim_k, int64_t{2}) / 2));
-  if (shape.kv_shared_v) {
-    mla_q_abs_ = alloc(shape.max_tokens, shape.n_head * shape.head_dim_k);
-    mla_latent_ = alloc(shape.max_tokens, shape.n_head * shape.head_dim_v);
-  }
   if (shape.n_expert > 0) {
     route_probs_.resize(shape.n_expert);
     route_allowed_.resize(shape.n_expert);
@@ -442,8 +438,10 @@ void CpuBackend::mla_attention(const MlaParams& p, const MlaLayer& layer, const 
   }
   rope_at(kv, dk, r, p.rope);
   // 2. Absorbed queries q'[t, h] = [k_b[h] q_nope[t, h] | rotated q_rope[t, h]], one product per head
-  // over all tokens (rows a head stride apart).
-  Act& qa = mla_q_abs_;
+  // over all tokens (rows a head stride apart). They and the latent outputs live in the block
+  // scratch's q [T, H*(R+rope)] and attn [T, H*R] (the cache's head dims), which the MLA block
+  // itself does not use.
+  Act& qa = scratch_.q;
   qa.n_rows = n;
   for (int64_t h = 0; h < h_count; ++h)
     matmul_->run(layer.wk_b.matrix(h), q.data + h * dq, q.n_cols, n, qa.data + h * dk, qa.n_cols);
@@ -459,7 +457,7 @@ void CpuBackend::mla_attention(const MlaParams& p, const MlaLayer& layer, const 
   ap.head_dim_k = dk;
   ap.head_dim_v = r;
   ap.scale = p.scale != 0 ? p.scale : 1.0f / std::sqrt(static_cast<float>(dq));
-  Act& latent = mla_latent_;
+  Act& latent = scratch_.attn;
   latent.n_rows = n;
   kv_->attend(pool_, ap, positions_.data(), seq_ids_.data(), qa, kv, kv, latent);
   // 4. out[t, h] = v_b[h] latent[t, h].

@@ -83,8 +83,6 @@ class CpuBackend final : public Backend {
   std::vector<float> expert_weights_;
   Act expert_x_, expert_gate_, expert_up_, expert_out_;
   std::vector<uint8_t> route_allowed_;  // [E] moe_route's group mask
-  // MLA scratch: absorbed queries [T, H*(R+rope)], latent outputs [T, H*R].
-  Act mla_q_abs_, mla_latent_;
 };
 
 }  // namespace velocity::engine::cpu
