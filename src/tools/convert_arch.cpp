@@ -36,6 +36,8 @@
 //                                          transposed) and attn_v_b.weight {R, v, H}
 //   mlp.gate.weight / .e_score_correction_bias  ffn_gate_inp.weight / exp_probs_b.bias
 //   mlp.shared_experts.{gate,up,down}_proj ffn_{gate,up,down}_shexp.weight
+//   mlp.experts.gate_up_proj [E, 2F, D] / down_proj [E, D, F] (transformers 5's fused experts, when
+//                                          a checkpoint has them): split / as they are
 //   model.layers.N. with N >= num_hidden_layers (V3's MTP layer): dropped, as llama.cpp does
 //
 // Why the llama permutation: HF's Llama applies RoPE with rotate_half, pairing dimension i with
@@ -164,9 +166,19 @@ class Planner {
     one(blk + "ffn_gate_inp.weight", m + "gate.weight", {c_.n_expert, d});
     if (has_(m + "gate.e_score_correction_bias"))
       one(blk + "exp_probs_b.bias", m + "gate.e_score_correction_bias", {c_.n_expert});
-    experts(blk + "ffn_gate_exps.weight", m + "experts.{}.gate_proj.weight", c_.n_ff_exp, d);
-    experts(blk + "ffn_up_exps.weight", m + "experts.{}.up_proj.weight", c_.n_ff_exp, d);
-    experts(blk + "ffn_down_exps.weight", m + "experts.{}.down_proj.weight", d, c_.n_ff_exp);
+    if (has_(m + "experts.gate_up_proj")) {
+      // transformers 5's fused layout (its in-memory one; save_pretrained normally writes the hub's
+      // per-expert tensors): gate_up_proj [E, 2F, D] with the gate rows first, down_proj [E, D, F].
+      const int64_t e = c_.n_expert, f = c_.n_ff_exp;
+      for (auto [part, offset] : {std::pair{"ffn_gate_exps", int64_t{0}}, std::pair{"ffn_up_exps", f * d}})
+        gathered(blk + part + ".weight", {d, f, e}, m + "experts.gate_up_proj", {e, 2 * f, d},
+                 {.rows_per_slab = f, .slab = 2 * f * d, .row_step = d, .offset = offset, .stride = 1});
+      one(blk + "ffn_down_exps.weight", m + "experts.down_proj", {e, d, f});
+    } else {
+      experts(blk + "ffn_gate_exps.weight", m + "experts.{}.gate_proj.weight", c_.n_ff_exp, d);
+      experts(blk + "ffn_up_exps.weight", m + "experts.{}.up_proj.weight", c_.n_ff_exp, d);
+      experts(blk + "ffn_down_exps.weight", m + "experts.{}.down_proj.weight", d, c_.n_ff_exp);
+    }
     if (c_.n_expert_shared > 0) {
       const int64_t fs = c_.n_ff_exp * c_.n_expert_shared;
       one(blk + "ffn_gate_shexp.weight", m + "shared_experts.gate_proj.weight", {fs, d});

@@ -832,5 +832,58 @@ TEST(ConvertDeepseek2, KvBSplitKeysAndConfigChecked) {
   fs::remove_all(dir);
 }
 
+// The same checkpoint with transformers 5's fused experts (gate_up_proj [E, 2F, D], gate rows
+// first; down_proj [E, D, F]) converts to the same GGUF tensors as the hub's per-expert form.
+TEST(ConvertDeepseek2, FusedExpertsEqualPerExpert) {
+  const fs::path fixture = fs::path(VELOCITY_SOURCE_DIR) / "tests" / "fixtures" / "hf" / "deepseek2lite";
+  if (!fs::exists(fixture / "config.json")) GTEST_SKIP() << fixture << " is missing";
+  const fs::path dir = fs::temp_directory_path() / ("velocity-convert-ds2-fused-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "fused");
+  for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json"}) fs::copy(fixture / f, dir / "fused" / f);
+  const SafetensorsFile st = SafetensorsFile::open((fixture / "model.safetensors").string());
+  auto floats = [&](const std::string& name) {
+    const SafeTensor* t = st.find(name);
+    EXPECT_NE(t, nullptr) << name;
+    std::vector<float> v(t->data.size() / 4);
+    std::memcpy(v.data(), t->data.data(), t->data.size());
+    return v;
+  };
+  const int64_t n_expert = 4, f = 32, d = 64;
+  std::map<std::string, testing::HfTensor> out;
+  for (const SafeTensor& t : st.tensors())
+    if (t.name.find(".mlp.experts.") == std::string::npos) out[t.name] = {"F32", t.shape, floats(t.name)};
+  for (int il = 1; il < 3; ++il) {
+    const std::string x = "model.layers." + std::to_string(il) + ".mlp.experts.";
+    testing::HfTensor gate_up{"F32", {n_expert, 2 * f, d}, {}}, down{"F32", {n_expert, d, f}, {}};
+    for (int64_t e = 0; e < n_expert; ++e) {
+      for (const char* part : {"gate_proj", "up_proj"}) {
+        const auto v = floats(x + std::to_string(e) + "." + part + ".weight");
+        gate_up.values.insert(gate_up.values.end(), v.begin(), v.end());
+      }
+      const auto v = floats(x + std::to_string(e) + ".down_proj.weight");
+      down.values.insert(down.values.end(), v.begin(), v.end());
+    }
+    out[x + "gate_up_proj"] = gate_up;
+    out[x + "down_proj"] = down;
+  }
+  testing::write_safetensors(dir / "fused" / "model.safetensors", out);
+  ConvertOptions o{.input_dir = fixture.string(), .output = (dir / "hub.gguf").string(), .type = DType::F32,
+                   .quiet = true};
+  convert_hf(o);
+  o.input_dir = (dir / "fused").string();
+  o.output = (dir / "fused.gguf").string();
+  convert_hf(o);
+  const gguf::File hub = gguf::File::open((dir / "hub.gguf").string()), fused = gguf::File::open(o.output);
+  ASSERT_EQ(hub.tensors().size(), fused.tensors().size());
+  for (const gguf::TensorInfo& t : hub.tensors()) {
+    const gguf::TensorInfo* u = fused.find_tensor(t.name);
+    ASSERT_NE(u, nullptr) << t.name;
+    EXPECT_EQ(t.shape, u->shape) << t.name;
+    EXPECT_TRUE(std::equal(t.bytes().begin(), t.bytes().end(), u->bytes().begin(), u->bytes().end())) << t.name;
+  }
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace velocity::tools
