@@ -88,8 +88,11 @@ class Deepseek2 final : public Architecture {
     moe_.normalize_weights = c.moe_norm_weights;
     moe_.weights_scale = h.real("expert_weights_scale", 1.0f);
     if (!(moe_.weights_scale > 0)) bad("expert_weights_scale must be positive");
-    const int64_t gating = h.count("expert_gating_func", 1);
-    if (gating != 1 && gating != 2) bad(fmt::format("expert_gating_func {} is not softmax (1) or sigmoid (2)", gating));
+    // llama.cpp: 0 (none) or absent means softmax, for the V2 files written before the key existed.
+    const float gating_value = h.real("expert_gating_func", 1.0f);
+    const int64_t gating = gating_value == 0 ? 1 : static_cast<int64_t>(gating_value);
+    if ((gating != 1 && gating != 2) || gating_value != static_cast<float>(static_cast<int64_t>(gating_value)))
+      bad(fmt::format("expert_gating_func {} is not softmax (1) or sigmoid (2)", gating_value));
     moe_.scoring = gating == 2 ? engine::MoeParams::Scoring::Sigmoid : engine::MoeParams::Scoring::Softmax;
     moe_.n_group = h.count("expert_group_count", 1);
     moe_.n_group_used = h.count("expert_group_used_count", moe_.n_group);
@@ -101,7 +104,7 @@ class Deepseek2 final : public Architecture {
                       moe_.n_group_used, c.n_expert_used));
     if (c.n_ff_shared > 0) c.features.push_back(F::SharedExperts);
     const bool has_bias = h.file().find_tensor(Weights::layer(n_dense_, "exp_probs_b.bias")) != nullptr;
-    if (gating == 2 || has_bias || moe_.n_group > 1 || moe_.weights_scale != 1.0f || !c.moe_norm_weights)
+    if (gating == 2 || has_bias || moe_.n_group > 1 || moe_.weights_scale != 1.0f)
       c.features.push_back(F::GroupedRouting);
   }
 

@@ -183,6 +183,18 @@ TEST(Deepseek2, NextnLayersAreSkipped) {
   for (float x : model->forward(b)) ASSERT_TRUE(std::isfinite(x));
 }
 
+// expert_gating_func 0 ("none", or V2 files from before the key) is softmax, as llama.cpp reads it;
+// softmax and sigmoid routing give different logits on the synth file.
+TEST(Deepseek2, GatingNoneIsSoftmax) {
+  auto keep = [](Tensors&) {};
+  const auto none =
+      logits_of(rewrite(synth_f32(), "gating-0.gguf", {{"deepseek2.expert_gating_func", u32(0)}}, keep), 6);
+  const auto softmax =
+      logits_of(rewrite(synth_f32(), "gating-1.gguf", {{"deepseek2.expert_gating_func", u32(1)}}, keep), 6);
+  EXPECT_EQ(none, softmax);
+  EXPECT_GT(max_rel(logits_of(synth_f32(), 6), softmax), 1e-3);
+}
+
 TEST(Deepseek2, MissingTensorsAreErrors) {
   auto drop = [](std::string name) { return [name](Tensors& t) { t[name].second.clear(); }; };
   expect_load_error(rewrite(synth_f32(), "no-kv-a-norm.gguf", {}, drop("blk.1.attn_kv_a_norm.weight")),
