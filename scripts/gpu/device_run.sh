@@ -32,7 +32,9 @@ for stage in $stages; do
       timeout ${TEST_TIMEOUT:-300} "$bin/velocity_gpu_tests" ${TEST_FILTER:+--gtest_filter=$TEST_FILTER} 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |\[gpu-model\]|tests ran" ;;
     hf)
       log "HF reference on cuda:0"
-      VELOCITY_TEST_DEVICE=cuda:0 "$bin/velocity_model_tests" --gtest_filter='*HfReference*' 2>&1 | tee "$OUT/hf_cuda.log" |
+      # deepseek2 needs features the CUDA backend does not compute yet (MLA, grouped routing, shared
+      # experts): its load is refused there by design, so its cases run on the CPU only for now.
+      VELOCITY_TEST_DEVICE=cuda:0 "$bin/velocity_model_tests" --gtest_filter='*HfReference*:-*deepseek*' 2>&1 | tee "$OUT/hf_cuda.log" |
         grep -E "^\[  (FAILED|PASSED) |tests ran|Failure" ;;
     sanitize)
       log "compute-sanitizer"

@@ -18,6 +18,9 @@ const char* feature_name(Feature f) {
     case Feature::AttentionOutputBias: return "an attention output bias";
     case Feature::ExpertBiases: return "router and expert biases";
     case Feature::ClampedSwiglu: return "the clamped SwiGLU";
+    case Feature::LatentAttention: return "multi-head latent attention";
+    case Feature::SharedExperts: return "shared experts";
+    case Feature::GroupedRouting: return "DeepSeek's expert routing (sigmoid, selection bias, expert groups)";
   }
   return "?";
 }
@@ -94,16 +97,18 @@ void Backend::check_batch(const Batch& batch) {
 uint64_t Backend::kv_cache_bytes(const StepShape& s) {
   const int64_t layers = s.kv_layers.empty() ? s.n_layer : static_cast<int64_t>(s.kv_layers.size());
   if (layers == 0 || s.n_layer == 0) return 0;
+  const int64_t v_bytes = s.kv_shared_v ? 0 : dtype_row_bytes(s.cache_type_v, s.head_dim_v);
   return static_cast<uint64_t>(layers * s.n_slots * s.n_ctx * s.n_head_kv) *
-         static_cast<uint64_t>(dtype_row_bytes(s.cache_type_k, s.head_dim_k) + dtype_row_bytes(s.cache_type_v, s.head_dim_v));
+         static_cast<uint64_t>(dtype_row_bytes(s.cache_type_k, s.head_dim_k) + v_bytes);
 }
 
 uint64_t Backend::block_scratch_bytes(const StepShape& s) {
   const int64_t t = s.max_tokens;
   int64_t floats = 2 * t * s.n_embd + t * s.n_head * s.head_dim_k + t * s.n_head_kv * (s.head_dim_k + s.head_dim_v) +
                    t * s.n_head * s.head_dim_v;
-  const int64_t n_ff = std::max(s.n_ff, s.n_ff_expert);
+  const int64_t n_ff = std::max({s.n_ff, s.n_ff_expert, s.n_ff_shared});
   if (n_ff > 0) floats += 2 * t * n_ff;
+  floats += t * (s.mla_q_dim + s.mla_q_lora + s.mla_out_dim);
   if (s.n_expert > 0) floats += t * s.n_expert + 2 * t * s.n_expert_used;  // router logits, route ids + weights
   if (s.has_output) floats += s.max_logits * (s.n_embd + s.n_vocab);
   return static_cast<uint64_t>(floats) * 4;
@@ -119,7 +124,10 @@ void Backend::reserve_blocks() {
   scratch_.k = alloc(t, s.n_head_kv * s.head_dim_k);
   scratch_.v = alloc(t, s.n_head_kv * s.head_dim_v);
   scratch_.attn = alloc(t, s.n_head * s.head_dim_v);
-  const int64_t n_ff = std::max(s.n_ff, s.n_ff_expert);
+  const int64_t n_ff = std::max({s.n_ff, s.n_ff_expert, s.n_ff_shared});
+  if (s.mla_q_dim > 0) scratch_.mla_q = alloc(t, s.mla_q_dim);
+  if (s.mla_q_lora > 0) scratch_.mla_qa = alloc(t, s.mla_q_lora);
+  if (s.mla_out_dim > 0) scratch_.mla_out = alloc(t, s.mla_out_dim);
   if (n_ff > 0) {
     scratch_.gate = alloc(t, n_ff);
     scratch_.up = alloc(t, n_ff);
@@ -141,6 +149,10 @@ void Backend::matmuls(const Act& x, std::span<const Weight* const> ws, std::span
 
 void Backend::swiglu_clamped(const Act&, const Act&, const ExpertGlu&, Act&) {
   fail("{}: {} is not implemented on this backend", name(), feature_name(Feature::ClampedSwiglu));
+}
+
+void Backend::mla_attention(const MlaParams&, const MlaLayer&, const Act&, Act&, Act&) {
+  fail("{}: {} is not implemented on this backend", name(), feature_name(Feature::LatentAttention));
 }
 
 void Backend::attention_block(const AttentionLayer& layer, const AttentionParams& p, Act& x) {
@@ -189,6 +201,34 @@ void Backend::moe_block(const MoeLayer& layer, const MoeParams& p, float eps, Ac
   s.route.n_tokens = n;
   moe_route(s.router, p, s.route);
   moe_experts(s.route, layer, s.norm, rows(s.proj, n));
+  add(x, s.proj);
+  if (!layer.gate_shexp.present()) return;
+  // The shared experts read the same normed input; x takes the two sums one after the other.
+  Act gate = s.gate, up = s.up;
+  gate.n_cols = up.n_cols = layer.gate_shexp.n_out;
+  gate.n_rows = up.n_rows = n;
+  const Weight* const gate_up[] = {&layer.gate_shexp, &layer.up_shexp};
+  Act* const gate_up_out[] = {&gate, &up};
+  matmuls(s.norm, gate_up, gate_up_out);
+  swiglu(gate, up, gate);
+  matmul(layer.down_shexp, gate, rows(s.proj, n));
+  add(x, s.proj);
+}
+
+void Backend::mla_attention_block(const MlaLayer& layer, const MlaParams& p, Act& x) {
+  const int64_t n = x.n_rows;
+  BlockScratch& s = scratch_;
+  rms_norm(x, layer.norm, p.norm_eps, rows(s.norm, n));
+  if (layer.wq_a.present()) {
+    matmul(layer.wq_a, s.norm, rows(s.mla_qa, n));
+    rms_norm(s.mla_qa, layer.q_a_norm, p.norm_eps, s.mla_qa);
+    matmul(layer.wq_b, s.mla_qa, rows(s.mla_q, n));
+  } else {
+    matmul(layer.wq, s.norm, rows(s.mla_q, n));
+  }
+  matmul(layer.wkv_a, s.norm, rows(s.k, n));
+  mla_attention(p, layer, s.mla_q, s.k, rows(s.mla_out, n));
+  matmul(layer.wo, s.mla_out, rows(s.proj, n));
   add(x, s.proj);
 }
 

@@ -91,6 +91,14 @@ struct StepShape {
   int64_t n_ctx = 0;         // positions per sequence
   DType cache_type_k = DType::F16;  // F32, F16, Q8_0 or Q4_0 (CPU); see Backend::supports_cache_type
   DType cache_type_v = DType::F16;
+  // Multi-head latent attention (deepseek2): each cache row is one shared "head" (n_head_kv 1) of
+  // head_dim_k = kv_lora_rank + rope values whose first head_dim_v = kv_lora_rank values are
+  // also the V row: no V storage, and the cache type is cache_type_k's (mla_attention).
+  bool kv_shared_v = false;
+  int64_t mla_q_dim = 0;      // H * (qk_nope + qk_rope): the query before absorption
+  int64_t mla_q_lora = 0;     // q LoRA rank (0: none)
+  int64_t mla_out_dim = 0;    // H * v_head_dim: the heads' values after attn_v_b
+  int64_t n_ff_shared = 0;    // shared-expert FFN width (n_ff_expert * shared experts)
   // The layers whose KV cache this backend holds (the layers it runs); empty: all n_layer.
   std::vector<int32_t> kv_layers;
   // What this backend's part of the step needs: the embedding (first device) and the output
@@ -149,12 +157,54 @@ struct MoeLayer {
   // down [D, E].
   Weight router_b, gate_exps_b, up_exps_b, down_exps_b;
   ExpertGlu glu;
+  // Optional shared experts (deepseek2): one SwiGLU FFN [D -> Fs -> D] every token runs on the
+  // same normed input, added to the routed experts' output.
+  Weight gate_shexp, up_shexp, down_shexp;
 };
 
 struct MoeParams {
   int64_t n_expert = 0;
   int64_t n_expert_used = 0;   // k
-  bool normalize_weights = true;  // renormalise the k selected softmax weights to sum to 1
+  bool normalize_weights = true;  // renormalise the k selected weights to sum to 1
+  // DeepSeek's routing (deepseek2; the defaults are the llama family's):
+  //   scores = softmax(logits) or sigmoid(logits); choice = scores + selection_bias (V3's
+  //   e_score_correction_bias, GGUF exp_probs_b: it picks experts, it never weighs them);
+  //   with n_group > 1 the experts split into n_group equal groups ranked by the sum of their
+  //   two best choice values, and only the n_group_used best groups' experts may be picked;
+  //   the k best choice values pick the experts, weighted by their scores (renormalised when
+  //   normalize_weights) times weights_scale.
+  enum class Scoring { Softmax, Sigmoid };
+  Scoring scoring = Scoring::Softmax;
+  Weight selection_bias;       // F32 [E] on the router's device, or absent
+  int64_t n_group = 1, n_group_used = 1;
+  float weights_scale = 1.0f;
+};
+
+// Multi-head latent attention (DeepSeek-V2/V3, GGUF deepseek2) of one layer. Per head h: the
+// query is [nope | rope] (the rope part rotated), the key [k_b[h]^T-lifted latent | shared
+// rotated rope key], the value v_b[h] of the latent. The cache holds per token only the
+// normed latent c (R = kv_lora_rank) and the rotated rope key (StepShape::kv_shared_v), and
+// attention runs absorbed: q'[h] = [k_b[h] q_nope[h] | q_rope[h]] against rows [c | k_rope],
+// values c, then out[h] = v_b[h] (softmax-weighted sum of c).
+struct MlaLayer {
+  Weight norm;                 // [D] attn_norm
+  Weight wq;                   // [D -> H*(nope+rope)], or absent with q LoRA:
+  Weight wq_a, q_a_norm, wq_b; // [D -> Rq], [Rq], [Rq -> H*(nope+rope)]
+  Weight wkv_a;                // [D -> R + rope] (attn_kv_a_mqa: latent then rope key)
+  Weight kv_a_norm;            // [R]
+  Weight wk_b;                 // H matrices [nope -> R] (attn_k_b)
+  Weight wv_b;                 // H matrices [R -> dv] (attn_v_b)
+  Weight wo;                   // [H*dv -> D]
+};
+
+struct MlaParams {
+  int32_t layer = 0;
+  int64_t n_head = 0;
+  int64_t kv_lora_rank = 0;    // R
+  int64_t qk_nope = 0, qk_rope = 0, v_head_dim = 0;
+  float norm_eps = 1e-6f;      // the input, q_a and kv_a norms
+  float scale = 0;             // softmax scale (DeepSeek: mscale^2 / sqrt(nope + rope) with YaRN)
+  RopeParams rope;             // n_rot = qk_rope; rotates the rope parts only
 };
 
 // Which experts each token uses and with what weight: ids [T, k], weights [T, k], in backend
@@ -176,6 +226,9 @@ enum class Feature {
   AttentionOutputBias,  // AttentionLayer::bo
   ExpertBiases,         // MoeLayer::router_b, gate/up/down_exps_b
   ClampedSwiglu,        // ExpertGlu::Kind::Clamped
+  LatentAttention,      // mla_attention_block, StepShape::kv_shared_v
+  SharedExperts,        // MoeLayer::gate_shexp, up_shexp, down_shexp
+  GroupedRouting,       // MoeParams scoring, selection_bias, n_group, weights_scale
 };
 const char* feature_name(Feature f);  // "attention sinks", ...
 
@@ -275,14 +328,21 @@ class Backend {
   virtual void moe_experts(const MoeRoute& route, const MoeLayer& layer, const Act& x, Act& out) = 0;
   // out = the rows of x whose token has an output, in batch order
   virtual void select_output_rows(const Act& x, Act& out) = 0;
+  // Multi-head latent attention (MlaLayer) of q [T, H*(nope+rope)] and kv [T, R + rope] (the
+  // attn_kv_a_mqa product; normed and rotated in place): writes each token's [c | k_rope] row
+  // to the cache of p.layer, attends absorbed, out [T, H*dv] (before attn_output). The default
+  // throws: a backend without Feature::LatentAttention never gets such a model.
+  virtual void mla_attention(const MlaParams& p, const MlaLayer& layer, const Act& q, Act& kv, Act& out);
 
   // --- Blocks (reference composition in backend.cpp; override to fuse) --------------------------
   // x += attention(rms_norm(x)) (+ bo)
   virtual void attention_block(const AttentionLayer& layer, const AttentionParams& p, Act& x);
   // x += down(silu(gate(rms_norm(x))) * up(rms_norm(x)))
   virtual void ffn_block(const FfnLayer& layer, float eps, Act& x);
-  // x += moe(rms_norm(x)), the router logits with router_b when present
+  // x += moe(rms_norm(x)), the router logits with router_b when present; + the shared experts
   virtual void moe_block(const MoeLayer& layer, const MoeParams& p, float eps, Act& x);
+  // x += wo(mla_attention(q(rms_norm(x)), kv_a(rms_norm(x)))), q through the q LoRA when present
+  virtual void mla_attention_block(const MlaLayer& layer, const MlaParams& p, Act& x);
   // logits = head(rms_norm(x)) for the output rows; kept for read_output()
   virtual void output_block(const Weight& norm, const Weight& head, float eps, const Act& x);
 
@@ -297,6 +357,7 @@ class Backend {
     Act router;                      // [T, E]
     MoeRoute route;
     Act logits_in, logits;           // [T, D], [T, V]
+    Act mla_q, mla_qa, mla_out;      // [T, H*(nope+rope)], [T, Rq], [T, H*dv] (MLA models)
   };
   // Called by reserve() implementations once shape_ is set: allocates BlockScratch through alloc()
   // and route storage through alloc_route().

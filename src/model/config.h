@@ -46,6 +46,15 @@ struct Config {
   int64_t n_ff_expert = 0;     // <arch>.expert_feed_forward_length (or n_ff for Mixtral)
   bool moe_norm_weights = true;  // renormalise the top-k weights (Mixtral, Qwen3-MoE: yes)
   bool tied_output = false;    // no output.weight: the head is token_embd
+  // deepseek2 (multi-head latent attention; engine::MlaLayer). Its KV cache is one shared row of
+  // kv_lora_rank + qk_rope per token and layer: n_head_kv 1, head_dim_k kv_lora_rank + qk_rope,
+  // head_dim_v kv_lora_rank, kv_latent (StepShape::kv_shared_v).
+  bool kv_latent = false;
+  int64_t q_lora_rank = 0;     // attention.q_lora_rank (0: attn_q, no q LoRA)
+  int64_t kv_lora_rank = 0;    // attention.kv_lora_rank
+  int64_t qk_nope = 0, qk_rope = 0;  // per-head query/key widths without and with RoPE
+  int64_t v_head_dim = 0;      // per-head value width
+  int64_t n_ff_shared = 0;     // shared experts' FFN width (expert_feed_forward_length * expert_shared_count)
   // gpt-oss
   int64_t sliding_window = 0;  // <arch>.attention.sliding_window: the window of the sliding layers
   // What the architecture needs of a backend beyond the llama family's ops (engine::Feature);

@@ -19,8 +19,11 @@ std::unique_ptr<Architecture> make_qwen2();
 std::unique_ptr<Architecture> make_qwen3();
 std::unique_ptr<Architecture> make_qwen3moe();
 std::unique_ptr<Architecture> make_gptoss();
+std::unique_ptr<Architecture> make_deepseek2();
 
-std::vector<std::string> supported_architectures() { return {"llama", "qwen2", "qwen3", "qwen3moe", "gpt-oss"}; }
+std::vector<std::string> supported_architectures() {
+  return {"llama", "qwen2", "qwen3", "qwen3moe", "gpt-oss", "deepseek2"};
+}
 
 std::unique_ptr<Architecture> make_architecture(const std::string& arch, const std::string& file) {
   if (arch == "llama") return make_llama();
@@ -28,6 +31,7 @@ std::unique_ptr<Architecture> make_architecture(const std::string& arch, const s
   if (arch == "qwen3") return make_qwen3();
   if (arch == "qwen3moe") return make_qwen3moe();
   if (arch == "gpt-oss") return make_gptoss();
+  if (arch == "deepseek2") return make_deepseek2();
   fail("{}: architecture \"{}\" is not supported (supported: {})", file, arch, fmt::join(supported_architectures(), ", "));
 }
 
@@ -66,6 +70,16 @@ void read_common_config(const Hparams& h, const gguf::File& file, Config& c) {
 }
 
 }  // namespace
+
+void fill_latent_shape(const Config& c, engine::StepShape& s) {
+  s.n_ff_shared = c.n_ff_shared;
+  if (!c.kv_latent) return;
+  s.kv_shared_v = true;
+  s.cache_type_v = s.cache_type_k;  // the latent is K and V at once
+  s.mla_q_dim = c.n_head * (c.qk_nope + c.qk_rope);
+  s.mla_q_lora = c.q_lora_rank;
+  s.mla_out_dim = c.n_head * c.v_head_dim;
+}
 
 // Holds what Model needs beyond the architecture: the embedding and the head.
 struct ModelWeights {
@@ -168,6 +182,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     s.n_ctx = m->n_ctx_;
     s.cache_type_k = options.cache_type_k;
     s.cache_type_v = options.cache_type_v;
+    fill_latent_shape(c, s);
     for (int64_t il = 0; il < c.n_layer; ++il)
       if (layer_backends[il] == b) s.kv_layers.push_back(static_cast<int32_t>(il));
     if (s.kv_layers.empty()) s.n_layer = 0;  // holds no layer: no KV cache

@@ -26,6 +26,10 @@
 
 namespace velocity::model {
 
+// The step-shape fields a model's config sizes beyond the common ones: the shared experts'
+// width and, for multi-head latent attention, the latent cache and the MLA scratch.
+void fill_latent_shape(const Config& c, engine::StepShape& s);
+
 struct LoadOptions {
   int64_t n_ctx = 0;          // positions per sequence; 0: the model's context length, capped at 4096
   int64_t n_slots = 1;        // sequences held at once (seq ids 0..n_slots-1)

@@ -104,6 +104,23 @@ engine::Weight Weights::on_device(const std::string& name, std::initializer_list
   return w;
 }
 
+const gguf::TensorInfo& Weights::host(const std::string& name, std::initializer_list<int64_t> shape) {
+  const gguf::TensorInfo* t = file_.find_tensor(name);
+  if (!t) fail("{}: tensor {} is missing", file_.shards().at(0).path, name);
+  const std::vector<int64_t> expected(shape);
+  if (t->shape != expected)
+    fail("{}: tensor {}: expected shape [{}], found [{}]", file_.shards().at(0).path, t->name, fmt::join(expected, ", "),
+         fmt::join(t->shape, ", "));
+  if (!t->data) fail("{}: tensor {} has no data (a header-only file cannot be run)", file_.shards().at(0).path, t->name);
+  used_.insert(t->name);
+  return *t;
+}
+
+void Weights::skip_prefix(const std::string& prefix) {
+  for (const auto& t : file_.tensors())
+    if (t.name.starts_with(prefix)) used_.insert(t.name);
+}
+
 void Weights::check_all_used() const {
   std::vector<std::string> unused;
   for (const auto& t : file_.tensors())

@@ -32,6 +32,14 @@ class Weights {
   engine::Weight optional(const std::string& name, std::initializer_list<int64_t> shape);
   // A tensor several layers read (rope frequency factors): one copy on each device asked for.
   engine::Weight on_device(const std::string& name, std::initializer_list<int64_t> shape, engine::Device device);
+  bool has(const std::string& name) const { return file_.find_tensor(name) != nullptr; }
+  const gguf::File& file() const { return file_; }
+  // A tensor the architecture reworks at load (deepseek2's attn_kv_b, split into attn_k_b and
+  // attn_v_b): shape-checked, marked used, not uploaded; its bytes are in the file's mapping.
+  const gguf::TensorInfo& host(const std::string& name, std::initializer_list<int64_t> shape);
+  // Marks every tensor whose name starts with `prefix` used without uploading it (tensors a
+  // file carries and the forward pass ignores: deepseek2's next-token-prediction layers).
+  void skip_prefix(const std::string& prefix);
   // The device of layer il (its attention and KV cache).
   engine::Device layer_device(int64_t il) const { return placement_.layer(il); }
   engine::Backend& backend(engine::Device device) const;

@@ -28,13 +28,6 @@ DType cache_type(const std::string& name, const char* which) {
   return *t;
 }
 
-// The reasoning format a chat template implies.
-tok::ReasoningFormat reasoning_format(const std::string& source) {
-  if (source.find("<|channel|>") != std::string::npos) return tok::ReasoningFormat::Harmony;
-  if (source.find("<think>") != std::string::npos) return tok::ReasoningFormat::Think;
-  return tok::ReasoningFormat::None;
-}
-
 // The rendered prompt already opened the reasoning block (the model starts inside it).
 bool prompt_opens_think(const std::string& prompt) {
   size_t end = prompt.find_last_not_of(" \n\r\t");
@@ -179,7 +172,7 @@ void EngineService::load() {
     }
     if (!source.empty()) {
       template_.emplace(source);
-      reasoning_ = reasoning_format(source);
+      reasoning_ = tok::reasoning_format_of_template(source);
     }
     template_source_ = source;
     // A text of more bytes than n_ctx tokens can hold is refused before it is tokenised.
@@ -225,6 +218,7 @@ std::string EngineService::memory_summary() const {
   s.head_dim_v = c.head_dim_v;
   s.cache_type_k = cache_type(entry_.cache_type_k, "cache_type_k");
   s.cache_type_v = cache_type(entry_.cache_type_v, "cache_type_v");
+  model::fill_latent_shape(c, s);
   auto gib = [](uint64_t b) {
     return b >= (uint64_t{1} << 30) ? fmt::format("{:.2f} GiB", static_cast<double>(b) / (1 << 30))
                                     : fmt::format("{:.1f} MiB", static_cast<double>(b) / (1 << 20));

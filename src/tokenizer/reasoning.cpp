@@ -47,6 +47,13 @@ template <class Tags> size_t partial_suffix_any(std::string_view text, const Tag
 
 }  // namespace
 
+ReasoningFormat reasoning_format_of_template(std::string_view source) {
+  if (source.find("<|channel|>") != std::string_view::npos) return ReasoningFormat::Harmony;
+  if (source.find("<think>") != std::string_view::npos || source.find("</think>") != std::string_view::npos)
+    return ReasoningFormat::Think;
+  return ReasoningFormat::None;
+}
+
 ReasoningParser::ReasoningParser(ReasoningFormat format, bool starts_in_reasoning) : format_(format) {
   switch (format) {
     case ReasoningFormat::None: state_ = State::Content; break;

@@ -21,6 +21,11 @@ namespace velocity::tok {
 
 enum class ReasoningFormat { None, Think, Harmony };
 
+// The reasoning format a chat template's source implies: Harmony for gpt-oss's channels, Think
+// for templates that open or strip "<think>" blocks (DeepSeek-R1's first template only splits
+// content at "</think>"; its later ones and Qwen3's write "<think>"), None otherwise.
+ReasoningFormat reasoning_format_of_template(std::string_view source);
+
 struct ReasoningDelta {
   std::string reasoning;
   std::string content;

@@ -200,7 +200,7 @@ ConvertResult convert_hf(const ConvertOptions& options) {
     tensors.push_back(std::move(r));
   }
   for (const SafetensorsModel::Entry& e : model.tensors) {
-    if (!used.contains(e.tensor->name) && !is_ignored_source(e.tensor->name))
+    if (!used.contains(e.tensor->name) && !is_ignored_source(config, e.tensor->name))
       fail("{}: tensor '{}' is not part of a {} model as velocity convert maps it (config: {})",
            model.shards[e.shard]->name(), e.tensor->name, config.hf_arch, config.path);
   }

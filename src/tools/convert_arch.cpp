@@ -28,6 +28,18 @@
 //                                                                     keeps [in, out] per expert)
 //   mlp.experts.down_proj_bias [E, H]      ffn_down_exps.bias         {H, E}
 //
+// deepseek2 (DeepseekV2Model), where they differ:
+//   self_attn.q_a_proj / q_a_layernorm / q_b_proj  attn_q_a / attn_q_a_norm / attn_q_b (or q_proj: attn_q)
+//   self_attn.kv_a_proj_with_mqa           attn_kv_a_mqa.weight
+//   self_attn.kv_a_layernorm               attn_kv_a_norm.weight
+//   self_attn.kv_b_proj [H*(nope+v), R]    attn_k_b.weight {nope, R, H} (each head's key rows
+//                                          transposed) and attn_v_b.weight {R, v, H}
+//   mlp.gate.weight / .e_score_correction_bias  ffn_gate_inp.weight / exp_probs_b.bias
+//   mlp.shared_experts.{gate,up,down}_proj ffn_{gate,up,down}_shexp.weight
+//   mlp.experts.gate_up_proj [E, 2F, D] / down_proj [E, D, F] (transformers 5's fused experts, when
+//                                          a checkpoint has them): split / as they are
+//   model.layers.N. with N >= num_hidden_layers (V3's MTP layer): dropped, as llama.cpp does
+//
 // Why the llama permutation: HF's Llama applies RoPE with rotate_half, pairing dimension i with
 // i + head_dim/2; ggml's "normal" RoPE (llama) pairs 2i with 2i+1. LlamaModel.permute reorders the
 // rows of each head's Q and K projections, (2, head_dim/2) -> (head_dim/2, 2), so that the
@@ -120,8 +132,64 @@ class Planner {
     one(blk + "ffn_down_exps.bias", x + "down_proj_bias", {e, d});
   }
 
+  void deepseek2_block(int64_t il) {
+    const std::string hf = fmt::format("model.layers.{}.", il);
+    const std::string blk = fmt::format("blk.{}.", il);
+    const int64_t d = c_.n_embd, h = c_.n_head, r = c_.kv_lora_rank, nope = c_.qk_nope, v = c_.v_head_dim;
+    const int64_t q_dim = h * (nope + c_.qk_rope), per_head = nope + v;
+    const std::string a = hf + "self_attn.";
+    one(blk + "attn_norm.weight", hf + "input_layernorm.weight", {d});
+    if (c_.q_lora_rank > 0) {
+      one(blk + "attn_q_a.weight", a + "q_a_proj.weight", {c_.q_lora_rank, d});
+      one(blk + "attn_q_a_norm.weight", a + "q_a_layernorm.weight", {c_.q_lora_rank});
+      one(blk + "attn_q_b.weight", a + "q_b_proj.weight", {q_dim, c_.q_lora_rank});
+    } else {
+      one(blk + "attn_q.weight", a + "q_proj.weight", {q_dim, d});
+    }
+    one(blk + "attn_kv_a_mqa.weight", a + "kv_a_proj_with_mqa.weight", {r + c_.qk_rope, d});
+    one(blk + "attn_kv_a_norm.weight", a + "kv_a_layernorm.weight", {r});
+    // k_b row (h, j) is column j of head h's key rows: element i = kv_b[h * per_head + i, j].
+    gathered(blk + "attn_k_b.weight", {nope, r, h}, a + "kv_b_proj.weight", {h * per_head, r},
+             {.rows_per_slab = r, .slab = per_head * r, .row_step = 1, .offset = 0, .stride = r});
+    // v_b row (h, j) is row h * per_head + nope + j of kv_b.
+    gathered(blk + "attn_v_b.weight", {r, v, h}, a + "kv_b_proj.weight", {h * per_head, r},
+             {.rows_per_slab = v, .slab = per_head * r, .row_step = r, .offset = nope * r, .stride = 1});
+    one(blk + "attn_output.weight", a + "o_proj.weight", {d, h * v});
+    one(blk + "ffn_norm.weight", hf + "post_attention_layernorm.weight", {d});
+    const std::string m = hf + "mlp.";
+    if (il < c_.n_dense_lead) {
+      one(blk + "ffn_gate.weight", m + "gate_proj.weight", {c_.n_ff, d});
+      one(blk + "ffn_up.weight", m + "up_proj.weight", {c_.n_ff, d});
+      one(blk + "ffn_down.weight", m + "down_proj.weight", {d, c_.n_ff});
+      return;
+    }
+    one(blk + "ffn_gate_inp.weight", m + "gate.weight", {c_.n_expert, d});
+    if (has_(m + "gate.e_score_correction_bias"))
+      one(blk + "exp_probs_b.bias", m + "gate.e_score_correction_bias", {c_.n_expert});
+    if (has_(m + "experts.gate_up_proj")) {
+      // transformers 5's fused layout (its in-memory one; save_pretrained normally writes the hub's
+      // per-expert tensors): gate_up_proj [E, 2F, D] with the gate rows first, down_proj [E, D, F].
+      const int64_t e = c_.n_expert, f = c_.n_ff_exp;
+      for (auto [part, offset] : {std::pair{"ffn_gate_exps", int64_t{0}}, std::pair{"ffn_up_exps", f * d}})
+        gathered(blk + part + ".weight", {d, f, e}, m + "experts.gate_up_proj", {e, 2 * f, d},
+                 {.rows_per_slab = f, .slab = 2 * f * d, .row_step = d, .offset = offset, .stride = 1});
+      one(blk + "ffn_down_exps.weight", m + "experts.down_proj", {e, d, f});
+    } else {
+      experts(blk + "ffn_gate_exps.weight", m + "experts.{}.gate_proj.weight", c_.n_ff_exp, d);
+      experts(blk + "ffn_up_exps.weight", m + "experts.{}.up_proj.weight", c_.n_ff_exp, d);
+      experts(blk + "ffn_down_exps.weight", m + "experts.{}.down_proj.weight", d, c_.n_ff_exp);
+    }
+    if (c_.n_expert_shared > 0) {
+      const int64_t fs = c_.n_ff_exp * c_.n_expert_shared;
+      one(blk + "ffn_gate_shexp.weight", m + "shared_experts.gate_proj.weight", {fs, d});
+      one(blk + "ffn_up_shexp.weight", m + "shared_experts.up_proj.weight", {fs, d});
+      one(blk + "ffn_down_shexp.weight", m + "shared_experts.down_proj.weight", {d, fs});
+    }
+  }
+
   void block(int64_t il) {
     if (c_.arch == "gpt-oss") return gptoss_block(il);
+    if (c_.arch == "deepseek2") return deepseek2_block(il);
     const std::string hf = fmt::format("model.layers.{}.", il);
     const std::string blk = fmt::format("blk.{}.", il);
     const int64_t n_q = c_.n_head * c_.head_dim;
@@ -210,6 +278,16 @@ bool is_ignored_source(const std::string& name) {
   return false;
 }
 
+bool is_ignored_source(const HfConfig& c, const std::string& name) {
+  if (is_ignored_source(name)) return true;
+  if (c.arch != "deepseek2" || !name.starts_with("model.layers.")) return false;
+  int64_t il = 0;
+  const char* p = name.c_str() + std::string_view("model.layers.").size();
+  if (*p < '0' || *p > '9') return false;
+  for (; *p >= '0' && *p <= '9'; ++p) il = il * 10 + (*p - '0');
+  return *p == '.' && il >= c.n_layer;
+}
+
 std::vector<std::pair<std::string, gguf::Value>> arch_metadata(const HfConfig& c) {
   std::vector<std::pair<std::string, gguf::Value>> m;
   auto add = [&](const std::string& key, gguf::Value v) { m.emplace_back(c.arch + "." + key, std::move(v)); };
@@ -220,7 +298,8 @@ std::vector<std::pair<std::string, gguf::Value>> arch_metadata(const HfConfig& c
   add("embedding_length", u32(c.n_embd));
   add("feed_forward_length", u32(c.n_ff));
   add("attention.head_count", u32(c.n_head));
-  add("attention.head_count_kv", u32(c.n_head_kv));
+  // deepseek2's MLA is written as one shared KV head (DeepseekV2Model sets num_key_value_heads 1).
+  add("attention.head_count_kv", u32(c.arch == "deepseek2" ? 1 : c.n_head_kv));
   if (c.rope_scaling == RopeScaling::Linear) {
     add("rope.scaling.type", gguf::Value::string("linear"));
     add("rope.scaling.factor", f32(c.rope_factor));
@@ -253,6 +332,24 @@ std::vector<std::pair<std::string, gguf::Value>> arch_metadata(const HfConfig& c
   } else if (c.arch == "gpt-oss") {
     add("attention.sliding_window", u32(c.sliding_window));
     add("expert_feed_forward_length", u32(c.n_ff_exp));
+  } else if (c.arch == "deepseek2") {
+    add("leading_dense_block_count", u32(c.n_dense_lead));
+    add("vocab_size", u32(c.n_vocab));
+    if (c.q_lora_rank > 0) add("attention.q_lora_rank", u32(c.q_lora_rank));
+    add("attention.kv_lora_rank", u32(c.kv_lora_rank));
+    add("attention.key_length", u32(c.kv_lora_rank + c.qk_rope));
+    add("attention.value_length", u32(c.kv_lora_rank));
+    add("attention.key_length_mla", u32(c.qk_nope + c.qk_rope));
+    add("attention.value_length_mla", u32(c.v_head_dim));
+    add("expert_feed_forward_length", u32(c.n_ff_exp));
+    add("expert_shared_count", u32(c.n_expert_shared));
+    add("expert_weights_scale", f32(c.expert_weights_scale));
+    add("expert_weights_norm", gguf::Value::scalar<bool>(c.expert_weights_norm));
+    add("expert_gating_func", u32(c.sigmoid_gating ? 2 : 1));  // LLAMA_EXPERT_GATING_FUNC_TYPE_SIGMOID / _SOFTMAX
+    add("expert_group_count", u32(c.n_group));
+    add("expert_group_used_count", u32(c.n_group_used));
+    add("rope.dimension_count", u32(c.qk_rope));
+    if (c.yarn_log_mul) add("rope.scaling.yarn_log_multiplier", f32(*c.yarn_log_mul));
   }
   return m;
 }

@@ -55,6 +55,18 @@ struct HfConfig {
   int64_t n_ff_exp = 0;           // moe_intermediate_size (Qwen3-MoE), intermediate_size (gpt-oss)
 
   int64_t sliding_window = 0;     // gpt-oss sliding_window
+
+  // deepseek2 (DeepseekV2ForCausalLM, DeepseekV3ForCausalLM): multi-head latent attention
+  int64_t q_lora_rank = 0;        // q_lora_rank (null: attn_q, no q LoRA)
+  int64_t kv_lora_rank = 0;       // kv_lora_rank
+  int64_t qk_nope = 0, qk_rope = 0, v_head_dim = 0;  // qk_nope_head_dim, qk_rope_head_dim, v_head_dim
+  int64_t n_dense_lead = 0;       // first_k_dense_replace
+  int64_t n_expert_shared = 0;    // n_shared_experts
+  float expert_weights_scale = 1.0f;  // routed_scaling_factor
+  bool expert_weights_norm = false;   // norm_topk_prob
+  bool sigmoid_gating = false;    // scoring_func "sigmoid" (else softmax)
+  int64_t n_group = 1, n_group_used = 1;  // n_group, topk_group
+  std::optional<float> yarn_log_mul;  // 0.1 * rope_scaling.mscale_all_dim
 };
 
 // Reads and checks config.json. Throws velocity::Error naming the file and the field.
@@ -91,8 +103,10 @@ struct PlannedTensor {
 // lm_head.weight (absent with tied embeddings) and llama's attention biases.
 std::vector<PlannedTensor> plan_tensors(const HfConfig& config, const std::function<bool(const std::string&)>& has);
 
-// HF tensors that convert_hf_to_gguf.py drops without mapping them.
+// HF tensors that convert_hf_to_gguf.py drops without mapping them (with the config: also
+// DeepSeek-V3's multi-token-prediction layers, model.layers.N. for N >= num_hidden_layers).
 bool is_ignored_source(const std::string& name);
+bool is_ignored_source(const HfConfig& config, const std::string& name);
 
 // The `<arch>.*` hyperparameter keys, in the converter's order (general.* and tokenizer.* apart).
 std::vector<std::pair<std::string, gguf::Value>> arch_metadata(const HfConfig& config);

@@ -41,6 +41,8 @@ constexpr ArchDefaults kArchs[] = {
     {"Qwen3ForCausalLM", "qwen3", 32768, 10000.0, 1e-6, 32, 128},
     {"Qwen3MoeForCausalLM", "qwen3moe", 32768, 10000.0, 1e-6, 4, 128},
     {"GptOssForCausalLM", "gpt-oss", 131072, 150000.0, 1e-5, 8, 64},
+    {"DeepseekV2ForCausalLM", "deepseek2", 2048, 10000.0, 1e-6, 0, 0},
+    {"DeepseekV3ForCausalLM", "deepseek2", 4096, 10000.0, 1e-6, 0, 0},
 };
 
 // Reads config fields with messages naming the file and the field. A JSON null counts as absent.
@@ -160,6 +162,21 @@ void read_rope(const Fields& f, const ArchDefaults& d, HfConfig& c) {
       if (c.yarn_attn_factor || c.yarn_ext_factor)
         fail("{}: {}attention_factor / extrapolation_factor are not supported for gpt-oss", f.path(), where);
     }
+    if (c.arch == "deepseek2") {
+      // llama.cpp's deepseek2 takes cos/sin at magnitude 1 and scales the softmax by
+      // (1 + 0.1 mscale_all_dim ln factor)^2: transformers' meaning when mscale == mscale_all_dim
+      // (every DeepSeek config) and factor = max_position_embeddings / original context.
+      const auto mscale = f.optional_number(*params, "mscale", where);
+      const auto mscale_all_dim = f.optional_number(*params, "mscale_all_dim", where);
+      if (!mscale || !mscale_all_dim || *mscale != *mscale_all_dim || c.yarn_attn_factor || c.yarn_ext_factor)
+        fail("{}: {}mscale / mscale_all_dim must both be given and equal, without attention_factor or "
+             "extrapolation_factor: deepseek2 GGUFs keep only 0.1 * mscale_all_dim", f.path(), where);
+      if (std::abs(static_cast<double>(c.n_ctx_train) / static_cast<double>(c.rope_orig_ctx) - c.rope_factor) > 1e-3)
+        fail("{}: max_position_embeddings {} / {}original_max_position_embeddings {} is not {}factor {}: "
+             "transformers would scale by the ratio, llama.cpp by the factor",
+             f.path(), c.n_ctx_train, where, c.rope_orig_ctx, where, c.rope_factor);
+      c.yarn_log_mul = 0.1f * *mscale_all_dim;
+    }
   } else if (name == "llama3") {
     // llama.cpp turns these into the rope_freqs tensor for its llama architecture only.
     if (c.arch != "llama")
@@ -206,6 +223,47 @@ void read_gptoss(const Fields& f, HfConfig& c) {
   for (auto [key, value] : {std::pair{"swiglu_limit", 7.0}, std::pair{"swiglu_alpha", 1.702}})
     if (f.find(root, key) && std::abs(f.number(root, key) - value) > 1e-6)
       fail("{}: field '{}' is {}: gpt-oss GGUFs use {}", f.path(), key, f.number(root, key), value);
+}
+
+void read_deepseek2(const Fields& f, HfConfig& c) {
+  const json& root = f.root();
+  c.write_head_dim = false;  // key/value_length are the latent row's (arch_metadata)
+  c.q_lora_rank = f.integer_or("q_lora_rank", 0);
+  c.kv_lora_rank = f.integer("kv_lora_rank");
+  c.qk_nope = f.integer("qk_nope_head_dim");
+  c.qk_rope = f.integer("qk_rope_head_dim");
+  c.v_head_dim = f.integer("v_head_dim");
+  if (c.qk_rope % 2 != 0) fail("{}: field 'qk_rope_head_dim' is {}; RoPE needs pairs", f.path(), c.qk_rope);
+  if (c.n_head_kv != c.n_head)
+    fail("{}: field 'num_key_value_heads' is {}: DeepSeek's MLA has one key/value per query head ({})", f.path(),
+         c.n_head_kv, c.n_head);
+  const json* dense = f.find(root, "first_k_dense_replace");
+  c.n_dense_lead = dense && dense->is_number_integer() && dense->get<int64_t>() == 0
+                       ? 0
+                       : f.integer_or("first_k_dense_replace", 0);
+  c.n_expert = f.integer("n_routed_experts");
+  c.n_expert_used = f.integer("num_experts_per_tok");
+  c.n_ff_exp = f.integer("moe_intermediate_size");
+  c.n_expert_shared = f.integer_or("n_shared_experts", 0);
+  c.expert_weights_scale = static_cast<float>(f.number_or(root, "routed_scaling_factor", 1.0));
+  c.expert_weights_norm = f.boolean_or("norm_topk_prob", false);
+  const json* scoring = f.find(root, "scoring_func");
+  const std::string func = scoring && scoring->is_string() ? scoring->get<std::string>()
+                           : c.hf_arch == "DeepseekV3ForCausalLM" ? "sigmoid" : "softmax";
+  if (func != "sigmoid" && func != "softmax")
+    fail("{}: field 'scoring_func' is {}: expected \"softmax\" or \"sigmoid\"", f.path(), scoring->dump());
+  c.sigmoid_gating = func == "sigmoid";
+  c.n_group = f.integer_or("n_group", 1);
+  c.n_group_used = f.integer_or("topk_group", 1);
+  if (c.n_expert % c.n_group != 0 || c.n_group_used > c.n_group)
+    fail("{}: {} experts in n_group {} with topk_group {}: the groups must divide the experts and be at least "
+         "topk_group", f.path(), c.n_expert, c.n_group, c.n_group_used);
+  // transformers' V2 ranks groups by their best expert (group_limited_greedy), llama.cpp by the sum
+  // of the best two; they agree only without groups.
+  if (c.hf_arch == "DeepseekV2ForCausalLM" && c.n_group > 1 && c.n_group_used < c.n_group)
+    fail("{}: DeepSeek-V2's group_limited_greedy (n_group {}, topk_group {}) ranks groups by their best expert; "
+         "llama.cpp's deepseek2 by the sum of the best two, which gives another model", f.path(), c.n_group,
+         c.n_group_used);
 }
 
 }  // namespace
@@ -288,6 +346,8 @@ HfConfig read_hf_config(const std::string& config_path) {
       fail("{}: field 'mlp_only_layers' is {}: llama.cpp's qwen3moe has no dense blocks", config_path, mlp_only->dump());
   } else if (c.arch == "gpt-oss") {
     read_gptoss(f, c);
+  } else if (c.arch == "deepseek2") {
+    read_deepseek2(f, c);
   }
   if (c.n_expert > 0 && c.n_expert_used > c.n_expert)
     fail("{}: num_experts_per_tok {} exceeds the {} experts", config_path, c.n_expert_used, c.n_expert);

@@ -423,6 +423,202 @@ TEST(CpuOps, MoeRouteTopKMatchesSort) {
   }
 }
 
+// DeepSeek's routing: sigmoid scores, a selection-only bias, 4 groups of 2 ranked by the sum of
+// their two best (biased) scores with 2 groups used, renormalised then scaled weights; and softmax
+// without renormalisation, scaled. Against a sort written here.
+TEST(CpuOps, MoeRouteGroupedSigmoidMatchesSort) {
+  Fixture f;
+  StepShape s = small_shape();
+  s.n_expert = 8;
+  s.n_expert_used = 3;
+  s.n_ff_expert = 16;
+  f.backend->reserve(s);
+  const int n = 6, ne = 8, k = 3;
+  const auto logits = random_vector(n * ne, 23, 1.5f), bias = random_vector(ne, 24, 0.3f);
+  Act la = f.act(logits, n, ne);
+  for (bool sigmoid : {true, false}) {
+    MoeParams p{ne, k, sigmoid};
+    p.scoring = sigmoid ? MoeParams::Scoring::Sigmoid : MoeParams::Scoring::Softmax;
+    p.weights_scale = 2.5f;
+    if (sigmoid) {
+      p.selection_bias = f.weight(bias, {ne});
+      p.n_group = 4;
+      p.n_group_used = 2;
+    }
+    std::vector<int32_t> ids(n * k);
+    std::vector<float> w(n * k);
+    MoeRoute r{ids.data(), w.data(), n, k};
+    f.backend->moe_route(la, p, r);
+    int group_mattered = 0;
+    for (int t = 0; t < n; ++t) {
+      std::vector<double> score(ne), choice(ne);
+      double z = 0;
+      for (int e = 0; e < ne; ++e) z += std::exp(double(logits[t * ne + e]));
+      for (int e = 0; e < ne; ++e) {
+        const double l = logits[t * ne + e];
+        score[e] = sigmoid ? 1 / (1 + std::exp(-l)) : std::exp(l) / z;
+        choice[e] = score[e] + (sigmoid ? bias[e] : 0.0);
+      }
+      std::vector<int> allowed(ne, 1);
+      if (sigmoid) {
+        std::vector<std::pair<double, int>> groups;
+        for (int g = 0; g < 4; ++g) groups.push_back({-(choice[2 * g] + choice[2 * g + 1]), g});
+        std::sort(groups.begin(), groups.end());
+        std::fill(allowed.begin(), allowed.end(), 0);
+        for (int j = 0; j < 2; ++j) allowed[2 * groups[j].second] = allowed[2 * groups[j].second + 1] = 1;
+      }
+      std::vector<int> order;
+      for (int e = 0; e < ne; ++e)
+        if (allowed[e]) order.push_back(e);
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return choice[a] > choice[b]; });
+      std::vector<int> unrestricted(ne);
+      std::iota(unrestricted.begin(), unrestricted.end(), 0);
+      std::stable_sort(unrestricted.begin(), unrestricted.end(), [&](int a, int b) { return choice[a] > choice[b]; });
+      double picked = 0;
+      for (int j = 0; j < k; ++j) picked += score[order[j]];
+      for (int j = 0; j < k; ++j) {
+        EXPECT_EQ(ids[t * k + j], order[j]) << "token " << t;
+        group_mattered += order[j] != unrestricted[j];
+        const double expect = (sigmoid ? score[order[j]] / picked : score[order[j]]) * 2.5;
+        EXPECT_NEAR(w[t * k + j], expect, 1e-6);
+      }
+    }
+    if (sigmoid) {
+      EXPECT_GT(group_mattered, 0) << "the groups never changed a choice: the check would not see them";
+    }
+  }
+}
+
+// Multi-head latent attention (absorbed, over the latent cache) against the plain per-head form
+// written here in double: k_nope[h] = W_uk[h] c, v[h] = W_uv[h] c with c = rms_norm(latent) * w,
+// the shared rope key rotated, scores scale * (q_nope . k_nope + q_rope . k_rope), over prefill,
+// decode and a long chunk on three sequences, for the cache types MLA's latent takes.
+void check_mla(CpuIsa isa, DType cache) {
+  set_cpu_isa_for_testing(isa);
+  Fixture f;
+  const int64_t nh = 4, r = 64, rope = 32, nope = 16, dv = 24, dq = nope + rope, dk = r + rope, d = 32;
+  StepShape s = small_shape();
+  s.n_embd = d;
+  s.n_head = nh;
+  s.n_head_kv = 1;
+  s.head_dim_k = dk;
+  s.head_dim_v = r;
+  s.kv_shared_v = true;
+  s.mla_q_dim = nh * dq;
+  s.mla_out_dim = nh * dv;
+  s.cache_type_k = s.cache_type_v = cache;
+  s.max_tokens = s.max_logits = 40;
+  s.n_ctx = 48;
+  f.backend->reserve(s);
+  const auto k_b = random_vector(nh * r * nope, 61, 0.3f), v_b = random_vector(nh * dv * r, 62, 0.3f),
+             norm_w = random_vector(r, 63, 0.5f);
+  MlaLayer layer;
+  layer.wk_b = f.weight(k_b, {nope, r, nh});
+  layer.wv_b = f.weight(v_b, {r, dv, nh});
+  layer.kv_a_norm = f.weight(norm_w, {r});
+  MlaParams p;
+  p.layer = 1;
+  p.n_head = nh;
+  p.kv_lora_rank = r;
+  p.qk_nope = nope;
+  p.qk_rope = rope;
+  p.v_head_dim = dv;
+  p.norm_eps = 1e-6f;
+  p.scale = 0.17f;
+  p.rope.type = RopeType::Normal;
+  p.rope.n_rot = static_cast<int32_t>(rope);
+  p.rope.freq_base = 10000.0f;
+  auto rotate = [&](std::vector<double>& x, int pos) {  // pairs (2i, 2i+1), theta = pos * base^(-2i/rope)
+    for (int i = 0; i < rope / 2; ++i) {
+      const double th = pos * std::pow(10000.0, -2.0 * i / rope), c = std::cos(th), sn = std::sin(th);
+      const double a = x[2 * i], b = x[2 * i + 1];
+      x[2 * i] = a * c - b * sn;
+      x[2 * i + 1] = a * sn + b * c;
+    }
+  };
+  // Per sequence and position: the normed latent c [r] and the rotated rope key [rope].
+  std::vector<std::vector<std::vector<double>>> hist_c(3), hist_kr(3);
+  std::vector<int32_t> next_pos(3, 0);
+  std::vector<std::vector<int32_t>> steps = {{0, 0, 0, 0, 0, 2, 2, 2}, {0, 1, 2}, std::vector<int32_t>(33, 0), {2, 0}};
+  double max_err = 0, max_ref = 0;
+  uint32_t seed = 70;
+  for (const auto& seqs : steps) {
+    Batch b;
+    for (int32_t sq : seqs) b.add(0, next_pos[sq]++, sq, false);
+    f.backend->begin_step(b);
+    const int64_t n = b.size();
+    const auto q = random_vector(n * nh * dq, seed++), kv = random_vector(n * dk, seed++);
+    Act qa = f.act(q, n, nh * dq), kva = f.act(kv, n, dk), out = f.backend->alloc(n, nh * dv);
+    f.backend->mla_attention(p, layer, qa, kva, out);
+    for (int64_t t = 0; t < n; ++t) {
+      const int32_t sq = b.seq_ids[t], pos = b.positions[t];
+      double ss = 0;
+      for (int i = 0; i < r; ++i) ss += double(kv[t * dk + i]) * kv[t * dk + i];
+      std::vector<double> c(r), kr(kv.begin() + t * dk + r, kv.begin() + (t + 1) * dk);
+      for (int i = 0; i < r; ++i) c[i] = kv[t * dk + i] / std::sqrt(ss / r + 1e-6) * norm_w[i];
+      rotate(kr, pos);
+      hist_c[sq].push_back(c);
+      hist_kr[sq].push_back(kr);
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      const int32_t sq = b.seq_ids[t], pos = b.positions[t];
+      for (int64_t h = 0; h < nh; ++h) {
+        const float* qh = q.data() + (t * nh + h) * dq;
+        std::vector<double> qr(qh + nope, qh + dq);
+        rotate(qr, pos);
+        std::vector<double> sc(pos + 1);
+        for (int j = 0; j <= pos; ++j) {
+          double dot = 0;
+          for (int i = 0; i < nope; ++i) {
+            double k_nope = 0;  // W_uk[h][i] . c_j, W_uk[h][i][c] = k_b[h][c][i]
+            for (int cc = 0; cc < r; ++cc) k_nope += k_b[(h * r + cc) * nope + i] * hist_c[sq][j][cc];
+            dot += qh[i] * k_nope;
+          }
+          for (int i = 0; i < rope; ++i) dot += qr[i] * hist_kr[sq][j][i];
+          sc[j] = dot * 0.17;
+        }
+        const double mx = *std::max_element(sc.begin(), sc.end());
+        double sum = 0;
+        for (double& x : sc) sum += x = std::exp(x - mx);
+        for (int i = 0; i < dv; ++i) {
+          double o = 0;
+          for (int j = 0; j <= pos; ++j) {
+            double v = 0;
+            for (int cc = 0; cc < r; ++cc) v += v_b[(h * dv + i) * r + cc] * hist_c[sq][j][cc];
+            o += sc[j] / sum * v;
+          }
+          max_err = std::max(max_err, std::abs(o - out.row(t)[h * dv + i]));
+          max_ref = std::max(max_ref, std::abs(o));
+        }
+      }
+    }
+  }
+  set_cpu_isa_for_testing(std::nullopt);
+  const double bound = cache == DType::Q4_0 ? 0.4 : cache == DType::Q8_0 ? 3e-2 : cache == DType::F16 ? 3e-3 : 1e-5;
+  EXPECT_LT(max_err / max_ref, bound) << "max_err " << max_err << " max_ref " << max_ref;
+}
+
+TEST(CpuOps, MlaAttentionMatchesPerHeadForm) {
+  for (CpuIsa isa : available_isas())
+    for (DType cache : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
+      SCOPED_TRACE(fmt::format("{} {}", cpu_isa_name(isa), dtype_name(cache)));
+      check_mla(isa, cache);
+    }
+}
+
+// An MLA cache stores one row of kv_lora_rank + rope per token and layer, no V rows.
+TEST(CpuOps, MlaCacheHoldsOnlyTheLatentRow) {
+  StepShape s = small_shape();
+  s.n_head_kv = 1;
+  s.head_dim_k = 96;
+  s.head_dim_v = 64;
+  s.cache_type_k = s.cache_type_v = DType::F16;
+  const uint64_t separate = Backend::kv_cache_bytes(s);
+  s.kv_shared_v = true;
+  EXPECT_EQ(Backend::kv_cache_bytes(s), static_cast<uint64_t>(s.n_layer * s.n_slots * s.n_ctx) * 96 * 2);
+  EXPECT_LT(Backend::kv_cache_bytes(s), separate);
+}
+
 TEST(CpuOps, FfnBlockMatchesFormula) {
   Fixture f;
   f.backend->reserve(small_shape());

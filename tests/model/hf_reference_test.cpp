@@ -45,7 +45,8 @@ using nlohmann::json;
 
 static_assert(std::endian::native == std::endian::little, "logits.bin is little-endian float32");
 
-const char* const kCases[] = {"llama3", "llama2", "qwen2", "qwen3", "qwen3moe", "mixtral", "gptoss"};
+const char* const kCases[] = {"llama3", "llama2",   "qwen2",     "qwen3",        "qwen3moe",
+                               "mixtral", "gptoss", "deepseek3", "deepseek2lite"};
 
 fs::path fixture_root() { return fs::path(VELOCITY_SOURCE_DIR) / "tests" / "fixtures" / "hf"; }
 
@@ -311,30 +312,39 @@ constexpr double kFlip = 2.0;  // row error bound where routing flips are allowe
 // gpt-oss has its own column: its gate/up products are large (the fixture puts several percent
 // of them past the SwiGLU clamp) and its router is top-2 of 4, so a perturbation flips routing
 // more often, F16 weights included (measured against transformers, tests/reference/README.md).
+// deepseek2 too: the deepseek3 case routes by sigmoid scores plus a bias, top-2 of 8 in 2 of 4
+// groups (a group's rank is the sum of two scores), which a perturbation flips more often still.
 struct WeightCase {
   DType type;
-  Tolerance dense, moe, gptoss;
+  Tolerance dense, moe, gptoss, deepseek;
 };
 const WeightCase kWeightCases[] = {
     // measured max / p90 / median, dense: F16 2.1e-3 / 1.3e-3 / 8.4e-4; moe 1.4e-3 / 1.1e-3 / 7.5e-4;
     // gptoss 6.2e-2 (a routing flip) / 3.1e-3 / 1.3e-3, argmax 77/77
-    {DType::F16, {4e-3, 3e-3, 2e-3, 0.01, 1.0}, {4e-3, 3e-3, 2e-3, 0.01, 1.0}, {kFlip, 6e-3, 3e-3, 0.01, 1.0}},
+    // deepseek3 5.5e-3 / 2.2e-3 / 1.4e-3; deepseek2lite 3.0e-3 / 1.7e-3 / 1.1e-3
+    {DType::F16, {4e-3, 3e-3, 2e-3, 0.01, 1.0}, {4e-3, 3e-3, 2e-3, 0.01, 1.0}, {kFlip, 6e-3, 3e-3, 0.01, 1.0},
+     {1.1e-2, 4.5e-3, 3e-3, 0.01, 1.0}},
     // dense 1.6e-2 / 1.2e-2 / 6.2e-3; moe 1.3e-2 / 8.4e-3 / 5.6e-3; gptoss 0.56 (a routing flip) /
     // 1.9e-2 / 1.1e-2, argmax 60/60
-    {DType::BF16, {3e-2, 2.5e-2, 1.2e-2, 0.2, 1.0}, {3e-2, 2.5e-2, 1.2e-2, 0.2, 1.0}, {kFlip, 5e-2, 2.5e-2, 0.2, 0.95}},
+    // deepseek3 0.77 (a routing flip) / 3.1e-2 / 1.6e-2, argmax 58/59; deepseek2lite 0.11 / 1.3e-2 / 8.5e-3
+    {DType::BF16, {3e-2, 2.5e-2, 1.2e-2, 0.2, 1.0}, {3e-2, 2.5e-2, 1.2e-2, 0.2, 1.0}, {kFlip, 5e-2, 2.5e-2, 0.2, 0.95},
+     {kFlip, 6e-2, 3.2e-2, 0.2, 0.95}},
     // dense 6.6e-2 / 4.9e-2 / 2.9e-2; moe 0.96 / 0.12 / 4.2e-2, argmax 51/56 at margin > 0.2;
     // gptoss 1.03 / 0.12 / 4.8e-2, argmax 56/60
-    {DType::Q8_0, {0.12, 0.1, 6e-2, 0.2, 1.0}, {kFlip, 0.25, 8e-2, 0.2, 0.8}, {kFlip, 0.25, 8e-2, 0.2, 0.8}},
+    // deepseek3 1.10 / 0.47 / 6.7e-2, argmax 53/59 (flips in 10+ rows); deepseek2lite 0.10 / 5.9e-2 / 3.6e-2
+    {DType::Q8_0, {0.12, 0.1, 6e-2, 0.2, 1.0}, {kFlip, 0.25, 8e-2, 0.2, 0.8}, {kFlip, 0.25, 8e-2, 0.2, 0.8},
+     {kFlip, 0.9, 0.14, 0.2, 0.8}},
 };
 
-const Tolerance& pick(const Config& c, const Tolerance& dense, const Tolerance& moe, const Tolerance& gptoss) {
-  return c.arch == "gpt-oss" ? gptoss : c.n_expert > 0 ? moe : dense;
+const Tolerance& pick(const Config& c, const Tolerance& dense, const Tolerance& moe, const Tolerance& gptoss,
+                      const Tolerance& deepseek) {
+  return c.arch == "gpt-oss" ? gptoss : c.arch == "deepseek2" ? deepseek : c.n_expert > 0 ? moe : dense;
 }
 
 TEST_P(HfReference, QuantizedWeights) {
   for (const WeightCase& w : kWeightCases) {
     auto model = load(w.type);
-    const Tolerance& t = pick(model->config(), w.dense, w.moe, w.gptoss);
+    const Tolerance& t = pick(model->config(), w.dense, w.moe, w.gptoss, w.deepseek);
     const std::vector<float> got = run_chunks(*model, ids(), {ref_.n_positions()});
     const std::string what = std::string(dtype_name(w.type)) + " weights";
     expect_within(ref_, what, compare(ref_, got, t.margin), t);
@@ -400,23 +410,31 @@ TEST_P(HfReference, BatchIndependence) {
 // quantized cache; F16 on all six). A quantized cache needs head dims that are multiples of the
 // block size (32) in this engine: the cases with head dim 16 (llama3, llama2, qwen2, mixtral) may
 // refuse it, with an Error that says so.
+// deepseek2's cache is the latent row (K and V at once, in the K type): deepseek3's row (32 + 16)
+// is not whole blocks and refuses the quantized types; deepseek2lite's (32 + 32) takes them.
 struct CacheCase {
   DType k, v;
-  Tolerance dense, moe, gptoss;
+  Tolerance dense, moe, gptoss, deepseek;
 };
 const CacheCase kCacheCases[] = {
     // measured max / p90 / median: 9.2e-4 / 5.4e-4 / 3.7e-4 (the first six); gptoss 3.7e-3 / 1.3e-3 / 5.8e-4
+    // deepseek3 1.7e-3 / 1.0e-3 / 5.6e-4; deepseek2lite 6.7e-4 / 5.1e-4 / 3.1e-4
     {DType::F16, DType::F16, {2e-3, 1.2e-3, 8e-4, 0.1, 1.0}, {2e-3, 1.2e-3, 8e-4, 0.1, 1.0},
-     {8e-3, 2.6e-3, 1.2e-3, 0.1, 1.0}},
+     {8e-3, 2.6e-3, 1.2e-3, 0.1, 1.0}, {3.5e-3, 2e-3, 1.1e-3, 0.1, 1.0}},
     // qwen3 2.8e-2 / 1.5e-2 / 8.6e-3; qwen3moe 0.45 / 4.3e-2 / 1.4e-2, argmax 68/70; gptoss 0.54 /
     // 3.3e-2 / 1.6e-2, argmax 68/69
-    {DType::Q8_0, DType::Q8_0, {6e-2, 3e-2, 2e-2, 0.1, 1.0}, {kFlip, 0.1, 3e-2, 0.1, 0.9}, {kFlip, 0.1, 3e-2, 0.1, 0.9}},
+    // deepseek2lite 7.0e-2 / 1.7e-2 / 1.2e-2, argmax 71/71
+    {DType::Q8_0, DType::Q8_0, {6e-2, 3e-2, 2e-2, 0.1, 1.0}, {kFlip, 0.1, 3e-2, 0.1, 0.9}, {kFlip, 0.1, 3e-2, 0.1, 0.9},
+     {kFlip, 4e-2, 2.5e-2, 0.1, 0.95}},
     // qwen3 0.34 / 0.23 / 0.14, argmax 63/76; qwen3moe 0.74 / 0.44 / 0.14, argmax 45/70; gptoss 1.24 /
     // 0.75 / 0.30, argmax 41/69
-    {DType::Q4_0, DType::Q4_0, {0.6, 0.45, 0.25, 0.1, 0.7}, {kFlip, 0.8, 0.3, 0.1, 0.5}, {kFlip, 1.5, 0.55, 0.1, 0.4}},
+    // deepseek2lite 0.97 / 0.26 / 0.17, argmax 62/71
+    {DType::Q4_0, DType::Q4_0, {0.6, 0.45, 0.25, 0.1, 0.7}, {kFlip, 0.8, 0.3, 0.1, 0.5}, {kFlip, 1.5, 0.55, 0.1, 0.4},
+     {kFlip, 0.55, 0.35, 0.1, 0.75}},
     // qwen3 2.0e-2 / 1.0e-2 / 5.8e-3; qwen3moe 0.69 / 7.3e-3 / 4.3e-3; gptoss 6.7e-2 / 1.9e-2 / 8.6e-3
+    // deepseek2lite: V is the K row's latent, so this is the Q8_0 cache above
     {DType::Q8_0, DType::F16, {4e-2, 2e-2, 1.2e-2, 0.1, 1.0}, {kFlip, 2e-2, 1.2e-2, 0.1, 0.9},
-     {kFlip, 4e-2, 1.6e-2, 0.1, 0.9}},
+     {kFlip, 4e-2, 1.6e-2, 0.1, 0.9}, {kFlip, 4e-2, 2.5e-2, 0.1, 0.95}},
 };
 
 TEST_P(HfReference, KvCacheTypes) {
@@ -438,7 +456,7 @@ TEST_P(HfReference, KvCacheTypes) {
       std::printf("[hf-ref] %-9s %-30s refused: %s\n", ref_.name.c_str(), what.c_str(), e.what());
       continue;
     }
-    const Tolerance& t = pick(config, cc.dense, cc.moe, cc.gptoss);
+    const Tolerance& t = pick(config, cc.dense, cc.moe, cc.gptoss, cc.deepseek);
     const std::vector<float> got = run_chunks(*model, ids(), schedule);
     Comparison c = compare(ref_, got, t.margin);        // argmax against the reference
     summarize(row_errors(got, base, ref_.n_vocab), c);  // errors against the F32 cache

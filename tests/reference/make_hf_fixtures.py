@@ -216,6 +216,38 @@ CASES = {
                "ramp ends between frequencies 3 and 4 of 16), head_dim 32, GQA 4/2, 4 experts "
                "top-2 with router bias, fused interleaved gate_up with biases, clamped SwiGLU "
                "(gate_up weights scaled so that several percent of gate/up values pass the limit 7)"),
+    # DeepSeek-V3/R1-like multi-head latent attention with q LoRA; 8 experts in 4 groups of 2, 2
+    # groups used, top-2, sigmoid scores with a random e_score_correction_bias (a buffer:
+    # randomize() draws it), renormalised and scaled by 2.5; one shared expert; first layer dense;
+    # YaRN factor 4 on the rope dims (max_position_embeddings 256 = 4 x 64, as transformers takes
+    # the factor from their ratio) with mscale = mscale_all_dim = 1 (softmax scale x 1.293).
+    "deepseek3": ("DeepseekV3ForCausalLM", "deepseek2", "DeepseekV3Config", 10000.0,
+                  {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
+                   "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0},
+                  dict(num_hidden_layers=3, num_key_value_heads=4, q_lora_rank=48, kv_lora_rank=32,
+                       qk_rope_head_dim=16, qk_nope_head_dim=32, v_head_dim=32, intermediate_size=128,
+                       moe_intermediate_size=32, n_routed_experts=8, num_experts_per_tok=2, n_group=4,
+                       topk_group=2, n_shared_experts=1, routed_scaling_factor=2.5, norm_topk_prob=True,
+                       first_k_dense_replace=1, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                       rope_interleave=True, attention_bias=False),
+                  "MLA with q LoRA 48, kv_lora_rank 32, rope 16 / nope 32 / v 32, 4 heads; 3 layers, the "
+                  "first dense; 8 experts top-2 in 4 groups (2 used), sigmoid with a random "
+                  "e_score_correction_bias, norm_topk_prob, routed_scaling_factor 2.5, one shared expert; "
+                  "YaRN factor 4 (original 64), mscale = mscale_all_dim = 1"),
+    # DeepSeek-V2-Lite-like: no q LoRA, softmax greedy routing without renormalisation, two shared
+    # experts, plain RoPE (transformers' DeepseekV2Attention has no YaRN softmax correction, the
+    # original code and llama.cpp do: a YaRN V2 case would test that disagreement). The rope part
+    # is 32 wide so that the latent row (32 + 32) is whole Q8_0/Q4_0 blocks.
+    "deepseek2lite": ("DeepseekV2ForCausalLM", "deepseek2", "DeepseekV2Config", 10000.0, None,
+                      dict(num_hidden_layers=3, num_key_value_heads=4, q_lora_rank=None, kv_lora_rank=32,
+                           qk_rope_head_dim=32, qk_nope_head_dim=32, v_head_dim=32, intermediate_size=128,
+                           moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2,
+                           n_group=1, topk_group=1, topk_method="greedy", n_shared_experts=2,
+                           routed_scaling_factor=1.0, norm_topk_prob=False, first_k_dense_replace=1,
+                           rms_norm_eps=1e-6, tie_word_embeddings=False, attention_bias=False),
+                      "MLA without q LoRA, kv_lora_rank 32, rope 32 / nope 32 / v 32, 4 heads; 3 layers, "
+                      "the first dense; 4 experts top-2, softmax greedy, no renormalisation, two shared "
+                      "experts; plain RoPE"),
 }
 
 
@@ -231,7 +263,7 @@ def make_config(transformers, config_class, rope_theta, rope_scaling, fields):
 
 def set_eager(model):
     # transformers 5 picks grouped_mm for MoE experts by default; the reference loop is "eager".
-    is_moe = any(hasattr(model.config, k) for k in ("num_experts", "num_local_experts"))
+    is_moe = any(hasattr(model.config, k) for k in ("num_experts", "num_local_experts", "n_routed_experts"))
     if is_moe and hasattr(model, "set_experts_implementation"):
         model.set_experts_implementation("eager")
 
@@ -266,6 +298,11 @@ def randomize(model, generator):
                 normal(1.0 / math.sqrt(p.shape[-1]))
             else:
                 raise RuntimeError(f"no init rule for parameter {name} {tuple(p.shape)}")
+        # DeepSeek-V3's score-correction bias is a buffer (zeros after init): drawn so that it
+        # moves expert choices (sigmoid scores are in (0, 1)).
+        for name, b in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                b.copy_(torch.randn(b.shape, generator=generator, dtype=torch.float64) * 0.1)
 
 
 def gptoss_hub_tensor(key, value, config, layout):

@@ -48,6 +48,17 @@ void expect_split(ReasoningFormat format, bool starts_in, std::string_view text,
   }
 }
 
+// DeepSeek-R1's first template (January 2025) only strips "</think>" from past turns; its later
+// ones open "<think>" in the generation prompt; gpt-oss's harmony channels; a plain ChatML one.
+TEST(Reasoning, FormatFromTemplate) {
+  EXPECT_EQ(reasoning_format_of_template(
+                "{% if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}"),
+            ReasoningFormat::Think);
+  EXPECT_EQ(reasoning_format_of_template("{{'<｜Assistant｜><think>\\n'}}"), ReasoningFormat::Think);
+  EXPECT_EQ(reasoning_format_of_template("<|start|>assistant<|channel|>final<|message|>"), ReasoningFormat::Harmony);
+  EXPECT_EQ(reasoning_format_of_template("<|im_start|>assistant\\n"), ReasoningFormat::None);
+}
+
 TEST(Reasoning, ThinkBlock) {
   expect_split(ReasoningFormat::Think, false, "<think>\nLet me see.\n</think>\n\nThe answer is 4.",
                "\nLet me see.\n", "\n\nThe answer is 4.");

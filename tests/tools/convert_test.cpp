@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/quant.h"
 #include "gguf/file.h"
+#include "tools/convert_arch.h"
 #include "tools/safetensors.h"
 
 namespace velocity::tools {
@@ -735,6 +736,154 @@ TEST(ConvertGptOss, ExpertsSplitTransposedAndConfigChecked) {
   // transformers 5.17's save_pretrained leaves swiglu_limit out (the hub configs say 7.0): a
   // different limit, added, is refused.
   EXPECT_TRUE(contains(error_with("{", "{\n  \"swiglu_limit\": 5.0,"), "swiglu_limit"));
+  fs::remove_all(dir);
+}
+
+// deepseek2 from the HF-reference fixture's directory (hub layout): kv_b_proj [H*(nope+v), R]
+// split into attn_k_b {nope, R, H} (each head's key rows transposed) and attn_v_b {R, v, H} as
+// llama.cpp's DeepseekV2Model does, element by element; the MLA keys; the MTP layers dropped;
+// the YaRN fields whose other values would make another model.
+TEST(ConvertDeepseek2, KvBSplitKeysAndConfigChecked) {
+  const fs::path fixture = fs::path(VELOCITY_SOURCE_DIR) / "tests" / "fixtures" / "hf" / "deepseek3";
+  if (!fs::exists(fixture / "config.json")) GTEST_SKIP() << fixture << " is missing";
+  const fs::path dir = fs::temp_directory_path() / ("velocity-convert-ds2-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "in");
+  fs::copy(fixture, dir / "in", fs::copy_options::recursive);
+  ConvertOptions o{.input_dir = (dir / "in").string(), .output = (dir / "out.gguf").string(), .type = DType::F32,
+                   .quiet = true};
+  convert_hf(o);
+  const gguf::File f = gguf::File::open(o.output);
+  const SafetensorsFile st = SafetensorsFile::open((fixture / "model.safetensors").string());
+  const SafeTensor* kv_b = st.find("model.layers.1.self_attn.kv_b_proj.weight");
+  ASSERT_NE(kv_b, nullptr);
+  auto hf = [&](int64_t i) {
+    float v;
+    std::memcpy(&v, kv_b->data.data() + 4 * i, 4);
+    return v;
+  };
+  const int64_t h_n = 4, r = 32, nope = 32, dv = 32, per_head = nope + dv;
+  const Matrix k_b = values(f, "blk.1.attn_k_b.weight"), v_b = values(f, "blk.1.attn_v_b.weight");
+  for (int64_t h = 0; h < h_n; ++h)
+    for (int64_t c = 0; c < r; ++c) {
+      for (int64_t i = 0; i < nope; ++i) ASSERT_EQ(k_b[(h * r + c) * nope + i], hf((h * per_head + i) * r + c));
+      for (int64_t j = 0; j < dv; ++j) ASSERT_EQ(v_b[(h * dv + j) * r + c], hf((h * per_head + nope + j) * r + c));
+    }
+  EXPECT_EQ(f.find_tensor("blk.1.attn_k_b.weight")->shape, (std::vector<int64_t>{32, 32, 4}));
+  EXPECT_EQ(f.find_tensor("blk.1.attn_v_b.weight")->shape, (std::vector<int64_t>{32, 32, 4}));
+  EXPECT_EQ(f.find_tensor("blk.0.attn_kv_b.weight"), nullptr);
+  EXPECT_EQ(f.find_tensor("blk.1.attn_q_b.weight")->shape, (std::vector<int64_t>{48, 4 * 48}));
+  EXPECT_EQ(f.find_tensor("blk.2.exp_probs_b.bias")->shape, (std::vector<int64_t>{8}));
+  EXPECT_EQ(f.find_tensor("blk.2.ffn_gate_shexp.weight")->shape, (std::vector<int64_t>{64, 32}));
+  EXPECT_NE(f.find_tensor("blk.0.ffn_gate.weight"), nullptr);  // first_k_dense_replace 1
+  EXPECT_EQ(f.find_tensor("blk.0.ffn_gate_inp.weight"), nullptr);
+  EXPECT_EQ(f.at("general.architecture").as_string(), "deepseek2");
+  EXPECT_EQ(u(f, "deepseek2.attention.head_count_kv"), 1u);
+  EXPECT_EQ(u(f, "deepseek2.attention.key_length"), 48u);  // kv_lora_rank + rope
+  EXPECT_EQ(u(f, "deepseek2.attention.value_length"), 32u);
+  EXPECT_EQ(u(f, "deepseek2.attention.key_length_mla"), 48u);  // nope + rope
+  EXPECT_EQ(u(f, "deepseek2.attention.value_length_mla"), 32u);
+  EXPECT_EQ(u(f, "deepseek2.attention.q_lora_rank"), 48u);
+  EXPECT_EQ(u(f, "deepseek2.rope.dimension_count"), 16u);
+  EXPECT_EQ(u(f, "deepseek2.leading_dense_block_count"), 1u);
+  EXPECT_EQ(u(f, "deepseek2.expert_gating_func"), 2u);
+  EXPECT_EQ(u(f, "deepseek2.expert_group_count"), 4u);
+  EXPECT_EQ(u(f, "deepseek2.expert_group_used_count"), 2u);
+  EXPECT_FLOAT_EQ(fl(f, "deepseek2.expert_weights_scale"), 2.5f);
+  EXPECT_TRUE(f.at("deepseek2.expert_weights_norm").get<bool>());
+  EXPECT_FLOAT_EQ(fl(f, "deepseek2.rope.scaling.yarn_log_multiplier"), 0.1f);
+  // Q8_0: the router and the selection bias stay F32.
+  o.type = DType::Q8_0;
+  convert_hf(o);
+  const gguf::File q = gguf::File::open(o.output);
+  EXPECT_EQ(q.find_tensor("blk.1.attn_k_b.weight")->type, DType::Q8_0);
+  for (const char* name : {"blk.1.ffn_gate_inp.weight", "blk.1.exp_probs_b.bias", "blk.1.attn_kv_a_norm.weight"})
+    EXPECT_EQ(q.find_tensor(name)->type, DType::F32) << name;
+
+  // V3's MTP layer (model.layers.N, N = num_hidden_layers) is dropped, as llama.cpp drops it.
+  const convert::HfConfig c = convert::read_hf_config((fixture / "config.json").string());
+  EXPECT_TRUE(convert::is_ignored_source(c, "model.layers.3.eh_proj.weight"));
+  EXPECT_TRUE(convert::is_ignored_source(c, "model.layers.3.mlp.experts.0.up_proj.weight"));
+  EXPECT_FALSE(convert::is_ignored_source(c, "model.layers.2.mlp.experts.0.up_proj.weight"));
+  EXPECT_FALSE(convert::is_ignored_source(c, "model.layers.x.foo"));
+
+  const std::string text = [&] {
+    std::ifstream in(fixture / "config.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }();
+  auto error_with = [&](const std::string& from, const std::string& to) {
+    std::string edited = text;
+    const size_t at = edited.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    edited.replace(at, from.size(), to);
+    std::ofstream(dir / "in" / "config.json") << edited;
+    try {
+      convert_hf(o);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_TRUE(contains(error_with("\"mscale\": 1.0", "\"mscale\": 0.707"), "mscale_all_dim"));
+  EXPECT_TRUE(contains(error_with("\"max_position_embeddings\": 256", "\"max_position_embeddings\": 512"),
+                       "original_max_position_embeddings"));
+  EXPECT_TRUE(contains(error_with("\"num_key_value_heads\": 4", "\"num_key_value_heads\": 2"), "num_key_value_heads"));
+  EXPECT_TRUE(contains(error_with("\"scoring_func\": \"sigmoid\"", "\"scoring_func\": \"tanh\""), "scoring_func"));
+  fs::remove_all(dir);
+}
+
+// The same checkpoint with transformers 5's fused experts (gate_up_proj [E, 2F, D], gate rows
+// first; down_proj [E, D, F]) converts to the same GGUF tensors as the hub's per-expert form.
+TEST(ConvertDeepseek2, FusedExpertsEqualPerExpert) {
+  const fs::path fixture = fs::path(VELOCITY_SOURCE_DIR) / "tests" / "fixtures" / "hf" / "deepseek2lite";
+  if (!fs::exists(fixture / "config.json")) GTEST_SKIP() << fixture << " is missing";
+  const fs::path dir = fs::temp_directory_path() / ("velocity-convert-ds2-fused-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "fused");
+  for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json"}) fs::copy(fixture / f, dir / "fused" / f);
+  const SafetensorsFile st = SafetensorsFile::open((fixture / "model.safetensors").string());
+  auto floats = [&](const std::string& name) {
+    const SafeTensor* t = st.find(name);
+    EXPECT_NE(t, nullptr) << name;
+    std::vector<float> v(t->data.size() / 4);
+    std::memcpy(v.data(), t->data.data(), t->data.size());
+    return v;
+  };
+  const int64_t n_expert = 4, f = 32, d = 64;
+  std::map<std::string, testing::HfTensor> out;
+  for (const SafeTensor& t : st.tensors())
+    if (t.name.find(".mlp.experts.") == std::string::npos) out[t.name] = {"F32", t.shape, floats(t.name)};
+  for (int il = 1; il < 3; ++il) {
+    const std::string x = "model.layers." + std::to_string(il) + ".mlp.experts.";
+    testing::HfTensor gate_up{"F32", {n_expert, 2 * f, d}, {}}, down{"F32", {n_expert, d, f}, {}};
+    for (int64_t e = 0; e < n_expert; ++e) {
+      for (const char* part : {"gate_proj", "up_proj"}) {
+        const auto v = floats(x + std::to_string(e) + "." + part + ".weight");
+        gate_up.values.insert(gate_up.values.end(), v.begin(), v.end());
+      }
+      const auto v = floats(x + std::to_string(e) + ".down_proj.weight");
+      down.values.insert(down.values.end(), v.begin(), v.end());
+    }
+    out[x + "gate_up_proj"] = gate_up;
+    out[x + "down_proj"] = down;
+  }
+  testing::write_safetensors(dir / "fused" / "model.safetensors", out);
+  ConvertOptions o{.input_dir = fixture.string(), .output = (dir / "hub.gguf").string(), .type = DType::F32,
+                   .quiet = true};
+  convert_hf(o);
+  o.input_dir = (dir / "fused").string();
+  o.output = (dir / "fused.gguf").string();
+  convert_hf(o);
+  const gguf::File hub = gguf::File::open((dir / "hub.gguf").string()), fused = gguf::File::open(o.output);
+  ASSERT_EQ(hub.tensors().size(), fused.tensors().size());
+  for (const gguf::TensorInfo& t : hub.tensors()) {
+    const gguf::TensorInfo* u = fused.find_tensor(t.name);
+    ASSERT_NE(u, nullptr) << t.name;
+    EXPECT_EQ(t.shape, u->shape) << t.name;
+    EXPECT_TRUE(std::equal(t.bytes().begin(), t.bytes().end(), u->bytes().begin(), u->bytes().end())) << t.name;
+  }
   fs::remove_all(dir);
 }
 

@@ -34,8 +34,13 @@ AttentionKernels pick_kernels() {
 }  // namespace
 
 KvCache::KvCache(const StepShape& shape, int n_threads) : shape_(shape), kernels_(pick_kernels()) {
-  for (auto [type, dim, which] : {std::tuple{shape.cache_type_k, shape.head_dim_k, "K"},
-                                  std::tuple{shape.cache_type_v, shape.head_dim_v, "V"}}) {
+  if (shape.kv_shared_v) {
+    // V is the leading head_dim_v values of each K row (MLA's latent), in K's type.
+    VELOCITY_CHECK(shape.head_dim_v <= shape.head_dim_k && shape.n_head_kv == 1);
+    shape_.cache_type_v = shape.cache_type_k;
+  }
+  for (auto [type, dim, which] : {std::tuple{shape_.cache_type_k, shape.head_dim_k, "K"},
+                                  std::tuple{shape_.cache_type_v, shape.head_dim_v, "V"}}) {
     if (!kv_cache_supports(type))
       fail("KV cache: type {} for {} is not supported (use f32, f16, q8_0, q4_0, q4_1 or q5_1)", dtype_name(type),
            which);
@@ -54,10 +59,10 @@ KvCache::KvCache(const StepShape& shape, int n_threads) : shape_(shape), kernels
     }
   }
   k_row_bytes_ = dtype_row_bytes(shape.cache_type_k, shape.head_dim_k);
-  v_row_bytes_ = dtype_row_bytes(shape.cache_type_v, shape.head_dim_v);
+  v_row_bytes_ = dtype_row_bytes(shape_.cache_type_v, shape.head_dim_v);
   const int64_t rows = n_held_ * shape.n_slots * shape.n_ctx * shape.n_head_kv;
   k_.resize(static_cast<size_t>(rows * k_row_bytes_));
-  v_.resize(static_cast<size_t>(rows * v_row_bytes_));
+  if (!shape.kv_shared_v) v_.resize(static_cast<size_t>(rows * v_row_bytes_));
   VELOCITY_CHECK(shape.n_head > 0 && shape.n_head_kv > 0 && shape.n_head % shape.n_head_kv == 0);
   const int64_t group = shape.n_head / shape.n_head_kv;
   scratch_.assign(n_threads, std::vector<float>(group * shape.n_ctx + kAttendBlock * std::max(shape.head_dim_k, shape.head_dim_v) + group));
@@ -76,7 +81,8 @@ void KvCache::copy_sequence(int32_t src, int32_t dst, int64_t n_positions) {
   for (int64_t l = 0; l < n_held_; ++l)
     for (int64_t h = 0; h < shape_.n_head_kv; ++h) {
       std::memcpy(k_row(l, dst, 0, h), k_row(l, src, 0, h), static_cast<size_t>(n_positions * k_row_bytes_));
-      std::memcpy(v_row(l, dst, 0, h), v_row(l, src, 0, h), static_cast<size_t>(n_positions * v_row_bytes_));
+      if (!shape_.kv_shared_v)
+        std::memcpy(v_row(l, dst, 0, h), v_row(l, src, 0, h), static_cast<size_t>(n_positions * v_row_bytes_));
     }
 }
 
@@ -86,6 +92,7 @@ uint8_t* KvCache::k_row(int64_t layer, int64_t slot, int64_t pos, int64_t head) 
 }
 
 uint8_t* KvCache::v_row(int64_t layer, int64_t slot, int64_t pos, int64_t head) {
+  if (shape_.kv_shared_v) return k_row(layer, slot, pos, head);
   const int64_t r = ((layer * shape_.n_slots + slot) * shape_.n_head_kv + head) * shape_.n_ctx + pos;
   return v_.data() + r * v_row_bytes_;
 }
@@ -110,7 +117,7 @@ void KvCache::attend(ThreadPool& pool, const AttentionParams& p, const int32_t* 
     for (int64_t i = begin; i < end; ++i) {
       const int64_t t = i / n_kv, h = i % n_kv;
       kernels.store_row(tk, k.row(t) + h * dk, k_row(layer, seq_ids[t], positions[t], h), dk);
-      kernels.store_row(tv, v.row(t) + h * dv, v_row(layer, seq_ids[t], positions[t], h), dv);
+      if (!shape_.kv_shared_v) kernels.store_row(tv, v.row(t) + h * dv, v_row(layer, seq_ids[t], positions[t], h), dv);
     }
   });
 
@@ -129,7 +136,7 @@ void KvCache::attend(ThreadPool& pool, const AttentionParams& p, const int32_t* 
     a.group = group;
     a.scale = scale;
     a.k_stride = k_row_bytes_;
-    a.v_stride = v_row_bytes_;
+    a.v_stride = shape_.kv_shared_v ? k_row_bytes_ : v_row_bytes_;
     a.scores = scratch.data();
     a.row = a.scores + group * shape_.n_ctx;
     a.sums = a.row + kAttendBlock * std::max(dk, dv);

@@ -7,6 +7,9 @@
 // so the rows one head attends to are one contiguous run, read front to back (with positions
 // outermost, a head's rows sat a kv-head stride apart and every page boundary stalled the
 // prefetcher: attention read the cache at a fifth of the bandwidth).
+// With StepShape::kv_shared_v (MLA) there is no V storage: a V row is the first head_dim_v
+// elements of the K row, read in K's type (whole blocks: head_dim_v is checked to be a multiple
+// of the block size).
 // A token at position p of slot s attends to positions [0, p] of s (with a sliding window W:
 // (p - W, p]); the cache does not track
 // which positions are filled — the batch contract (engine/batch.h) guarantees they were written.
@@ -37,7 +40,8 @@ class KvCache {
   // Positions [0, n_positions) of slot src copied to slot dst in every layer held.
   void copy_sequence(int32_t src, int32_t dst, int64_t n_positions);
 
-  // Writes rows of k [T, Hkv*Dh] / v [T, Hkv*Dhv] at each token's (slot, position), then computes
+  // Writes rows of k [T, Hkv*Dh] / v [T, Hkv*Dhv] (v unread with kv_shared_v) at each token's
+  // (slot, position), then computes
   // out [T, H*Dhv] = softmax(q k^T * scale) v per head over [0, position] of the token's slot.
   void attend(ThreadPool& pool, const AttentionParams& p, const int32_t* positions, const int32_t* seq_ids,
               const Act& q, const Act& k, const Act& v, Act& out);

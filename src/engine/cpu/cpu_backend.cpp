@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <numeric>
 
 #include "core/error.h"
@@ -115,7 +116,8 @@ MoeRoute CpuBackend::alloc_route(int64_t max_tokens, int64_t k) {
 void CpuBackend::reserve(const StepShape& shape) {
   VELOCITY_CHECK(shape.max_tokens > 0 && shape.max_logits > 0 && shape.max_logits <= shape.max_tokens && shape.n_embd > 0 && shape.n_vocab > 0);
   shape_ = shape;
-  const int64_t max_in = std::max({shape.n_embd, shape.n_head * shape.head_dim_v, shape.n_ff, shape.n_ff_expert});
+  const int64_t max_in = std::max({shape.n_embd, shape.n_head * shape.head_dim_v, shape.n_ff, shape.n_ff_expert,
+                                   shape.n_ff_shared, shape.mla_q_lora, shape.mla_out_dim});
   matmul_ = std::make_unique<Matmul>(pool_, shape.max_tokens, max_in);
   if (shape.n_layer > 0) kv_ = std::make_unique<KvCache>(shape, pool_.size());
   reserve_blocks();
@@ -128,6 +130,7 @@ void CpuBackend::reserve(const StepShape& shape) {
   rope_inv_freq_.reserve(static_cast<size_t>(std::max(shape.head_dim_k, int64_t{2}) / 2));
   if (shape.n_expert > 0) {
     route_probs_.resize(shape.n_expert);
+    route_allowed_.resize(shape.n_expert);
     expert_tokens_.resize(shape.max_tokens);
     expert_weights_.resize(shape.max_tokens);
     expert_x_ = alloc(shape.max_tokens, shape.n_embd);
@@ -226,8 +229,10 @@ void CpuBackend::add_bias(Act& y, const Weight& b) {
   }
 }
 
-void CpuBackend::rope(Act& x, int64_t head_dim, const RopeParams& rope) {
-  VELOCITY_CHECK(x.n_cols % head_dim == 0 && rope.n_rot % 2 == 0 && rope.n_rot <= head_dim);
+void CpuBackend::rope(Act& x, int64_t head_dim, const RopeParams& rope) { rope_at(x, head_dim, 0, rope); }
+
+void CpuBackend::rope_at(Act& x, int64_t head_dim, int64_t offset, const RopeParams& rope) {
+  VELOCITY_CHECK(x.n_cols % head_dim == 0 && rope.n_rot % 2 == 0 && offset >= 0 && offset + rope.n_rot <= head_dim);
   const int64_t n_heads = x.n_cols / head_dim, half = rope.n_rot / 2;
   VELOCITY_CHECK(!rope.freq_factors.present() ||
                  (rope.freq_factors.type == DType::F32 && rope.freq_factors.n_in == half && rope.freq_factors.device == device()));
@@ -243,7 +248,7 @@ void CpuBackend::rope(Act& x, int64_t head_dim, const RopeParams& rope) {
         const double theta = pos * rope_inv_freq_[i];
         const float c = static_cast<float>(std::cos(theta) * magnitude), s = static_cast<float>(std::sin(theta) * magnitude);
         for (int64_t h = 0; h < n_heads; ++h) {
-          float* xh = x.row(t) + h * head_dim;
+          float* xh = x.row(t) + h * head_dim + offset;
           const int64_t a = rope.type == RopeType::Neox ? i : 2 * i;
           const int64_t b = rope.type == RopeType::Neox ? i + half : 2 * i + 1;
           const float x0 = xh[a], x1 = xh[b];
@@ -295,28 +300,65 @@ void CpuBackend::add(Act& x, const Act& y) {
 
 void CpuBackend::moe_route(const Act& logits, const MoeParams& p, MoeRoute& route) {
   VELOCITY_CHECK(logits.n_cols == p.n_expert && route.k == p.n_expert_used && p.n_expert_used <= p.n_expert);
+  VELOCITY_CHECK(p.n_group >= 1 && p.n_group_used >= 1 && p.n_group_used <= p.n_group && p.n_expert % p.n_group == 0);
+  VELOCITY_CHECK(!p.selection_bias.present() ||
+                     (p.selection_bias.type == DType::F32 && p.selection_bias.n_in == p.n_expert),
+                 "{}: expected F32 [{}]", p.selection_bias.name, p.n_expert);
   route.n_tokens = logits.n_rows;
-  std::vector<double>& probs = route_probs_;
+  std::vector<double>& scores = route_probs_;
+  const auto* bias = reinterpret_cast<const float*>(p.selection_bias.data);
+  const int64_t group_size = p.n_expert / p.n_group;
+  auto choice = [&](int64_t e) { return scores[e] + (bias ? bias[e] : 0.0); };
   for (int64_t t = 0; t < logits.n_rows; ++t) {
     const float* l = logits.row(t);
-    const float mx = *std::max_element(l, l + p.n_expert);
-    double sum = 0;
-    for (int64_t e = 0; e < p.n_expert; ++e) sum += probs[e] = std::exp(static_cast<double>(l[e] - mx));
+    if (p.scoring == MoeParams::Scoring::Sigmoid) {
+      for (int64_t e = 0; e < p.n_expert; ++e) scores[e] = 1.0 / (1.0 + std::exp(-static_cast<double>(l[e])));
+    } else {
+      const float mx = *std::max_element(l, l + p.n_expert);
+      double sum = 0;
+      for (int64_t e = 0; e < p.n_expert; ++e) sum += scores[e] = std::exp(static_cast<double>(l[e] - mx));
+      for (int64_t e = 0; e < p.n_expert; ++e) scores[e] /= sum;
+    }
+    // Groups: the n_group_used groups whose two best choice values sum highest (ties: lower group).
+    std::fill(route_allowed_.begin(), route_allowed_.end(), uint8_t{p.n_group == 1});
+    for (int64_t j = 0; p.n_group > 1 && j < p.n_group_used; ++j) {
+      int64_t best = -1;
+      double best_sum = 0;
+      for (int64_t g = 0; g < p.n_group; ++g) {
+        if (route_allowed_[g * group_size]) continue;
+        double top1 = -std::numeric_limits<double>::infinity(), top2 = top1;
+        for (int64_t e = g * group_size; e < (g + 1) * group_size; ++e) {
+          const double c = choice(e);
+          if (c > top1) {
+            top2 = top1;
+            top1 = c;
+          } else if (c > top2) {
+            top2 = c;
+          }
+        }
+        const double sum = group_size > 1 ? top1 + top2 : top1;
+        if (best < 0 || sum > best_sum) {
+          best = g;
+          best_sum = sum;
+        }
+      }
+      std::fill(route_allowed_.begin() + best * group_size, route_allowed_.begin() + (best + 1) * group_size, 1);
+    }
     int32_t* ids = route.ids + t * route.k;
     float* w = route.weights + t * route.k;
     double picked = 0;
     for (int64_t j = 0; j < route.k; ++j) {
       int64_t best = -1;
       for (int64_t e = 0; e < p.n_expert; ++e) {
-        if (std::find(ids, ids + j, static_cast<int32_t>(e)) != ids + j) continue;
-        if (best < 0 || probs[e] > probs[best]) best = e;
+        if (!route_allowed_[e] || std::find(ids, ids + j, static_cast<int32_t>(e)) != ids + j) continue;
+        if (best < 0 || choice(e) > choice(best)) best = e;
       }
+      VELOCITY_CHECK(best >= 0, "moe_route: fewer than k experts in the groups used");
       ids[j] = static_cast<int32_t>(best);
-      picked += probs[best] / sum;
-      w[j] = static_cast<float>(probs[best] / sum);
+      picked += scores[best];
     }
-    if (p.normalize_weights)
-      for (int64_t j = 0; j < route.k; ++j) w[j] = static_cast<float>(w[j] / picked);
+    const double norm = p.normalize_weights ? picked : 1.0;
+    for (int64_t j = 0; j < route.k; ++j) w[j] = static_cast<float>(scores[ids[j]] / norm * p.weights_scale);
   }
 }
 
@@ -372,6 +414,56 @@ void CpuBackend::moe_experts(const MoeRoute& route, const MoeLayer& layer, const
         for (int64_t c = 0; c < out.n_cols; ++c) o[c] += w * d[c];
     }
   }
+}
+
+void CpuBackend::mla_attention(const MlaParams& p, const MlaLayer& layer, const Act& q, Act& kv, Act& out) {
+  const int64_t n = step_tokens_, h_count = p.n_head, r = p.kv_lora_rank, nope = p.qk_nope, rope_dim = p.qk_rope;
+  const int64_t dq = nope + rope_dim, dk = r + rope_dim, dv = p.v_head_dim;
+  VELOCITY_CHECK(shape_.kv_shared_v && shape_.n_head == h_count && shape_.head_dim_k == dk && shape_.head_dim_v == r,
+                 "mla_attention: the cache was reserved for {} heads of {} / {}, asked {} of {} / {}", shape_.n_head,
+                 shape_.head_dim_k, shape_.head_dim_v, h_count, dk, r);
+  VELOCITY_CHECK(q.n_rows == n && kv.n_rows == n && q.n_cols == h_count * dq && kv.n_cols == dk &&
+                 out.n_cols == h_count * dv && out.capacity >= n);
+  VELOCITY_CHECK(layer.wk_b.n_in == nope && layer.wk_b.n_out == r && layer.wk_b.n_mat == h_count &&
+                 layer.wv_b.n_in == r && layer.wv_b.n_out == dv && layer.wv_b.n_mat == h_count);
+  VELOCITY_CHECK(p.rope.n_rot == rope_dim && layer.kv_a_norm.type == DType::F32 && layer.kv_a_norm.n_in == r);
+  // 1. The cache row [c | k_rope]: c = rms_norm(latent) * kv_a_norm, the rope key rotated.
+  const auto* norm_w = reinterpret_cast<const float*>(layer.kv_a_norm.data);
+  for (int64_t t = 0; t < n; ++t) {
+    float* c = kv.row(t);
+    double ss = 0;
+    for (int64_t i = 0; i < r; ++i) ss += static_cast<double>(c[i]) * c[i];
+    const float s = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(r) + p.norm_eps));
+    for (int64_t i = 0; i < r; ++i) c[i] = c[i] * s * norm_w[i];
+  }
+  rope_at(kv, dk, r, p.rope);
+  // 2. Absorbed queries q'[t, h] = [k_b[h] q_nope[t, h] | rotated q_rope[t, h]], one product per head
+  // over all tokens (rows a head stride apart). They and the latent outputs live in the block
+  // scratch's q [T, H*(R+rope)] and attn [T, H*R] (the cache's head dims), which the MLA block
+  // itself does not use.
+  Act& qa = scratch_.q;
+  qa.n_rows = n;
+  for (int64_t h = 0; h < h_count; ++h)
+    matmul_->run(layer.wk_b.matrix(h), q.data + h * dq, q.n_cols, n, qa.data + h * dk, qa.n_cols);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t h = 0; h < h_count; ++h)
+      std::memcpy(qa.row(t) + h * dk + r, q.row(t) + h * dq + nope, static_cast<size_t>(rope_dim) * sizeof(float));
+  rope_at(qa, dk, r, p.rope);
+  // 3. Attention of every head to the one shared cache "head" (values: its first R elements).
+  AttentionParams ap;
+  ap.layer = p.layer;
+  ap.n_head = h_count;
+  ap.n_head_kv = 1;
+  ap.head_dim_k = dk;
+  ap.head_dim_v = r;
+  ap.scale = p.scale != 0 ? p.scale : 1.0f / std::sqrt(static_cast<float>(dq));
+  Act& latent = scratch_.attn;
+  latent.n_rows = n;
+  kv_->attend(pool_, ap, positions_.data(), seq_ids_.data(), qa, kv, kv, latent);
+  // 4. out[t, h] = v_b[h] latent[t, h].
+  out.n_rows = n;
+  for (int64_t h = 0; h < h_count; ++h)
+    matmul_->run(layer.wv_b.matrix(h), latent.data + h * r, latent.n_cols, n, out.data + h * dv, out.n_cols);
 }
 
 void CpuBackend::select_output_rows(const Act& x, Act& out) {

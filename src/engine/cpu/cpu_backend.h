@@ -53,6 +53,7 @@ class CpuBackend final : public Backend {
   void moe_route(const Act& router_logits, const MoeParams& p, MoeRoute& route) override;
   void moe_experts(const MoeRoute& route, const MoeLayer& layer, const Act& x, Act& out) override;
   void select_output_rows(const Act& x, Act& out) override;
+  void mla_attention(const MlaParams& p, const MlaLayer& layer, const Act& q, Act& kv, Act& out) override;
 
  protected:
   MoeRoute alloc_route(int64_t max_tokens, int64_t k) override;
@@ -62,6 +63,8 @@ class CpuBackend final : public Backend {
     void operator()(void* p) const;
   };
   void* alloc_bytes(size_t n);
+  // Rotates dims [offset, offset + n_rot) of every head of head_dim in x (rope() is offset 0).
+  void rope_at(Act& x, int64_t head_dim, int64_t offset, const RopeParams& rope);
 
   int32_t index_ = 0;
   ThreadPool pool_;
@@ -79,6 +82,7 @@ class CpuBackend final : public Backend {
   std::vector<int32_t> expert_tokens_;
   std::vector<float> expert_weights_;
   Act expert_x_, expert_gate_, expert_up_, expert_out_;
+  std::vector<uint8_t> route_allowed_;  // [E] moe_route's group mask
 };
 
 }  // namespace velocity::engine::cpu

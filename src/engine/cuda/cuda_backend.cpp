@@ -130,6 +130,18 @@ void* CudaBackend::device_alloc(uint64_t bytes, std::string_view what) {
   return p;
 }
 
+bool CudaBackend::supports(Feature f) const {
+  switch (f) {
+    case Feature::AttentionSinks:
+    case Feature::SlidingWindow:
+    case Feature::YarnRope:
+    case Feature::AttentionOutputBias:
+    case Feature::ExpertBiases:
+    case Feature::ClampedSwiglu: return true;
+    default: return false;
+  }
+}
+
 // --- memory -----------------------------------------------------------------------------------
 
 Weight CudaBackend::upload(std::string_view name, DType type, std::span<const int64_t> shape, const uint8_t* bytes) {

@@ -41,9 +41,10 @@ class CudaBackend final : public Backend {
   std::string name() const override { return name_; }
   Device device() const override { return Device::cuda(index_); }
   bool supports_cache_type(DType type) const override { return kv_cache_supports(type); }
-  // Every Feature: sinks and the sliding window in both attention kernels, YaRN in the rope
-  // kernel, the output and expert biases, the clamped SwiGLU (gpt-oss).
-  bool supports(Feature) const override { return true; }
+  // gpt-oss's features: sinks and the sliding window in the attention kernels, YaRN in the rope
+  // kernel, the output and expert biases, the clamped SwiGLU. Not yet deepseek2's (MLA, grouped
+  // routing, shared experts): such a model is refused here, or falls back to the CPU.
+  bool supports(Feature f) const override;
 
   Weight upload(std::string_view name, DType type, std::span<const int64_t> shape, const uint8_t* bytes) override;
   void reserve(const StepShape& shape) override;
