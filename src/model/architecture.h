@@ -54,6 +54,9 @@ void read_yarn_rope(const Hparams& h, Config& c);
 DecoderLayer load_decoder_layer(Weights& w, const Config& c, int64_t il, const DecoderOptions& options);
 // Attention block parameters of layer il.
 engine::AttentionParams attention_params(const Config& c, const DecoderLayer& l, int64_t il);
+// The RoPE of a config over n_rot dims: type, base, linear scale, YaRN and its magnitude (the
+// frequency factors, a tensor, are the caller's).
+engine::RopeParams rope_params(const Config& c, int64_t n_rot);
 // Runs every layer: attention block then FFN or MoE block.
 void decoder_forward(ForwardPass& pass, const Config& c, const std::vector<DecoderLayer>& layers);
 

@@ -79,6 +79,21 @@ void read_yarn_rope(const Hparams& h, Config& c) {
   c.rope_attn_factor = static_cast<float>(h.real("rope.scaling.attn_factor", 1.0f) * mscale);
 }
 
+engine::RopeParams rope_params(const Config& c, int64_t n_rot) {
+  engine::RopeParams r;
+  r.type = c.rope_type;
+  r.n_rot = static_cast<int32_t>(n_rot);
+  r.freq_base = c.rope_freq_base;
+  r.freq_scale = c.rope_freq_scale;
+  r.yarn_factor = c.rope_yarn_factor;
+  r.yarn_orig_ctx = c.rope_yarn_orig_ctx;
+  r.yarn_beta_fast = c.rope_yarn_beta_fast;
+  r.yarn_beta_slow = c.rope_yarn_beta_slow;
+  r.yarn_truncate = c.rope_yarn_truncate;
+  r.attn_factor = c.rope_attn_factor;
+  return r;
+}
+
 engine::AttentionParams attention_params(const Config& c, const DecoderLayer& l, int64_t il) {
   engine::AttentionParams p;
   p.layer = static_cast<int32_t>(il);
@@ -87,10 +102,7 @@ engine::AttentionParams attention_params(const Config& c, const DecoderLayer& l,
   p.head_dim_k = c.head_dim_k;
   p.head_dim_v = c.head_dim_v;
   p.norm_eps = c.rms_eps;
-  p.rope.type = c.rope_type;
-  p.rope.n_rot = static_cast<int32_t>(c.n_rot);
-  p.rope.freq_base = c.rope_freq_base;
-  p.rope.freq_scale = c.rope_freq_scale;
+  p.rope = rope_params(c, c.n_rot);
   p.rope.freq_factors = l.rope_freqs;
   return p;
 }

@@ -198,15 +198,7 @@ class Deepseek2 final : public Architecture {
     p.v_head_dim = c.v_head_dim;
     p.norm_eps = c.rms_eps;
     p.scale = static_cast<float>(mscale_ * mscale_ / std::sqrt(static_cast<double>(c.qk_nope + c.qk_rope)));
-    p.rope.type = c.rope_type;
-    p.rope.n_rot = static_cast<int32_t>(c.qk_rope);
-    p.rope.freq_base = c.rope_freq_base;
-    p.rope.yarn_factor = c.rope_yarn_factor;
-    p.rope.yarn_orig_ctx = c.rope_yarn_orig_ctx;
-    p.rope.yarn_beta_fast = c.rope_yarn_beta_fast;
-    p.rope.yarn_beta_slow = c.rope_yarn_beta_slow;
-    p.rope.yarn_truncate = c.rope_yarn_truncate;
-    p.rope.attn_factor = c.rope_attn_factor;
+    p.rope = rope_params(c, c.qk_rope);
     return p;
   }
 

@@ -109,15 +109,7 @@ class GptOss final : public Architecture {
     p.head_dim_k = c.head_dim_k;
     p.head_dim_v = c.head_dim_v;
     p.norm_eps = c.rms_eps;
-    p.rope.type = c.rope_type;
-    p.rope.n_rot = static_cast<int32_t>(c.n_rot);
-    p.rope.freq_base = c.rope_freq_base;
-    p.rope.yarn_factor = c.rope_yarn_factor;
-    p.rope.yarn_orig_ctx = c.rope_yarn_orig_ctx;
-    p.rope.yarn_beta_fast = c.rope_yarn_beta_fast;
-    p.rope.yarn_beta_slow = c.rope_yarn_beta_slow;
-    p.rope.yarn_truncate = c.rope_yarn_truncate;
-    p.rope.attn_factor = c.rope_attn_factor;
+    p.rope = rope_params(c, c.n_rot);
     p.window = il % 2 == 0 ? c.sliding_window : 0;
     p.sinks = l.sinks;
     return p;
