@@ -50,6 +50,8 @@ void refuse_rope_scaling(const Hparams& h);
 // Reads <arch>.rope.scaling.* for type "yarn" (Error for another type other than "none", or a
 // factor or original context that is missing or not positive) into the rope_yarn_* fields.
 void read_yarn_rope(const Hparams& h, Config& c);
+// Loads the attention tensors of layer il (input norm, Q/K/V/O, the options' biases and Q/K norms).
+engine::AttentionLayer load_attention(Weights& w, const Config& c, int64_t il, const DecoderOptions& options);
 // Loads the attention tensors of layer il and either the dense FFN or (n_expert > 0) the MoE one.
 DecoderLayer load_decoder_layer(Weights& w, const Config& c, int64_t il, const DecoderOptions& options);
 // Attention block parameters of layer il.

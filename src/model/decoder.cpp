@@ -7,12 +7,11 @@
 
 namespace velocity::model {
 
-DecoderLayer load_decoder_layer(Weights& w, const Config& c, int64_t il, const DecoderOptions& options) {
+engine::AttentionLayer load_attention(Weights& w, const Config& c, int64_t il, const DecoderOptions& options) {
   const int64_t d = c.n_embd, q_dim = c.n_head * c.head_dim_k, k_dim = c.n_head_kv * c.head_dim_k,
                 v_dim = c.n_head_kv * c.head_dim_v, o_dim = c.n_head * c.head_dim_v;
   auto name = [il](const char* s) { return Weights::layer(il, s); };
-  DecoderLayer l;
-  engine::AttentionLayer& a = l.attn;
+  engine::AttentionLayer a;
   a.norm = w.get(name("attn_norm.weight"), {d});
   a.wq = w.get(name("attn_q.weight"), {d, q_dim});
   a.wk = w.get(name("attn_k.weight"), {d, k_dim});
@@ -33,6 +32,14 @@ DecoderLayer load_decoder_layer(Weights& w, const Config& c, int64_t il, const D
     a.q_norm = w.get(name("attn_q_norm.weight"), {c.head_dim_k});
     a.k_norm = w.get(name("attn_k_norm.weight"), {c.head_dim_k});
   }
+  return a;
+}
+
+DecoderLayer load_decoder_layer(Weights& w, const Config& c, int64_t il, const DecoderOptions& options) {
+  const int64_t d = c.n_embd;
+  auto name = [il](const char* s) { return Weights::layer(il, s); };
+  DecoderLayer l;
+  l.attn = load_attention(w, c, il, options);
   if (c.has_rope_freqs) l.rope_freqs = w.on_device("rope_freqs.weight", {c.n_rot / 2}, w.layer_device(il));
   if (c.n_expert > 0) {
     engine::MoeLayer& m = l.moe;

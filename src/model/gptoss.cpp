@@ -50,23 +50,13 @@ class GptOss final : public Architecture {
 
   void load(Weights& w, const Config& c) override {
     config_ = c;
-    const int64_t d = c.n_embd, q_dim = c.n_head * c.head_dim_k, k_dim = c.n_head_kv * c.head_dim_k,
-                  v_dim = c.n_head_kv * c.head_dim_v, o_dim = c.n_head * c.head_dim_v, e = c.n_expert,
-                  f = c.n_ff_expert;
+    const int64_t d = c.n_embd, e = c.n_expert, f = c.n_ff_expert;
     const double used = static_cast<double>(c.n_expert_used) / static_cast<double>(e);
     for (int64_t il = 0; il < c.n_layer; ++il) {
       auto name = [il](const char* s) { return Weights::layer(il, s); };
       GptOssLayer l;
-      engine::AttentionLayer& a = l.attn;
-      a.norm = w.get(name("attn_norm.weight"), {d});
-      a.wq = w.get(name("attn_q.weight"), {d, q_dim});
-      a.wk = w.get(name("attn_k.weight"), {d, k_dim});
-      a.wv = w.get(name("attn_v.weight"), {d, v_dim});
-      a.wo = w.get(name("attn_output.weight"), {o_dim, d});
-      a.bq = w.get(name("attn_q.bias"), {q_dim});
-      a.bk = w.get(name("attn_k.bias"), {k_dim});
-      a.bv = w.get(name("attn_v.bias"), {v_dim});
-      a.bo = w.get(name("attn_output.bias"), {d});
+      l.attn = load_attention(w, c, il, DecoderOptions{.qkv_bias = true});
+      l.attn.bo = w.get(name("attn_output.bias"), {d});
       l.sinks = w.get(name("attn_sinks.weight"), {c.n_head});
       engine::MoeLayer& m = l.moe;
       m.norm = w.get(name("post_attention_norm.weight"), {d});
@@ -79,7 +69,7 @@ class GptOss final : public Architecture {
       m.up_exps_b = w.get(name("ffn_up_exps.bias"), {f, e});
       m.down_exps_b = w.get(name("ffn_down_exps.bias"), {d, e});
       m.glu = {engine::ExpertGlu::Kind::Clamped, 1.702f, 7.0f};
-      for (const auto* x : {&a.wq, &a.wk, &a.wv, &a.wo, &m.router}) w.count_bytes(*x);
+      w.count_bytes(m.router);
       for (const auto* x : {&m.gate_exps, &m.up_exps, &m.down_exps}) w.count_bytes(*x, used);
       layers_.push_back(l);
     }
